@@ -1,0 +1,294 @@
+"""Configuration: a TOML file loaded into frozen, typed objects and validated once, at start.
+
+Every mistake is refused before any file is touched, with the file, the key and the reason
+(``conversions.toml: offer_sources.maxbounty.duplicate_mode: unknown mode 'edt' ...``), because a
+typo found half-way through an inbox would leave some files applied under the wrong rules.
+Unknown keys are errors too: a misspelt optional key would otherwise silently do nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pipeline.currencies import ISO_4217
+
+MODES = (
+    "create_new",
+    "new_or_repeated",
+    "ignore",
+    "edit",
+    "increment_payout",
+    "ignore_by_event_id",
+)
+STATUSES = ("approved", "pending", "declined", "other")
+FILE_TIMES = ("account", "utc")
+NONEXISTENT_POLICIES = ("reject", "shift_forward")
+AMBIGUOUS_POLICIES = ("reject", "earliest", "latest")
+KINDS = ("conversions", "status")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
+DEFAULT_FUTURE_TOLERANCE_SECONDS = 300
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, located by file and key."""
+
+    def __init__(self, path: str | Path, key: str, reason: str):
+        self.path, self.key, self.reason = str(path), key, reason
+        super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    timezone: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class OfferSource:
+    name: str
+    account: Account
+    duplicate_mode: str = "ignore"
+    default_status: str = "approved"
+    file_times: str = "account"
+    allow_negative_payout: bool = False
+    click_id_pattern: str | None = None
+    nonexistent_times: str = "reject"
+    ambiguous_times: str = "reject"
+    time_format: str | None = None
+    allowed_conversion_types: tuple[str, ...] | None = None
+    type_modes: Mapping[str, str] = field(default_factory=dict)
+
+    def mode_for(self, conversion_type: str, override: str | None = None) -> str:
+        """The run's override wins, then the type's own mode, then the offer source's."""
+        if override:
+            return override
+        return self.type_modes.get(conversion_type, self.duplicate_mode)
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    future_tolerance_seconds: int = DEFAULT_FUTURE_TOLERANCE_SECONDS
+    warehouse_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    accounts: Mapping[str, Account]
+    offer_sources: Mapping[str, OfferSource]
+    settings: Settings = Settings()
+
+    def offer_source(self, name: str) -> OfferSource:
+        try:
+            return self.offer_sources[name]
+        except KeyError:
+            known = ", ".join(sorted(self.offer_sources)) or "none"
+            raise ConfigError(self.path, f"offer_sources.{name}",
+                              f"no such offer source (configured: {known})") from None
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "", "config file not found (use --config or "
+                          "$CONVERSIONS_CONFIG)") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: Mapping[str, Any], path: str | Path = "<config>") -> Config:
+    """Validate an already-decoded TOML document (tests and the demo build these in code)."""
+    reader = _Reader(str(path))
+    reader.only_keys(raw, "", {"settings", "accounts", "offer_sources"})
+    settings = reader.settings(raw.get("settings", {}))
+    accounts = {
+        name: reader.account(name, table)
+        for name, table in reader.table(raw, "", "accounts", required=True).items()
+    }
+    if not accounts:
+        raise ConfigError(path, "accounts", "at least one account is required")
+    sources = {
+        name: reader.offer_source(name, table, accounts)
+        for name, table in reader.table(raw, "", "offer_sources", required=True).items()
+    }
+    if not sources:
+        raise ConfigError(path, "offer_sources", "at least one offer source is required")
+    return Config(str(path), accounts, sources, settings)
+
+
+class _Reader:
+    """Small typed accessors that turn every mistake into a located ConfigError."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.path, key, reason)
+
+    def only_keys(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                full = f"{where}.{key}" if where else key
+                raise self.fail(full, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+    def table(self, parent: Mapping[str, Any], where: str, key: str,
+              required: bool = False) -> dict[str, Any]:
+        full = f"{where}.{key}" if where else key
+        if key not in parent:
+            if required:
+                raise self.fail(full, "missing table")
+            return {}
+        value = parent[key]
+        if not isinstance(value, dict):
+            raise self.fail(full, "must be a table")
+        return value
+
+    def value(self, table: Mapping[str, Any], where: str, key: str, kind: type,
+              default: Any = None, required: bool = False) -> Any:
+        full = f"{where}.{key}"
+        if key not in table:
+            if required:
+                raise self.fail(full, "required")
+            return default
+        value = table[key]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            raise self.fail(full, f"must be a {kind.__name__}, got {value!r}")
+        return value
+
+    def choice(self, table: Mapping[str, Any], where: str, key: str, choices: tuple[str, ...],
+               default: str | None = None, required: bool = False, what: str = "value") -> Any:
+        value = self.value(table, where, key, str, default, required)
+        if value is not None and value not in choices:
+            raise self.fail(f"{where}.{key}",
+                            f"unknown {what} {value!r} (expected one of: {', '.join(choices)})")
+        return value
+
+    def name(self, where: str, name: str) -> None:
+        if not NAME_PATTERN.match(name):
+            raise self.fail(where, "names must be 1-64 characters of A-Za-z0-9_.- (they are "
+                                   "folder names in the inbox)")
+
+    def settings(self, table: Any) -> Settings:
+        if not isinstance(table, dict):
+            raise self.fail("settings", "must be a table")
+        self.only_keys(table, "settings",
+                       {"batch_size", "max_file_bytes", "future_tolerance_seconds",
+                        "warehouse_url"})
+        out = Settings(
+            batch_size=self.value(table, "settings", "batch_size", int, DEFAULT_BATCH_SIZE),
+            max_file_bytes=self.value(table, "settings", "max_file_bytes", int,
+                                      DEFAULT_MAX_FILE_BYTES),
+            future_tolerance_seconds=self.value(table, "settings", "future_tolerance_seconds",
+                                                int, DEFAULT_FUTURE_TOLERANCE_SECONDS),
+            warehouse_url=self.value(table, "settings", "warehouse_url", str),
+        )
+        for key in ("batch_size", "max_file_bytes"):
+            if getattr(out, key) < 1:
+                raise self.fail(f"settings.{key}", "must be at least 1")
+        if out.future_tolerance_seconds < 0:
+            raise self.fail("settings.future_tolerance_seconds", "must not be negative")
+        return out
+
+    def account(self, name: str, table: Any) -> Account:
+        where = f"accounts.{name}"
+        self.name(where, name)
+        if not isinstance(table, dict):
+            raise self.fail(where, "must be a table")
+        self.only_keys(table, where, {"timezone", "currency"})
+        zone = self.value(table, where, "timezone", str, required=True)
+        try:
+            if zone not in _zones():
+                raise ZoneInfoNotFoundError(zone)
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.fail(f"{where}.timezone",
+                            f"unknown IANA time zone {zone!r} (e.g. America/New_York)") from None
+        currency = self.value(table, where, "currency", str, "USD")
+        if currency not in ISO_4217:
+            raise self.fail(f"{where}.currency", f"{currency!r} is not an ISO 4217 code")
+        return Account(name, zone, currency)
+
+    def offer_source(self, name: str, table: Any, accounts: Mapping[str, Account]) -> OfferSource:
+        where = f"offer_sources.{name}"
+        self.name(where, name)
+        if not isinstance(table, dict):
+            raise self.fail(where, "must be a table")
+        self.only_keys(table, where, {
+            "account", "duplicate_mode", "default_status", "file_times",
+            "allow_negative_payout", "click_id_pattern", "nonexistent_times",
+            "ambiguous_times", "time_format", "allowed_conversion_types", "conversion_types"})
+        account_name = self.value(table, where, "account", str, required=True)
+        if account_name not in accounts:
+            raise self.fail(f"{where}.account", f"no such account {account_name!r} "
+                                                f"(configured: {', '.join(sorted(accounts))})")
+        pattern = self.value(table, where, "click_id_pattern", str)
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise self.fail(f"{where}.click_id_pattern",
+                                f"not a valid regular expression: {exc}") from None
+        time_format = self.value(table, where, "time_format", str)
+        if time_format is not None and "%" not in time_format:
+            raise self.fail(f"{where}.time_format",
+                            "must be a strptime format such as '%d/%m/%Y %H:%M'")
+        allowed = self.value(table, where, "allowed_conversion_types", list)
+        if allowed is not None:
+            if not all(isinstance(t, str) and t for t in allowed):
+                raise self.fail(f"{where}.allowed_conversion_types",
+                                "must be a list of non-empty type names")
+            allowed = tuple(allowed)
+        type_modes: dict[str, str] = {}
+        types = self.table(table, where, "conversion_types")
+        for type_name, type_table in types.items():
+            type_where = f"{where}.conversion_types.{type_name}"
+            if not isinstance(type_table, dict):
+                raise self.fail(type_where, "must be a table")
+            self.only_keys(type_table, type_where, {"duplicate_mode"})
+            mode = self.choice(type_table, type_where, "duplicate_mode", MODES, what="mode")
+            if mode:
+                type_modes[type_name] = mode
+        return OfferSource(
+            name=name,
+            account=accounts[account_name],
+            duplicate_mode=self.choice(table, where, "duplicate_mode", MODES, "ignore",
+                                       what="mode"),
+            default_status=self.choice(table, where, "default_status", STATUSES, "approved",
+                                       what="status"),
+            file_times=self.choice(table, where, "file_times", FILE_TIMES, "account"),
+            allow_negative_payout=self.value(table, where, "allow_negative_payout", bool, False),
+            click_id_pattern=pattern,
+            nonexistent_times=self.choice(table, where, "nonexistent_times",
+                                          NONEXISTENT_POLICIES, "reject", what="policy"),
+            ambiguous_times=self.choice(table, where, "ambiguous_times", AMBIGUOUS_POLICIES,
+                                        "reject", what="policy"),
+            time_format=time_format,
+            allowed_conversion_types=allowed,
+            type_modes=type_modes,
+        )
+
+
+_ZONES: frozenset[str] | None = None
+
+
+def _zones() -> frozenset[str]:
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = frozenset(available_timezones())
+    return _ZONES
