@@ -47,6 +47,8 @@ _ROW = [
      "check the time zone of the file (file_times) and the date"),
     ("invalid_status", "status is not approved, pending, declined or other",
      "use one of approved, pending, declined, other (any case) or leave it empty"),
+    ("missing_status", "status is empty in a status update file",
+     "fill in approved, pending, declined or other"),
     ("unknown_conversion_type", "conversion_type is not one of the offer source's "
      "allowed_conversion_types",
      "use an allowed type (names are case-sensitive) or leave it empty for the default"),

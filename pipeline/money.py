@@ -1,0 +1,67 @@
+"""Payouts as exact integers of micro-units (1.25 -> 1_250_000), never binary floats.
+
+Six decimals cover every currency and sub-cent CPC payouts; twelve integer digits cover any
+realistic payout. Parsing is vectorised string work, so 0.10 + 0.20 is exactly 0.30 from the
+CSV cell to the warehouse and back out of `conversions export`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+import pandas as pd
+
+SCALE = 1_000_000
+_PATTERN = r"^(?P<sign>[+-]?)(?P<units>\d{0,12})(?:\.(?P<frac>\d{0,6}))?$"
+
+
+def parse_payouts(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Trimmed cells -> (micros as Int64, invalid mask, empty mask), index preserved.
+
+    Accepted: `12`, `12.5`, `-3.25`, `+0.000001`, `.5`. Refused (invalid): decimal commas,
+    thousands separators, currency signs, exponents, more than 6 decimals or 12 digits.
+    """
+    text = values.fillna("").astype("str").str.strip()
+    empty = text == ""
+    parts = text.str.extract(_PATTERN)
+    has_digits = parts["units"].fillna("").str.len().gt(0) | parts["frac"].fillna("").str.len().gt(0)
+    valid = parts["units"].notna() & has_digits & ~empty
+    units = parts["units"].where(valid, "0").replace("", "0").astype("int64")
+    frac = parts["frac"].fillna("").where(valid, "0").str.pad(6, side="right", fillchar="0")
+    micros = units * SCALE + frac.astype("int64")
+    micros = micros.where(parts["sign"].fillna("") != "-", -micros)
+    result = micros.astype("Int64").where(valid, pd.NA)
+    return result, ~valid & ~empty, empty
+
+
+def parse_decimal(text: str) -> int:
+    """One decimal string (from the database) -> micros; refuses anything inexact."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal: {text!r}") from None
+    scaled = value.scaleb(6)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"more than 6 decimals: {text!r}")
+    return int(scaled)
+
+
+def format_micros(micros: int) -> str:
+    """Canonical text: at least two decimals, no trailing zeros beyond them (1.5 -> '1.50')."""
+    sign = "-" if micros < 0 else ""
+    units, frac = divmod(abs(int(micros)), SCALE)
+    digits = f"{frac:06d}".rstrip("0").ljust(2, "0")
+    return f"{sign}{units}.{digits}"
+
+
+def format_series(micros: pd.Series) -> pd.Series:
+    """Vectorised `format_micros`; <NA> stays <NA>."""
+    present = micros.notna()
+    m = micros.fillna(0).astype("int64")
+    units = (m.abs() // SCALE).astype("str")
+    frac = (m.abs() % SCALE).astype("str").str.zfill(6).str.rstrip("0").str.pad(2, "right", "0")
+    sign = pd.Series(np.where(m < 0, "-", ""), index=m.index, dtype="str")
+    out = sign + units + "." + frac
+    return out.where(present, pd.NA)
+
