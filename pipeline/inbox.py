@@ -1,0 +1,590 @@
+"""The inbox lifecycle: find waiting files, claim them, and file them away.
+
+A file travels ``inbox/ -> processing/<claim_id>/ -> archive/`` (or ``quarantine/``, or back to
+the inbox when processing failed for a reason that will pass). Each step is one rename inside the
+data directory, so a file is always in exactly one place, and of two workers renaming the same
+file exactly one succeeds: the other gets FileNotFoundError. That is the whole locking scheme;
+there is no lock file to go stale.
+
+A claim folder holds ``claim.json`` (who claimed the file, when, from where) beside the file, so a
+worker that died mid-file leaves enough behind for ``recover`` to hand the file to another one.
+
+Symlinks are never followed: a link in the inbox could point anywhere (``/etc/passwd``, another
+customer's folder). They are moved as links, to quarantine, and never opened.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import socket
+import stat
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline.config import KINDS, NAME_PATTERN
+from pipeline.reasons import CATALOGUE
+
+CLAIM_FILE = "claim.json"
+READY_MARKER = "_READY"
+# Names of files still being written by an uploader, browser, editor or sync tool.
+_TEMP_SUFFIXES = (".partial", ".tmp", ".part", ".crdownload")
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{16,}")
+_NAME_MAX = 255  # bytes in one file name on the usual Linux file systems
+_PARTIAL_SUFFIX_EXAMPLE = ".0123abcd.partial"  # what _write_json adds while writing
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The folders of one data directory (``home`` is made absolute on construction)."""
+
+    home: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home).absolute())
+
+    @property
+    def inbox(self) -> Path:
+        return self.home / "inbox"
+
+    @property
+    def processing(self) -> Path:
+        return self.home / "processing"
+
+    @property
+    def archive(self) -> Path:
+        return self.home / "archive"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    def ensure(self, offer_sources: Iterable[str] = ()) -> None:
+        """Create every folder, and an inbox folder (plus ``status/``) per offer source."""
+        for folder in (self.inbox, self.processing, self.archive, self.quarantine, self.reports):
+            folder.mkdir(parents=True, exist_ok=True)
+        for name in offer_sources:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"not a valid offer source folder name: {name!r}")
+            (self.inbox / name / "status").mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A file in the inbox, not yet claimed."""
+
+    path: Path
+    relative: str  # inbox-relative, posix style: "maxbounty/status/a.csv"
+    offer_source: str | None  # None: not in a configured offer source folder (quarantine it)
+    kind: str  # "conversions" or "status"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A file this process owns, inside its claim folder ``processing/<claim_id>/``."""
+
+    path: Path
+    claim_id: str
+    relative: str
+    offer_source: str | None
+    kind: str
+    received_at: datetime  # UTC, whole seconds; the first claim's time, kept across recovery
+    # Earlier claim ids of this file, oldest first, when it was adopted after a crash: work
+    # recorded under an old id (e.g. in the warehouse ledger) still belongs to this file.
+    adopted_from: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # These fields become folder names in archive/ and quarantine/, and may come back from
+        # a claim.json on disk: refuse anything that could point outside the data directory.
+        if not _is_safe_relative(self.relative):
+            raise ValueError(f"not a safe inbox-relative path: {self.relative!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r} (expected one of: {', '.join(KINDS)})")
+        if self.offer_source is not None and not NAME_PATTERN.match(self.offer_source):
+            raise ValueError(f"not a valid offer source name: {self.offer_source!r}")
+        if self.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+
+    @property
+    def name(self) -> str:
+        """The file's name as the user dropped it."""
+        return PurePosixPath(self.relative).name
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A processed original in the archive, as recorded by its sidecar."""
+
+    path: Path
+    relative: str
+    offer_source: str
+    kind: str
+    received_at: datetime
+    content_hash: str
+
+
+def scan(layout: Layout, offer_sources: Collection[str]) -> list[Waiting]:
+    """List the inbox's waiting files, sorted by relative path (a deterministic order).
+
+    Files directly in ``inbox/<offer_source>/`` are conversions, in ``.../status/`` status
+    updates. Anything else that is not a temporary file (see ``_is_ignored``) is listed with
+    ``offer_source=None`` so it gets quarantined rather than silently left behind: a file at the
+    inbox root or in an unknown or nested folder, and every symlink or other non-regular file.
+    """
+    known = set(offer_sources)
+    found: list[Waiting] = []
+    folders = [layout.inbox]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if _is_ignored(entry.name):
+                continue
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+                continue
+            relative = path.relative_to(layout.inbox).as_posix()
+            offer_source, kind = _classify(relative, known)
+            if not entry.is_file(follow_symlinks=False):  # symlink, FIFO, socket: never opened
+                offer_source = None
+            found.append(Waiting(path, relative, offer_source, kind))
+    return sorted(found, key=lambda waiting: waiting.relative)
+
+
+def claim(layout: Layout, waiting: Waiting, now: datetime | None = None) -> Claimed | None:
+    """Move a waiting file into a new claim folder; None if another worker took it first.
+
+    claim.json is written before the file moves in, so a claim folder holding a file always says
+    where that file came from.
+    """
+    received_at = _utc_seconds(now)
+    claim_id = uuid.uuid4().hex
+    folder = layout.processing / claim_id
+    folder.mkdir(parents=True)
+    claimed = Claimed(
+        path=folder / _payload_name(waiting.path.name),
+        claim_id=claim_id,
+        relative=waiting.relative,
+        offer_source=waiting.offer_source,
+        kind=waiting.kind,
+        received_at=received_at,
+    )
+    try:
+        _write_claim(claimed, claimed_at=received_at)
+        os.rename(waiting.path, claimed.path)
+    except FileNotFoundError:  # the file is gone: another worker claimed it
+        _remove_claim_folder(folder)
+        return None
+    except BaseException:
+        if not os.path.lexists(claimed.path):
+            _remove_claim_folder(folder)
+        raise
+    return claimed
+
+
+def release(layout: Layout, claimed: Claimed) -> Path:
+    """Put a claimed file back where it was in the inbox (processing failed, try again later).
+
+    Never overwrites: if a file of that name was dropped meanwhile, this one comes back as
+    ``<stem>.returned-<claim_id[:8]><suffix>``. Returns the inbox path.
+    """
+    target = _inbox_path(layout, claimed.relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not _move_no_clobber(claimed.path, target):
+        target = target.with_name(f"{target.stem}.returned-{claimed.claim_id[:8]}{target.suffix}")
+        if not _move_no_clobber(claimed.path, target):
+            raise FileExistsError(errno.EEXIST, "cannot release, name taken", str(target))
+    _remove_claim_folder(claimed.path.parent)
+    return target
+
+
+def archive(layout: Layout, claimed: Claimed, content_hash: str) -> Path:
+    """Move a processed file to ``archive/<date>/<offer_source>/<kind>/<hash16>_<name>``.
+
+    The sidecar ``<that name>.json`` is written first, so an archived file always has one.
+    The same bytes archived again under the same name replace the earlier copy (they are
+    identical); nothing else ever changes in the archive.
+    """
+    if claimed.offer_source is None:
+        raise ValueError(f"{claimed.relative}: no offer source; quarantine it instead")
+    _check_hash(content_hash)
+    folder = layout.archive / _day(claimed.received_at) / claimed.offer_source / claimed.kind
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / _stored_name(content_hash[:16], claimed.name, ".json")
+    sidecar = {
+        "claim_id": claimed.claim_id,
+        "relative": claimed.relative,
+        "offer_source": claimed.offer_source,
+        "kind": claimed.kind,
+        "received_at": claimed.received_at.isoformat(),
+        "content_hash": content_hash,
+        "archived_at": _utc_seconds(None).isoformat(),
+    }
+    return _file_away(claimed, target, target.with_name(target.name + ".json"), sidecar)
+
+
+def quarantine(
+    layout: Layout, claimed: Claimed, content_hash: str | None, code: str, detail: str
+) -> Path:
+    """Move a file rejected as a whole to ``quarantine/<date>/<offer_source or _unknown>/``.
+
+    Beside it, ``<name>.reason.json`` says why (the reason code, its message and fix hint, and
+    the detail). A symlink is moved as the link itself; its target is never touched.
+    """
+    reason = CATALOGUE.get(code)
+    if reason is None:
+        raise ValueError(f"unknown reason code {code!r} (see pipeline.reasons)")
+    if content_hash is not None:
+        _check_hash(content_hash)
+    folder = layout.quarantine / _day(claimed.received_at) / (claimed.offer_source or "_unknown")
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = (content_hash or claimed.claim_id)[:16]
+    target = folder / _stored_name(prefix, claimed.name, ".reason.json")
+    sidecar = {
+        "code": code,
+        "message": reason.message,
+        "hint": reason.hint,
+        "detail": detail,
+        "relative": claimed.relative,
+        "offer_source": claimed.offer_source,
+        "kind": claimed.kind,
+        "claim_id": claimed.claim_id,
+        "received_at": claimed.received_at.isoformat(),
+        "content_hash": content_hash,
+        "quarantined_at": _utc_seconds(None).isoformat(),
+    }
+    return _file_away(claimed, target, target.with_name(target.name + ".reason.json"), sidecar)
+
+
+def recover(
+    layout: Layout, stale_after: timedelta = timedelta(hours=6), now: datetime | None = None
+) -> list[Claimed]:
+    """Adopt the claims of workers that died, so their files can be processed again.
+
+    A claim's owner is gone when it ran on this host and its pid is no longer alive, or, for
+    other hosts (whose pids we cannot check), when it was claimed longer than ``stale_after``
+    ago. A claim folder without a readable claim.json is taken once it is ``stale_after`` old;
+    its file comes back with ``offer_source=None``, since where it came from is unknown.
+    Claim folders whose file already moved on (a crash after archiving) are removed.
+    """
+    now = _utc_seconds(now)
+    try:
+        with os.scandir(layout.processing) as entries:
+            folders = sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+    recovered: list[Claimed] = []
+    for folder in folders:
+        stale = _stale_claim(folder, stale_after, now)
+        adopted = adopt(layout, stale) if stale is not None else None
+        if adopted is None:
+            continue
+        if os.path.lexists(adopted.path):
+            recovered.append(adopted)
+        else:
+            _remove_claim_folder(adopted.path.parent)
+    return recovered
+
+
+def adopt(layout: Layout, claimed: Claimed) -> Claimed | None:
+    """Take over a stale claim: rename its folder to a new claim id, then record the new owner.
+
+    Renaming a directory is atomic, so of two recoverers exactly one wins; the other gets None.
+    """
+    new_id = uuid.uuid4().hex
+    try:
+        os.rename(layout.processing / claimed.claim_id, layout.processing / new_id)
+    except FileNotFoundError:
+        return None
+    adopted = replace(
+        claimed,
+        claim_id=new_id,
+        path=layout.processing / new_id / claimed.path.name,
+        adopted_from=(*claimed.adopted_from, claimed.claim_id),
+    )
+    _write_claim(adopted, claimed_at=_utc_seconds(None))
+    return adopted
+
+
+def archived(
+    layout: Layout,
+    start: date,
+    end: date,
+    offer_source: str | None = None,
+    kind: str | None = None,
+) -> list[Archived]:
+    """Archived files received from ``start`` to ``end`` (inclusive, UTC dates), for replays.
+
+    Sorted by (received_at, relative): the order they were first received in.
+    """
+    found: list[Archived] = []
+    for day_folder in _subfolders(layout.archive):
+        try:
+            day = date.fromisoformat(day_folder.name)
+        except ValueError:
+            continue
+        if not start <= day <= end:
+            continue
+        for source_folder in _subfolders(day_folder, only=offer_source):
+            for kind_folder in _subfolders(source_folder, only=kind):
+                with os.scandir(kind_folder) as entries:
+                    sidecars = [Path(e.path) for e in entries if e.name.endswith(".json")]
+                for sidecar in sidecars:
+                    record = _read_archive_sidecar(sidecar)
+                    if record is not None:
+                        found.append(record)
+    return sorted(found, key=lambda a: (a.received_at, a.relative))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _is_ignored(name: str) -> bool:
+    """Hidden and editor temp files, files still being uploaded, and the ready marker."""
+    return (
+        name.startswith((".", "~$"))
+        or name.lower().endswith(_TEMP_SUFFIXES)
+        or name == READY_MARKER
+    )
+
+
+def _classify(relative: str, known: set[str]) -> tuple[str | None, str]:
+    parts = relative.split("/")
+    if len(parts) == 2 and parts[0] in known:
+        return parts[0], "conversions"
+    if len(parts) == 3 and parts[0] in known and parts[1] == "status":
+        return parts[0], "status"
+    return None, "status" if parts[-2:-1] == ["status"] else "conversions"
+
+
+def _is_safe_relative(relative: str) -> bool:
+    """Relative, posix, and without ``..``: it cannot point outside the inbox."""
+    return all(part not in ("", ".", "..") for part in relative.split("/"))
+
+
+def _inbox_path(layout: Layout, relative: str) -> Path:
+    return layout.inbox.joinpath(*relative.split("/"))
+
+
+def _payload_name(name: str) -> str:
+    """The file's name in its claim folder: its own, unless that would replace claim.json."""
+    return f"_{name}" if name.lower() == CLAIM_FILE else name
+
+
+def _stored_name(prefix: str, name: str, sidecar_suffix: str) -> str:
+    """``<prefix>_<name>``, its stem shortened if needed so that its sidecar's name (and the
+    sidecar's partial file, ``<sidecar>.<token>.partial``) still fit the 255-byte name limit."""
+    stored = f"{prefix}_{name}"
+    stem, suffix = os.path.splitext(stored)
+    if len(suffix) > 16:
+        stem, suffix = stored, ""
+    budget = _NAME_MAX - len(os.fsencode(sidecar_suffix + _PARTIAL_SUFFIX_EXAMPLE))
+    while len(os.fsencode(stem + suffix)) > budget:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def _file_away(claimed: Claimed, target: Path, sidecar: Path, record: Mapping[str, Any]) -> Path:
+    """Sidecar first, then the file (atomically replacing an identical earlier copy)."""
+    _write_json(sidecar, record)
+    os.replace(claimed.path, target)
+    _remove_claim_folder(claimed.path.parent)
+    return target
+
+
+def _move_no_clobber(source: Path, target: Path) -> bool:
+    """Move ``source`` to ``target`` unless ``target`` exists; False if it does.
+
+    A hard link fails if the name exists, with no window in which a check and a rename could
+    race against a new upload of the same name. ``follow_symlinks=False`` links a symlink itself.
+    """
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    os.unlink(source)
+    return True
+
+
+def _write_claim(claimed: Claimed, claimed_at: datetime) -> None:
+    _write_json(
+        claimed.path.parent / CLAIM_FILE,
+        {
+            "claim_id": claimed.claim_id,
+            "relative": claimed.relative,
+            "offer_source": claimed.offer_source,
+            "kind": claimed.kind,
+            "received_at": claimed.received_at.isoformat(),
+            "claimed_at": claimed_at.isoformat(),  # the current owner's; staleness counts from it
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "file": claimed.path.name,
+            "adopted_from": list(claimed.adopted_from),
+        },
+    )
+
+
+def _stale_claim(folder: Path, stale_after: timedelta, now: datetime) -> Claimed | None:
+    """The claim in ``folder`` if its owner is gone, else None."""
+    record = _read_json(folder / CLAIM_FILE)
+    if record is None:
+        return _unrecorded_claim(folder, stale_after, now)
+    try:
+        file, adopted_from = record["file"], record.get("adopted_from", [])
+        if file in (CLAIM_FILE, ".", "..") or "/" in file or not isinstance(adopted_from, list):
+            raise ValueError("claim.json was not written by this module")
+        claimed = Claimed(
+            path=folder / file,
+            claim_id=folder.name,  # the folder name is the truth: adopt renames it first
+            relative=record["relative"],
+            offer_source=record["offer_source"],
+            kind=record["kind"],
+            received_at=datetime.fromisoformat(record["received_at"]),
+            adopted_from=tuple(map(str, adopted_from)),
+        )
+        host, pid = str(record["host"]), int(record["pid"])
+        claimed_at = datetime.fromisoformat(record["claimed_at"])
+        if pid <= 0 or claimed_at.tzinfo is None:
+            raise ValueError("bad pid or claimed_at")
+    except (KeyError, TypeError, ValueError):
+        return _unrecorded_claim(folder, stale_after, now)
+    if host == socket.gethostname():
+        return None if _pid_alive(pid) else claimed
+    return claimed if now - claimed_at >= stale_after else None
+
+
+def _unrecorded_claim(folder: Path, stale_after: timedelta, now: datetime) -> Claimed | None:
+    """A claim folder without a usable claim.json: judged by age, its file's origin unknown."""
+    try:
+        changed = datetime.fromtimestamp(folder.lstat().st_mtime, UTC).replace(microsecond=0)
+        names = sorted(
+            n for n in os.listdir(folder) if n != CLAIM_FILE and not n.endswith(".partial")
+        )
+    except FileNotFoundError:  # another recoverer got there first
+        return None
+    if now - changed < stale_after:
+        return None
+    if not names:
+        _remove_claim_folder(folder)
+        return None
+    return Claimed(folder / names[0], folder.name, names[0], None, "conversions", changed)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _remove_claim_folder(folder: Path) -> None:
+    """Remove a claim folder with its claim.json (and any leftover claim.json partial).
+
+    Never a user's file: if one is still inside, rmdir fails loudly instead.
+    """
+    try:
+        for name in os.listdir(folder):
+            if name == CLAIM_FILE or (name.startswith(CLAIM_FILE) and name.endswith(".partial")):
+                (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+    except FileNotFoundError:  # already gone (another recoverer, or adopt renamed it)
+        pass
+
+
+def _read_archive_sidecar(sidecar: Path) -> Archived | None:
+    """The Archived record of a sidecar, or None for any other .json file (an archived upload
+    that happens to end in .json, or a sidecar whose file never arrived)."""
+    path = sidecar.with_name(sidecar.name[: -len(".json")])
+    record = _read_json(sidecar)
+    try:
+        if record is None or not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        return Archived(
+            path=path,
+            relative=record["relative"],
+            offer_source=record["offer_source"],
+            kind=record["kind"],
+            received_at=datetime.fromisoformat(record["received_at"]),
+            content_hash=record["content_hash"],
+        )
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _subfolders(folder: Path, only: str | None = None) -> list[Path]:
+    try:
+        with os.scandir(folder) as entries:
+            return [
+                Path(e.path)
+                for e in entries
+                if e.is_dir(follow_symlinks=False) and (only is None or e.name == only)
+            ]
+    except FileNotFoundError:
+        return []
+
+
+def _check_hash(content_hash: str) -> None:
+    # The hash becomes part of a file name: a hex digest cannot smuggle in a path.
+    if not _HEX_DIGEST.fullmatch(content_hash):
+        raise ValueError(f"content_hash must be a hex digest, got {content_hash!r}")
+
+
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def _utc_seconds(moment: datetime | None) -> datetime:
+    moment = datetime.now(UTC) if moment is None else moment
+    if moment.tzinfo is None:
+        raise ValueError("datetimes must be timezone-aware")
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file, or None if it is missing, unreadable or not an object."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with open(fd, "rb") as file:
+            data = json.loads(file.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON atomically: a ``.partial`` beside it, fsync, rename over the final name."""
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    try:
+        payload = text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that was not UTF-8 on disk: escape it instead
+        payload = (json.dumps(data, indent=2) + "\n").encode("ascii")
+    partial = path.with_name(f"{path.name}.{secrets.token_hex(4)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with open(fd, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
