@@ -78,6 +78,8 @@ _FILE = [
     ("unknown_offer_source", "the file is not inside a configured offer source's inbox folder",
      "move it to inbox/<offer_source>/ (or inbox/<offer_source>/status/)"),
     ("empty_file", "the file has no header line", "export the file again with its header"),
+    ("internal_error", "the pipeline failed on this file (a bug); nothing was applied",
+     "report it together with the quarantined file; drop it again once fixed"),
     ("invalid_file", "the file cannot be processed with the current configuration",
      "read the report's detail, fix the file or the configuration, and drop it again"),
 ]

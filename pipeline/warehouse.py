@@ -47,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
-from pipeline.duplicates import FIELDS, HISTORY_COLUMNS, Resolution, empty_existing
+from pipeline.duplicates import HISTORY_COLUMNS, Resolution, empty_existing
 from pipeline.money import format_micros, parse_decimal
 
 SCHEMA_VERSION = 1
@@ -322,7 +322,7 @@ def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.
            {"click_id": "VARCHAR(128)", "conversion_type": "VARCHAR(64)",
             "key_event": "VARCHAR(255)"})
     c = conversions.c
-    sql = text(f"""
+    sql = text("""
         SELECT * FROM (
             SELECT k.click_id, k.conversion_type, k.key_event,
                    c.conversion_id, c.payout, c.status, c.converted_at, c.currency, c.event_id,
@@ -425,26 +425,3 @@ def export(conn: Connection, offer_source: str | None = None) -> pd.DataFrame:
     frame["converted_at"] = pd.to_datetime(frame["converted_at"], utc=True)
     return frame
 
-
-__all__ = [
-    "FIELDS",
-    "OUTCOMES",
-    "SCHEMA_VERSION",
-    "WarehouseError",
-    "apply",
-    "applied_by_claim",
-    "applied_count",
-    "connect",
-    "conversion_history",
-    "conversions",
-    "existing_for",
-    "export",
-    "file_transaction",
-    "finish_file",
-    "ingested_files",
-    "record_file",
-    "record_rejections",
-    "rejected_rows",
-    "status_matches",
-    "upgrade",
-]

@@ -1,0 +1,163 @@
+"""`conversions`: the command line. Thin: it resolves settings, then calls the library.
+
+Exit codes: 0 every file processed (rows may have been rejected: see the reports); 1 at least one
+file quarantined or failed; 2 bad usage or configuration (the message says what and where).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pipeline import __version__, export, inbox, runner, warehouse
+from pipeline.config import KINDS, MODES, Config, ConfigError, load
+from pipeline.ingest import FileResult, ingest_file
+from pipeline.summary import Console
+
+EXIT_OK, EXIT_FILES, EXIT_USAGE = 0, 1, 2
+
+
+def resolve_home(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("CONVERSIONS_HOME") or "var").resolve()
+
+
+def resolve_config_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("CONVERSIONS_CONFIG") or "conversions.toml")
+
+
+def resolve_warehouse_url(arg: str | None, config: Config | None, home: Path) -> str:
+    """--warehouse, then $CONVERSIONS_WAREHOUSE_URL, then the config, then SQLite in the home."""
+    return (arg or os.environ.get("CONVERSIONS_WAREHOUSE_URL")
+            or (config.settings.warehouse_url if config else None)
+            or f"sqlite:///{home / 'warehouse.db'}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML config (else $CONVERSIONS_CONFIG, else "
+                                         "./conversions.toml)")
+    common.add_argument("--warehouse", metavar="URL", help="SQLAlchemy URL (else "
+                        "$CONVERSIONS_WAREHOUSE_URL, else the config, else SQLite in --home)")
+    common.add_argument("--home", help="data directory (else $CONVERSIONS_HOME, else ./var)")
+
+    p = argparse.ArgumentParser(prog="conversions", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ing = sub.add_parser("ingest", parents=[common], help="apply files directly")
+    ing.add_argument("--offer-source", required=True, metavar="NAME")
+    ing.add_argument("--kind", choices=KINDS, default="conversions")
+    ing.add_argument("--mode", choices=MODES, help="duplicate mode for every row of this run")
+    ing.add_argument("--dry-run", action="store_true",
+                     help="validate and write reports; change nothing in the warehouse")
+    ing.add_argument("--force", action="store_true",
+                     help="re-apply a file whose bytes were applied before")
+    ing.add_argument("--received-at", metavar="ISO8601",
+                     help="the file's received time (default: now); empty times take it")
+    ing.add_argument("files", nargs="+", metavar="FILE")
+
+    ibx = sub.add_parser("inbox", parents=[common], help="process everything in the inbox once")
+    ibx.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+
+    exp = sub.add_parser("export", parents=[common], help="current conversions")
+    exp.add_argument("--offer-source", metavar="NAME")
+    exp.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    exp.add_argument("--local-time", action="store_true",
+                     help="converted_at in the account's time zone, with its offset")
+    exp.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+
+    tpl = sub.add_parser("template", help="print a CSV header and an example row")
+    tpl.add_argument("--kind", choices=KINDS, default="conversions")
+
+    demo = sub.add_parser("demo", help="run the sample end to end and show where to look")
+    demo.add_argument("--home", help="demo data directory (default: ./var/demo)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(sys.stderr)
+    try:
+        return _COMMANDS[args.command](args, console)
+    except ConfigError as exc:
+        console.error(str(exc))
+        return EXIT_USAGE
+    except warehouse.WarehouseError as exc:
+        console.error(str(exc))
+        return EXIT_FILES
+    except KeyboardInterrupt:
+        console.error("interrupted; files being processed were rolled back")
+        return 130
+
+
+def _context(args) -> runner.Context:
+    home = resolve_home(args.home)
+    config = load(resolve_config_path(args.config))
+    engine = warehouse.connect(resolve_warehouse_url(args.warehouse, config, home))
+    return runner.Context(config, engine, inbox.Layout(home))
+
+
+def _ingest(args, console: Console) -> int:
+    ctx = _context(args)
+    ctx.config.offer_source(args.offer_source)  # refuse an unknown name before any file
+    received = datetime.fromisoformat(args.received_at) if args.received_at else None
+    if received is not None and received.tzinfo is None:
+        raise ConfigError("--received-at", "", "needs an offset or Z, e.g. 2026-03-08T14:00:00Z")
+    results: list[FileResult] = []
+    with console.progress(len(args.files)) as advance:
+        for name in args.files:
+            path = Path(name)
+            if not path.is_file():
+                console.error(f"{name}: no such file")
+                results.append(FileResult(path.name, args.offer_source, args.kind, "failed",
+                                          detail="no such file"))
+                continue
+            results.append(ingest_file(
+                path, config=ctx.config, engine=ctx.engine, reports_dir=ctx.layout.reports,
+                offer_source=args.offer_source, kind=args.kind, received_at=received,
+                mode_override=args.mode, dry_run=args.dry_run, force=args.force))
+            advance(results[-1])
+    console.summary(results)
+    return runner.exit_code(results)
+
+
+def _inbox(args, console: Console) -> int:
+    ctx = _context(args)
+    with console.progress(None) as advance:
+        results = runner.run_inbox(ctx, mode_override=args.mode, on_file=advance)
+    console.summary(results)
+    return runner.exit_code(results)
+
+
+def _export(args, console: Console) -> int:
+    ctx = _context(args)
+    if args.offer_source:
+        ctx.config.offer_source(args.offer_source)
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    try:
+        export.write(ctx.engine, ctx.config, out, offer_source=args.offer_source,
+                     fmt=args.format, local_time=args.local_time)
+    finally:
+        if args.output:
+            out.close()
+    return EXIT_OK
+
+
+def _template(args, console: Console) -> int:
+    sys.stdout.write(export.template(args.kind))
+    return EXIT_OK
+
+
+def _demo(args, console: Console) -> int:
+    from pipeline import demo
+
+    home = Path(args.home or Path("var") / "demo").resolve()
+    return demo.run(home, console)
+
+
+_COMMANDS = {"ingest": _ingest, "inbox": _inbox, "export": _export, "template": _template,
+             "demo": _demo}

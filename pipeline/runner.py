@@ -1,0 +1,118 @@
+"""The inbox runner: claim waiting files, ingest each, archive or quarantine it.
+
+The CLI's `conversions inbox` and the Airflow DAGs call these functions, so a file travels the
+same way whoever picks it up: claimed by an atomic rename (two workers never get the same
+file), ingested by `ingest.ingest_file`, then archived (applied, dry run, duplicate) or
+quarantined (rejected as a whole). A transient failure (the warehouse is down) puts the file
+back in the inbox for the next run; a claim left behind by a crashed worker is adopted by the
+next run, keeping its received time so the result is the same as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from pipeline import inbox, reports, warehouse
+from pipeline.config import Config
+from pipeline.ingest import FileResult, ingest_file, sha256_file
+from pipeline.reasons import CATALOGUE
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a run needs besides the file: config, warehouse, data directory."""
+
+    config: Config
+    engine: Engine
+    layout: inbox.Layout
+
+
+def claim_waiting(ctx: Context) -> list[inbox.Claimed]:
+    """Adopt claims of crashed runs, then claim everything waiting in the inbox."""
+    ctx.layout.ensure(ctx.config.offer_sources)
+    claimed = list(inbox.recover(ctx.layout))
+    for waiting in inbox.scan(ctx.layout, ctx.config.offer_sources):
+        got = inbox.claim(ctx.layout, waiting)
+        if got is not None:
+            claimed.append(got)
+    return claimed
+
+
+def process_claimed(ctx: Context, claimed: inbox.Claimed, *, mode_override: str | None = None,
+                    dry_run: bool = False) -> FileResult:
+    """Ingest one claimed file and move it to the archive or quarantine."""
+    name = Path(claimed.relative).name
+    if claimed.offer_source is None or claimed.path.is_symlink():
+        why = ("symbolic links are never followed" if claimed.path.is_symlink()
+               else "not inside a configured offer source's inbox folder "
+                    f"(configured: {', '.join(sorted(ctx.config.offer_sources))})")
+        return _quarantine(ctx, claimed, None, "unknown_offer_source", why)
+    with ctx.engine.connect() as conn:
+        done = warehouse.applied_by_claim(conn, claimed.claim_id)
+    if done is not None:  # applied before a crash interrupted the archiving
+        inbox.archive(ctx.layout, claimed, done["content_hash"])
+        return FileResult(name, claimed.offer_source, claimed.kind, "applied",
+                          content_hash=done["content_hash"], file_id=done["file_id"],
+                          data_lines=done["data_lines"],
+                          outcomes={o: done[o] for o in warehouse.OUTCOMES},
+                          report_path=done["report_path"], summary_path=done["summary_path"])
+    try:
+        result = ingest_file(
+            claimed.path, config=ctx.config, engine=ctx.engine, reports_dir=ctx.layout.reports,
+            offer_source=claimed.offer_source, kind=claimed.kind,
+            received_at=claimed.received_at, original_name=name, mode_override=mode_override,
+            dry_run=dry_run, claim_id=claimed.claim_id)
+    except (DBAPIError, warehouse.WarehouseError, OSError) as exc:
+        inbox.release(ctx.layout, claimed)
+        return FileResult(name, claimed.offer_source, claimed.kind, "failed",
+                          detail=f"{type(exc).__name__}: {_first_line(exc)}; the file was put "
+                                 "back in the inbox for the next run")
+    except Exception as exc:  # a bug: keep the file safe where a person will look
+        return _quarantine(ctx, claimed, sha256_file(claimed.path), "internal_error",
+                           f"{type(exc).__name__}: {_first_line(exc)}")
+    if result.state == "quarantined":
+        inbox.quarantine(ctx.layout, claimed, result.content_hash, result.reason_code or
+                         "invalid_file", result.detail or "")
+    else:
+        inbox.archive(ctx.layout, claimed, result.content_hash)
+    return result
+
+
+def _quarantine(ctx: Context, claimed: inbox.Claimed, content_hash: str | None, code: str,
+                detail: str) -> FileResult:
+    name = Path(claimed.relative).name
+    result = FileResult(name, claimed.offer_source, claimed.kind, "quarantined",
+                        content_hash=content_hash, reason_code=code, detail=detail,
+                        received_at=claimed.received_at.isoformat())
+    inbox.quarantine(ctx.layout, claimed, content_hash, code, detail)
+    _, summary = reports.report_paths(ctx.layout.reports, claimed.received_at, name,
+                                      content_hash or claimed.claim_id)
+    result.summary_path = str(summary)
+    reports.write_summary(summary, result.to_dict() | {"reason": CATALOGUE[code].message})
+    return result
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def run_inbox(ctx: Context, *, mode_override: str | None = None, dry_run: bool = False,
+              on_file: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+    """One pass over the inbox, exactly as the scheduled DAG makes it."""
+    results = []
+    for claimed in claim_waiting(ctx):
+        result = process_claimed(ctx, claimed, mode_override=mode_override, dry_run=dry_run)
+        results.append(result)
+        if on_file:
+            on_file(result)
+    return results
+
+
+def exit_code(results: Iterable[FileResult]) -> int:
+    """0 when every file was processed (rows may be rejected), 1 if any was quarantined/failed."""
+    return 1 if any(r.state in ("quarantined", "failed") for r in results) else 0
