@@ -7,6 +7,7 @@ file quarantined or failed; 2 bad usage or configuration (the message says what 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -31,17 +32,25 @@ def resolve_config_path(arg: str | None) -> Path:
 
 def resolve_warehouse_url(arg: str | None, config: Config | None, home: Path) -> str:
     """--warehouse, then $CONVERSIONS_WAREHOUSE_URL, then the config, then SQLite in the home."""
-    return (arg or os.environ.get("CONVERSIONS_WAREHOUSE_URL")
-            or (config.settings.warehouse_url if config else None)
-            or f"sqlite:///{home / 'warehouse.db'}")
+    return (
+        arg
+        or os.environ.get("CONVERSIONS_WAREHOUSE_URL")
+        or (config.settings.warehouse_url if config else None)
+        or f"sqlite:///{home / 'warehouse.db'}"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML config (else $CONVERSIONS_CONFIG, else "
-                                         "./conversions.toml)")
-    common.add_argument("--warehouse", metavar="URL", help="SQLAlchemy URL (else "
-                        "$CONVERSIONS_WAREHOUSE_URL, else the config, else SQLite in --home)")
+    common.add_argument(
+        "--config", help="TOML config (else $CONVERSIONS_CONFIG, else ./conversions.toml)"
+    )
+    common.add_argument(
+        "--warehouse",
+        metavar="URL",
+        help="SQLAlchemy URL (else "
+        "$CONVERSIONS_WAREHOUSE_URL, else the config, else SQLite in --home)",
+    )
     common.add_argument("--home", help="data directory (else $CONVERSIONS_HOME, else ./var)")
 
     p = argparse.ArgumentParser(prog="conversions", description=__doc__.split("\n")[0])
@@ -52,12 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--offer-source", required=True, metavar="NAME")
     ing.add_argument("--kind", choices=KINDS, default="conversions")
     ing.add_argument("--mode", choices=MODES, help="duplicate mode for every row of this run")
-    ing.add_argument("--dry-run", action="store_true",
-                     help="validate and write reports; change nothing in the warehouse")
-    ing.add_argument("--force", action="store_true",
-                     help="re-apply a file whose bytes were applied before")
-    ing.add_argument("--received-at", metavar="ISO8601",
-                     help="the file's received time (default: now); empty times take it")
+    ing.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and write reports; change nothing in the warehouse",
+    )
+    ing.add_argument(
+        "--force", action="store_true", help="re-apply a file whose bytes were applied before"
+    )
+    ing.add_argument(
+        "--received-at",
+        metavar="ISO8601",
+        help="the file's received time (default: now); empty times take it",
+    )
     ing.add_argument("files", nargs="+", metavar="FILE")
 
     ibx = sub.add_parser("inbox", parents=[common], help="process everything in the inbox once")
@@ -66,8 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", parents=[common], help="current conversions")
     exp.add_argument("--offer-source", metavar="NAME")
     exp.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    exp.add_argument("--local-time", action="store_true",
-                     help="converted_at in the account's time zone, with its offset")
+    exp.add_argument(
+        "--local-time",
+        action="store_true",
+        help="converted_at in the account's time zone, with its offset",
+    )
     exp.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
 
     tpl = sub.add_parser("template", help="print a CSV header and an example row")
@@ -113,13 +132,26 @@ def _ingest(args, console: Console) -> int:
             path = Path(name)
             if not path.is_file():
                 console.error(f"{name}: no such file")
-                results.append(FileResult(path.name, args.offer_source, args.kind, "failed",
-                                          detail="no such file"))
+                results.append(
+                    FileResult(
+                        path.name, args.offer_source, args.kind, "failed", detail="no such file"
+                    )
+                )
                 continue
-            results.append(ingest_file(
-                path, config=ctx.config, engine=ctx.engine, reports_dir=ctx.layout.reports,
-                offer_source=args.offer_source, kind=args.kind, received_at=received,
-                mode_override=args.mode, dry_run=args.dry_run, force=args.force))
+            results.append(
+                ingest_file(
+                    path,
+                    config=ctx.config,
+                    engine=ctx.engine,
+                    reports_dir=ctx.layout.reports,
+                    offer_source=args.offer_source,
+                    kind=args.kind,
+                    received_at=received,
+                    mode_override=args.mode,
+                    dry_run=args.dry_run,
+                    force=args.force,
+                )
+            )
             advance(results[-1])
     console.summary(results)
     return runner.exit_code(results)
@@ -137,13 +169,20 @@ def _export(args, console: Console) -> int:
     ctx = _context(args)
     if args.offer_source:
         ctx.config.offer_source(args.offer_source)
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
-    try:
-        export.write(ctx.engine, ctx.config, out, offer_source=args.offer_source,
-                     fmt=args.format, local_time=args.local_time)
-    finally:
-        if args.output:
-            out.close()
+    with contextlib.ExitStack() as stack:
+        out = (
+            stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
+            if args.output
+            else sys.stdout
+        )
+        export.write(
+            ctx.engine,
+            ctx.config,
+            out,
+            offer_source=args.offer_source,
+            fmt=args.format,
+            local_time=args.local_time,
+        )
     return EXIT_OK
 
 
@@ -159,5 +198,10 @@ def _demo(args, console: Console) -> int:
     return demo.run(home, console)
 
 
-_COMMANDS = {"ingest": _ingest, "inbox": _inbox, "export": _export, "template": _template,
-             "demo": _demo}
+_COMMANDS = {
+    "ingest": _ingest,
+    "inbox": _inbox,
+    "export": _export,
+    "template": _template,
+    "demo": _demo,
+}

@@ -95,8 +95,9 @@ class Config:
             return self.offer_sources[name]
         except KeyError:
             known = ", ".join(sorted(self.offer_sources)) or "none"
-            raise ConfigError(self.path, f"offer_sources.{name}",
-                              f"no such offer source (configured: {known})") from None
+            raise ConfigError(
+                self.path, f"offer_sources.{name}", f"no such offer source (configured: {known})"
+            ) from None
 
 
 def load(path: str | Path) -> Config:
@@ -105,8 +106,9 @@ def load(path: str | Path) -> Config:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(path, "", "config file not found (use --config or "
-                          "$CONVERSIONS_CONFIG)") from None
+        raise ConfigError(
+            path, "", "config file not found (use --config or $CONVERSIONS_CONFIG)"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     return parse(raw, path)
@@ -145,10 +147,13 @@ class _Reader:
         for key in table:
             if key not in allowed:
                 full = f"{where}.{key}" if where else key
-                raise self.fail(full, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+                raise self.fail(
+                    full, f"unknown key (expected one of: {', '.join(sorted(allowed))})"
+                )
 
-    def table(self, parent: Mapping[str, Any], where: str, key: str,
-              required: bool = False) -> dict[str, Any]:
+    def table(
+        self, parent: Mapping[str, Any], where: str, key: str, required: bool = False
+    ) -> dict[str, Any]:
         full = f"{where}.{key}" if where else key
         if key not in parent:
             if required:
@@ -159,43 +164,67 @@ class _Reader:
             raise self.fail(full, "must be a table")
         return value
 
-    def value(self, table: Mapping[str, Any], where: str, key: str, kind: type,
-              default: Any = None, required: bool = False) -> Any:
+    def value(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        key: str,
+        kind: type,
+        default: Any = None,
+        required: bool = False,
+    ) -> Any:
         full = f"{where}.{key}"
         if key not in table:
             if required:
                 raise self.fail(full, "required")
             return default
         value = table[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             raise self.fail(full, f"must be a {kind.__name__}, got {value!r}")
         return value
 
-    def choice(self, table: Mapping[str, Any], where: str, key: str, choices: tuple[str, ...],
-               default: str | None = None, required: bool = False, what: str = "value") -> Any:
+    def choice(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        key: str,
+        choices: tuple[str, ...],
+        default: str | None = None,
+        required: bool = False,
+        what: str = "value",
+    ) -> Any:
         value = self.value(table, where, key, str, default, required)
         if value is not None and value not in choices:
-            raise self.fail(f"{where}.{key}",
-                            f"unknown {what} {value!r} (expected one of: {', '.join(choices)})")
+            raise self.fail(
+                f"{where}.{key}",
+                f"unknown {what} {value!r} (expected one of: {', '.join(choices)})",
+            )
         return value
 
     def name(self, where: str, name: str) -> None:
         if not NAME_PATTERN.match(name):
-            raise self.fail(where, "names must be 1-64 characters of A-Za-z0-9_.- (they are "
-                                   "folder names in the inbox)")
+            raise self.fail(
+                where,
+                "names must be 1-64 characters of A-Za-z0-9_.- (they are "
+                "folder names in the inbox)",
+            )
 
     def settings(self, table: Any) -> Settings:
         if not isinstance(table, dict):
             raise self.fail("settings", "must be a table")
-        self.only_keys(table, "settings",
-                       {"batch_size", "max_file_bytes", "future_tolerance_seconds",
-                        "warehouse_url"})
+        self.only_keys(
+            table,
+            "settings",
+            {"batch_size", "max_file_bytes", "future_tolerance_seconds", "warehouse_url"},
+        )
         out = Settings(
             batch_size=self.value(table, "settings", "batch_size", int, DEFAULT_BATCH_SIZE),
-            max_file_bytes=self.value(table, "settings", "max_file_bytes", int,
-                                      DEFAULT_MAX_FILE_BYTES),
-            future_tolerance_seconds=self.value(table, "settings", "future_tolerance_seconds",
-                                                int, DEFAULT_FUTURE_TOLERANCE_SECONDS),
+            max_file_bytes=self.value(
+                table, "settings", "max_file_bytes", int, DEFAULT_MAX_FILE_BYTES
+            ),
+            future_tolerance_seconds=self.value(
+                table, "settings", "future_tolerance_seconds", int, DEFAULT_FUTURE_TOLERANCE_SECONDS
+            ),
             warehouse_url=self.value(table, "settings", "warehouse_url", str),
         )
         for key in ("batch_size", "max_file_bytes"):
@@ -217,8 +246,9 @@ class _Reader:
                 raise ZoneInfoNotFoundError(zone)
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise self.fail(f"{where}.timezone",
-                            f"unknown IANA time zone {zone!r} (e.g. America/New_York)") from None
+            raise self.fail(
+                f"{where}.timezone", f"unknown IANA time zone {zone!r} (e.g. America/New_York)"
+            ) from None
         currency = self.value(table, where, "currency", str, "USD")
         if currency not in ISO_4217:
             raise self.fail(f"{where}.currency", f"{currency!r} is not an ISO 4217 code")
@@ -229,30 +259,48 @@ class _Reader:
         self.name(where, name)
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
-        self.only_keys(table, where, {
-            "account", "duplicate_mode", "default_status", "file_times",
-            "allow_negative_payout", "click_id_pattern", "nonexistent_times",
-            "ambiguous_times", "time_format", "allowed_conversion_types", "conversion_types"})
+        self.only_keys(
+            table,
+            where,
+            {
+                "account",
+                "duplicate_mode",
+                "default_status",
+                "file_times",
+                "allow_negative_payout",
+                "click_id_pattern",
+                "nonexistent_times",
+                "ambiguous_times",
+                "time_format",
+                "allowed_conversion_types",
+                "conversion_types",
+            },
+        )
         account_name = self.value(table, where, "account", str, required=True)
         if account_name not in accounts:
-            raise self.fail(f"{where}.account", f"no such account {account_name!r} "
-                                                f"(configured: {', '.join(sorted(accounts))})")
+            raise self.fail(
+                f"{where}.account",
+                f"no such account {account_name!r} (configured: {', '.join(sorted(accounts))})",
+            )
         pattern = self.value(table, where, "click_id_pattern", str)
         if pattern is not None:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise self.fail(f"{where}.click_id_pattern",
-                                f"not a valid regular expression: {exc}") from None
+                raise self.fail(
+                    f"{where}.click_id_pattern", f"not a valid regular expression: {exc}"
+                ) from None
         time_format = self.value(table, where, "time_format", str)
         if time_format is not None and "%" not in time_format:
-            raise self.fail(f"{where}.time_format",
-                            "must be a strptime format such as '%d/%m/%Y %H:%M'")
+            raise self.fail(
+                f"{where}.time_format", "must be a strptime format such as '%d/%m/%Y %H:%M'"
+            )
         allowed = self.value(table, where, "allowed_conversion_types", list)
         if allowed is not None:
             if not all(isinstance(t, str) and t for t in allowed):
-                raise self.fail(f"{where}.allowed_conversion_types",
-                                "must be a list of non-empty type names")
+                raise self.fail(
+                    f"{where}.allowed_conversion_types", "must be a list of non-empty type names"
+                )
             allowed = tuple(allowed)
         type_modes: dict[str, str] = {}
         types = self.table(table, where, "conversion_types")
@@ -267,17 +315,21 @@ class _Reader:
         return OfferSource(
             name=name,
             account=accounts[account_name],
-            duplicate_mode=self.choice(table, where, "duplicate_mode", MODES, "ignore",
-                                       what="mode"),
-            default_status=self.choice(table, where, "default_status", STATUSES, "approved",
-                                       what="status"),
+            duplicate_mode=self.choice(
+                table, where, "duplicate_mode", MODES, "ignore", what="mode"
+            ),
+            default_status=self.choice(
+                table, where, "default_status", STATUSES, "approved", what="status"
+            ),
             file_times=self.choice(table, where, "file_times", FILE_TIMES, "account"),
             allow_negative_payout=self.value(table, where, "allow_negative_payout", bool, False),
             click_id_pattern=pattern,
-            nonexistent_times=self.choice(table, where, "nonexistent_times",
-                                          NONEXISTENT_POLICIES, "reject", what="policy"),
-            ambiguous_times=self.choice(table, where, "ambiguous_times", AMBIGUOUS_POLICIES,
-                                        "reject", what="policy"),
+            nonexistent_times=self.choice(
+                table, where, "nonexistent_times", NONEXISTENT_POLICIES, "reject", what="policy"
+            ),
+            ambiguous_times=self.choice(
+                table, where, "ambiguous_times", AMBIGUOUS_POLICIES, "reject", what="policy"
+            ),
             time_format=time_format,
             allowed_conversion_types=allowed,
             type_modes=type_modes,

@@ -2,6 +2,7 @@
 testing codes), so `USX` is refused instead of stored. No exchange rates: the product stores the
 currency a network paid in and never converts."""
 
+# One string, split: 180 codes as a list literal would be 180 lines once formatted.
 ISO_4217 = frozenset(
     """
     AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN
@@ -12,5 +13,5 @@ ISO_4217 = frozenset(
     PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB
     TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG
     XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWG ZWL
-    """.split()
+    """.split()  # noqa: SIM905
 )

@@ -37,16 +37,19 @@ def run(home: Path, console: Console) -> int:
     results = runner.run_inbox(ctx)
     console.summary(results)
     env = f"CONVERSIONS_HOME={home} CONVERSIONS_CONFIG={config_path}"
-    print(f"""
+    print(
+        f"""
 Where to look:
   rejection reports   {ctx.layout.reports}/<date>/*.rejected.csv (fix them, drop them back in)
   summaries           {ctx.layout.reports}/<date>/*.summary.json
   archived originals  {ctx.layout.archive}
   quarantined files   {ctx.layout.quarantine} (each with a .reason.json)
-  warehouse           {home / 'warehouse.db'}
+  warehouse           {home / "warehouse.db"}
 
 Try:
   {env} conversions export --local-time
-  {env} conversions template""", file=console.out)
+  {env} conversions template""",
+        file=console.out,
+    )
     engine.dispose()
     return 0

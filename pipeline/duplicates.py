@@ -60,7 +60,9 @@ class Defaults:
 @dataclass(frozen=True)
 class Resolution:
     outcomes: pd.DataFrame  # line, outcome, reason_code (<NA> unless rejected)
-    inserts: pd.DataFrame  # conversion_id, line, click_id, conversion_type, duplicate_status, FIELDS
+    inserts: (
+        pd.DataFrame
+    )  # conversion_id, line, click_id, conversion_type, duplicate_status, FIELDS
     updates: pd.DataFrame  # conversion_id, FIELDS (final values of existing conversions)
     history: pd.DataFrame  # HISTORY_COLUMNS
 
@@ -141,8 +143,7 @@ def resolve(
 
     insert_history = _history(inserted, "insert", old=None)
     history = pd.concat(
-        [frame for frame in (insert_history, edits, increments) if len(frame)]
-        or [insert_history],
+        [frame for frame in (insert_history, edits, increments) if len(frame)] or [insert_history],
         ignore_index=True,
     ).sort_values("line", kind="stable", ignore_index=True)
 
@@ -183,8 +184,9 @@ def _fold(r: pd.DataFrame, inserted: pd.DataFrame, role: str) -> tuple[pd.DataFr
     """
     events = r[r["role"] == role]
     if events.empty:
-        return _history(events.iloc[0:0].assign(conversion_id=pd.Series(dtype="str")),
-                        "edit", old=None).iloc[0:0], _final_empty()
+        return _history(
+            events.iloc[0:0].assign(conversion_id=pd.Series(dtype="str")), "edit", old=None
+        ).iloc[0:0], _final_empty()
     targets = events["target_id"].unique()
     base_existing = r[r["ex_conversion_id"].isin(targets)].drop_duplicates("ex_conversion_id")
     base_existing = pd.DataFrame(

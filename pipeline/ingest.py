@@ -104,18 +104,29 @@ def ingest_file(
     result = FileResult(name, offer_source, kind, "quarantined", received_at=received.isoformat())
     source = config.offer_source(offer_source)
     result.content_hash = sha256_file(path)
-    csv_path, json_path = reports.report_paths(reports_dir, received.to_pydatetime(), name,
-                                               result.content_hash)
+    csv_path, json_path = reports.report_paths(
+        reports_dir, received.to_pydatetime(), name, result.content_hash
+    )
     result.report_path, result.summary_path = str(csv_path), str(json_path)
-    ledger = dict(content_hash=result.content_hash, original_name=name,
-                  offer_source=offer_source, kind=kind, received_at=received,
-                  duplicate_mode_override=mode_override, forced=force, claim_id=claim_id)
+    ledger = dict(
+        content_hash=result.content_hash,
+        original_name=name,
+        offer_source=offer_source,
+        kind=kind,
+        received_at=received,
+        duplicate_mode_override=mode_override,
+        forced=force,
+        claim_id=claim_id,
+    )
     report: reports.RejectionReport | None = None
     try:
         size = path.stat().st_size
         if size > config.settings.max_file_bytes:
-            raise FileRejected("file_too_large", f"the file has {size:,} bytes; the limit "
-                               f"(settings.max_file_bytes) is {config.settings.max_file_bytes:,}")
+            raise FileRejected(
+                "file_too_large",
+                f"the file has {size:,} bytes; the limit "
+                f"(settings.max_file_bytes) is {config.settings.max_file_bytes:,}",
+            )
         header = reader.read_header(path, kind)
         result.warnings += [f"ignored unknown column {c!r}" for c in header.unknown]
         report = reports.RejectionReport(csv_path, header.names, header.delimiter)
@@ -123,44 +134,62 @@ def ingest_file(
             applied_before = warehouse.applied_count(conn, result.content_hash, offer_source, kind)
             if applied_before and not force:
                 result.state = "duplicate_file"
-                result.detail = ("the same bytes were already applied for this offer source "
-                                 "and kind; nothing changed (a replay with force re-applies)")
-                result.file_id = warehouse.record_file(conn, state="duplicate_file",
-                                                       detail=result.detail, **ledger)
+                result.detail = (
+                    "the same bytes were already applied for this offer source "
+                    "and kind; nothing changed (a replay with force re-applies)"
+                )
+                result.file_id = warehouse.record_file(
+                    conn, state="duplicate_file", detail=result.detail, **ledger
+                )
                 report.discard()
                 report = None
                 result.report_path = None
             else:
-                _apply_file(conn, path, header, source, result, report, ledger,
-                            received=received, mode_override=mode_override,
-                            sequence=applied_before + 1,
-                            batch_size=batch_size or config.settings.batch_size,
-                            future_tolerance=config.settings.future_tolerance_seconds,
-                            dry_run=dry_run)
+                _apply_file(
+                    conn,
+                    path,
+                    header,
+                    source,
+                    result,
+                    report,
+                    ledger,
+                    received=received,
+                    mode_override=mode_override,
+                    sequence=applied_before + 1,
+                    batch_size=batch_size or config.settings.batch_size,
+                    future_tolerance=config.settings.future_tolerance_seconds,
+                    dry_run=dry_run,
+                )
                 if dry_run:
                     raise _DryRun
                 result.state = "applied"
-                warehouse.finish_file(conn, result.file_id, state="applied",
-                                      **_ledger_counts(result))
+                warehouse.finish_file(
+                    conn, result.file_id, state="applied", **_ledger_counts(result)
+                )
                 report.commit()
                 _write_summary(result, json_path, started)
     except _DryRun:
         result.state = "dry_run"
         report.commit()
         with engine.begin() as conn:
-            result.file_id = warehouse.record_file(conn, state="dry_run", **ledger,
-                                                   **_ledger_counts(result))
+            result.file_id = warehouse.record_file(
+                conn, state="dry_run", **ledger, **_ledger_counts(result)
+            )
         _write_summary(result, json_path, started)
     except FileRejected as rejected:
         if report is not None:
             report.discard()
-        result.state, result.reason_code, result.detail = "quarantined", rejected.code, rejected.detail
+        result.state, result.reason_code, result.detail = (
+            "quarantined",
+            rejected.code,
+            rejected.detail,
+        )
         result.report_path = None
         result.outcomes = dict.fromkeys(OUTCOMES, 0)
         with engine.begin() as conn:
-            result.file_id = warehouse.record_file(conn, state="quarantined",
-                                                   detail=f"{rejected.code}: {rejected.detail}",
-                                                   **ledger)
+            result.file_id = warehouse.record_file(
+                conn, state="quarantined", detail=f"{rejected.code}: {rejected.detail}", **ledger
+            )
         _write_summary(result, json_path, started)
     except BaseException:
         if report is not None:
@@ -174,10 +203,22 @@ def ingest_file(
     return result
 
 
-def _apply_file(conn, path: Path, header: reader.Header, source: OfferSource,
-                result: FileResult, report: reports.RejectionReport, ledger: dict[str, Any], *,
-                received: pd.Timestamp, mode_override: str | None, sequence: int,
-                batch_size: int, future_tolerance: int, dry_run: bool) -> None:
+def _apply_file(
+    conn,
+    path: Path,
+    header: reader.Header,
+    source: OfferSource,
+    result: FileResult,
+    report: reports.RejectionReport,
+    ledger: dict[str, Any],
+    *,
+    received: pd.Timestamp,
+    mode_override: str | None,
+    sequence: int,
+    batch_size: int,
+    future_tolerance: int,
+    dry_run: bool,
+) -> None:
     """Stream the batches through the core, then resolve and apply the accepted rows."""
     result.file_id = warehouse.record_file(conn, state="processing", **ledger)
     t0 = time.perf_counter()
@@ -193,8 +234,13 @@ def _apply_file(conn, path: Path, header: reader.Header, source: OfferSource,
             part = normalise.statuses(cells, batch.lines, source)
         else:
             part = normalise.conversions(
-                cells, batch.lines, source, received_at=received,
-                future_tolerance_seconds=future_tolerance, mode_override=mode_override)
+                cells,
+                batch.lines,
+                source,
+                received_at=received,
+                future_tolerance_seconds=future_tolerance,
+                mode_override=mode_override,
+            )
         accepted.append(part.accepted)
         rejected = _with_cells(part.rejected, batch, header)
         rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
@@ -211,8 +257,9 @@ def _apply_file(conn, path: Path, header: reader.Header, source: OfferSource,
         warehouse.apply(conn, resolution, file_id=result.file_id, offer_source=source.name)
     late = resolution.outcomes[resolution.outcomes["outcome"] == "rejected"]
     if len(late):
-        late_rejected = _cells_for_lines(path, header, batch_size,
-                                         late[["line", "reason_code"]].reset_index(drop=True))
+        late_rejected = _cells_for_lines(
+            path, header, batch_size, late[["line", "reason_code"]].reset_index(drop=True)
+        )
         _reject(conn, result, report, late_rejected, reason_counts, examples)
     applied_counts = resolution.outcomes["outcome"].value_counts()
     for outcome, count in applied_counts.items():
@@ -225,18 +272,26 @@ def _apply_file(conn, path: Path, header: reader.Header, source: OfferSource,
     if total != result.data_lines:
         raise AccountingError(
             f"{result.name}: outcomes add up to {total}, but the file has {result.data_lines} "
-            f"data lines ({result.outcomes}); nothing was applied")
+            f"data lines ({result.outcomes}); nothing was applied"
+        )
 
 
-def _resolve(conn, rows: pd.DataFrame, source: OfferSource, result: FileResult,
-             received: pd.Timestamp, sequence: int) -> duplicates.Resolution:
+def _resolve(
+    conn,
+    rows: pd.DataFrame,
+    source: OfferSource,
+    result: FileResult,
+    received: pd.Timestamp,
+    sequence: int,
+) -> duplicates.Resolution:
     if result.kind == "status":
         matches = warehouse.status_matches(conn, source.name, rows)
         return duplicates.resolve_status(rows, matches)
     keys = rows[["click_id", "conversion_type"]].assign(key_event=duplicates.key_event(rows))
     existing = warehouse.existing_for(conn, source.name, keys)
-    defaults = duplicates.Defaults(status=source.default_status,
-                                   currency=source.account.currency, converted_at=received)
+    defaults = duplicates.Defaults(
+        status=source.default_status, currency=source.account.currency, converted_at=received
+    )
     tag = f"{source.name}\n{result.kind}\n{result.content_hash}\n{sequence}"
     prefix = hashlib.sha256(tag.encode()).hexdigest()[:16]
     return duplicates.resolve(rows, existing, defaults, prefix)
@@ -245,39 +300,49 @@ def _resolve(conn, rows: pd.DataFrame, source: OfferSource, result: FileResult,
 def _with_cells(rejected: pd.DataFrame, batch: reader.Batch, header: reader.Header) -> pd.DataFrame:
     """Attach the original cells (as written) to rejected rows of a batch."""
     if rejected.empty:
-        return rejected.assign(**{name: pd.Series(dtype="str") for name in header.names})
+        return rejected.assign(**{name: pd.Series(dtype="str") for name in header.cell_names})
     position = np.searchsorted(batch.lines, rejected["line"].to_numpy())
-    cells = batch.cells.iloc[position].reset_index(drop=True)
+    cells = batch.cells[list(header.cell_names)].iloc[position].reset_index(drop=True)
     return pd.concat([rejected.reset_index(drop=True), cells], axis=1)
 
 
 def _malformed(batch: reader.Batch, header: reader.Header) -> pd.DataFrame:
     """Malformed rows keep their cells by position; extra cells stay in the last column."""
     width = len(header.names)
+    keep = [i for i, name in enumerate(header.names) if name in header.cell_names]
     rows = []
     for line, cells in batch.malformed:  # rare by nature; the common path has no such loop
         cells = list(cells) + [""] * (width - len(cells))
         if len(cells) > width:
-            cells = cells[: width - 1] + [header.delimiter.join(cells[width - 1:])]
-        rows.append([line, "malformed_row", *cells])
-    return pd.DataFrame(rows, columns=["line", "reason_code", *header.names])
+            cells = [*cells[: width - 1], header.delimiter.join(cells[width - 1 :])]
+        rows.append([line, "malformed_row", *(cells[i] for i in keep)])
+    return pd.DataFrame(rows, columns=["line", "reason_code", *header.cell_names])
 
 
-def _cells_for_lines(path: Path, header: reader.Header, batch_size: int,
-                     wanted: pd.DataFrame) -> pd.DataFrame:
+def _cells_for_lines(
+    path: Path, header: reader.Header, batch_size: int, wanted: pd.DataFrame
+) -> pd.DataFrame:
     """Second pass for rows the merge rejected: only their cells are needed, so re-read."""
     parts = []
     lines = wanted["line"].to_numpy()
     for batch in reader.read_batches(path, header, batch_size):
         hit = np.isin(batch.lines, lines)
         if hit.any():
-            parts.append(batch.cells[hit].assign(line=batch.lines[hit]))
+            parts.append(
+                batch.cells.loc[hit, list(header.cell_names)].assign(line=batch.lines[hit])
+            )
     cells = pd.concat(parts, ignore_index=True)
     return wanted.merge(cells, on="line", how="left").sort_values("line", ignore_index=True)
 
 
-def _reject(conn, result: FileResult, report: reports.RejectionReport, rejected: pd.DataFrame,
-            reason_counts: Counter[str], examples: dict[str, list[int]]) -> None:
+def _reject(
+    conn,
+    result: FileResult,
+    report: reports.RejectionReport,
+    rejected: pd.DataFrame,
+    reason_counts: Counter[str],
+    examples: dict[str, list[int]],
+) -> None:
     if rejected.empty:
         return
     result.outcomes["rejected"] += len(rejected)
@@ -287,20 +352,33 @@ def _reject(conn, result: FileResult, report: reports.RejectionReport, rejected:
     for code, group in exploded.groupby("code", sort=False):
         have = examples.setdefault(str(code), [])
         have.extend(int(x) for x in group["line"].head(EXAMPLES_PER_REASON - len(have)))
-    texts = {u: "; ".join(describe(c) for c in u.split("|")) for u in rejected["reason_code"].unique()}
+    texts = {
+        u: "; ".join(describe(c) for c in u.split("|")) for u in rejected["reason_code"].unique()
+    }
     described = rejected["reason_code"].map(texts)
     cell_columns = [c for c in rejected.columns if c not in ("line", "reason_code")]
     out = rejected[["line", *cell_columns, "reason_code"]].assign(reason=described)
     report.write(out)
-    warehouse.record_rejections(conn, result.file_id, pd.DataFrame({
-        "line": rejected["line"], "reason_code": rejected["reason_code"],
-        "cells": rejected[cell_columns].fillna("").to_dict("records"),
-    }))
+    warehouse.record_rejections(
+        conn,
+        result.file_id,
+        pd.DataFrame(
+            {
+                "line": rejected["line"],
+                "reason_code": rejected["reason_code"],
+                "cells": rejected[cell_columns].fillna("").to_dict("records"),
+            }
+        ),
+    )
 
 
 def _ledger_counts(result: FileResult) -> dict[str, int]:
-    return {"data_lines": result.data_lines, **result.outcomes,
-            "report_path": result.report_path, "summary_path": result.summary_path}
+    return {
+        "data_lines": result.data_lines,
+        **result.outcomes,
+        "report_path": result.report_path,
+        "summary_path": result.summary_path,
+    }
 
 
 def _write_summary(result: FileResult, path: str | Path, started: float) -> None:

@@ -25,7 +25,9 @@ def parse_payouts(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     text = values.fillna("").astype("str").str.strip()
     empty = text == ""
     parts = text.str.extract(_PATTERN)
-    has_digits = parts["units"].fillna("").str.len().gt(0) | parts["frac"].fillna("").str.len().gt(0)
+    has_digits = parts["units"].fillna("").str.len().gt(0) | parts["frac"].fillna("").str.len().gt(
+        0
+    )
     valid = parts["units"].notna() & has_digits & ~empty
     units = parts["units"].where(valid, "0").replace("", "0").astype("int64")
     frac = parts["frac"].fillna("").where(valid, "0").str.pad(6, side="right", fillchar="0")
@@ -64,4 +66,3 @@ def format_series(micros: pd.Series) -> pd.Series:
     sign = pd.Series(np.where(m < 0, "-", ""), index=m.index, dtype="str")
     out = sign + units + "." + frac
     return out.where(present, pd.NA)
-

@@ -79,7 +79,7 @@ def conversions(
         reasons[code] = (times.reason == code).fillna(False).to_numpy(dtype=bool)
 
     ctype = _text(cells, "conversion_type")
-    mode = ctype.map(dict(source.type_modes)).fillna(source.duplicate_mode).astype("str")
+    mode = ctype.map(dict(source.type_modes)).astype("str").fillna(source.duplicate_mode)
     if mode_override:
         mode = pd.Series(mode_override, index=cells.index, dtype="str")
     event_id = _nullable(_text(cells, "event_id"))
@@ -88,17 +88,19 @@ def conversions(
     ).to_numpy()
     reasons["missing_event_id"] = (event_id.isna() & (mode == "ignore_by_event_id")).to_numpy()
 
-    typed = pd.DataFrame({
-        "line": np.asarray(lines, dtype="int64"),
-        "click_id": _nullable(click).where(~mangled, None),
-        "payout": payout,
-        "converted_at": times.utc,
-        "conversion_type": ctype,
-        "status": _nullable(_text(cells, "status").str.lower()),
-        "event_id": event_id,
-        "currency": _nullable(_text(cells, "currency").str.upper()),
-        "mode": mode,
-    })
+    typed = pd.DataFrame(
+        {
+            "line": np.asarray(lines, dtype="int64"),
+            "click_id": _nullable(click).where(~mangled, None),
+            "payout": payout,
+            "converted_at": times.utc,
+            "conversion_type": ctype,
+            "status": _nullable(_text(cells, "status").str.lower()),
+            "event_id": event_id,
+            "currency": _nullable(_text(cells, "currency").str.upper()),
+            "mode": mode,
+        }
+    )
     _validate(conversion_schema.for_offer_source(source), typed, reasons)
     return _split(typed, reasons)
 
@@ -114,13 +116,15 @@ def statuses(cells: pd.DataFrame, lines: np.ndarray, source: OfferSource) -> Nor
         "click_id_mangled_by_spreadsheet": mangled,
         "missing_status": (status == "").to_numpy(),
     }
-    typed = pd.DataFrame({
-        "line": np.asarray(lines, dtype="int64"),
-        "click_id": _nullable(click).where(~mangled, None),
-        "conversion_type": _nullable(_text(cells, "conversion_type")),
-        "event_id": _nullable(_text(cells, "event_id")),
-        "status": _nullable(status),
-    })
+    typed = pd.DataFrame(
+        {
+            "line": np.asarray(lines, dtype="int64"),
+            "click_id": _nullable(click).where(~mangled, None),
+            "conversion_type": _nullable(_text(cells, "conversion_type")),
+            "event_id": _nullable(_text(cells, "event_id")),
+            "status": _nullable(status),
+        }
+    )
     _validate(status_schema.for_offer_source(source), typed, reasons)
     return _split(typed, reasons)
 
@@ -149,8 +153,10 @@ def _split(typed: pd.DataFrame, reasons: Mapping[str, np.ndarray]) -> Normalised
     for code in codes:
         hit = reasons[code][bad]
         joined = joined + np.where(hit, code + "|", "")
-    rejected = pd.DataFrame({
-        "line": typed["line"].to_numpy()[bad],
-        "reason_code": joined.str.removesuffix("|").to_numpy(),
-    })
+    rejected = pd.DataFrame(
+        {
+            "line": typed["line"].to_numpy()[bad],
+            "reason_code": joined.str.removesuffix("|").to_numpy(),
+        }
+    )
     return Normalised(typed[~bad].reset_index(drop=True), rejected)

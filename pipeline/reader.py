@@ -111,6 +111,11 @@ class Header:
     unknown: tuple[str, ...]  # cells that are no column of this kind (the caller warns)
     header_line: int  # 1, or 2 after an Excel "sep=;" line
 
+    @property
+    def cell_names(self) -> tuple[str, ...]:
+        """The header cells that carry data: all but report columns of a re-dropped report."""
+        return tuple(n for n in self.names if _normalise(n) not in REPORT_COLUMNS)
+
     def canonical(self, cells: pd.DataFrame) -> pd.DataFrame:
         """The canonical columns of a `Batch.cells` frame, renamed to their canonical names."""
         picked = cells[[self.names[i] for i in self.columns.values()]]

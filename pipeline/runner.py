@@ -43,55 +43,98 @@ def claim_waiting(ctx: Context) -> list[inbox.Claimed]:
     return claimed
 
 
-def process_claimed(ctx: Context, claimed: inbox.Claimed, *, mode_override: str | None = None,
-                    dry_run: bool = False) -> FileResult:
+def process_claimed(
+    ctx: Context, claimed: inbox.Claimed, *, mode_override: str | None = None, dry_run: bool = False
+) -> FileResult:
     """Ingest one claimed file and move it to the archive or quarantine."""
     name = Path(claimed.relative).name
     if claimed.offer_source is None or claimed.path.is_symlink():
-        why = ("symbolic links are never followed" if claimed.path.is_symlink()
-               else "not inside a configured offer source's inbox folder "
-                    f"(configured: {', '.join(sorted(ctx.config.offer_sources))})")
+        why = (
+            "symbolic links are never followed"
+            if claimed.path.is_symlink()
+            else "not inside a configured offer source's inbox folder "
+            f"(configured: {', '.join(sorted(ctx.config.offer_sources))})"
+        )
         return _quarantine(ctx, claimed, None, "unknown_offer_source", why)
     with ctx.engine.connect() as conn:
-        done = warehouse.applied_by_claim(conn, claimed.claim_id)
+        done = warehouse.applied_by_claim(conn, (*claimed.adopted_from, claimed.claim_id))
     if done is not None:  # applied before a crash interrupted the archiving
         inbox.archive(ctx.layout, claimed, done["content_hash"])
-        return FileResult(name, claimed.offer_source, claimed.kind, "applied",
-                          content_hash=done["content_hash"], file_id=done["file_id"],
-                          data_lines=done["data_lines"],
-                          outcomes={o: done[o] for o in warehouse.OUTCOMES},
-                          report_path=done["report_path"], summary_path=done["summary_path"])
+        return FileResult(
+            name,
+            claimed.offer_source,
+            claimed.kind,
+            "applied",
+            content_hash=done["content_hash"],
+            file_id=done["file_id"],
+            data_lines=done["data_lines"],
+            outcomes={o: done[o] for o in warehouse.OUTCOMES},
+            report_path=done["report_path"],
+            summary_path=done["summary_path"],
+        )
     try:
         result = ingest_file(
-            claimed.path, config=ctx.config, engine=ctx.engine, reports_dir=ctx.layout.reports,
-            offer_source=claimed.offer_source, kind=claimed.kind,
-            received_at=claimed.received_at, original_name=name, mode_override=mode_override,
-            dry_run=dry_run, claim_id=claimed.claim_id)
+            claimed.path,
+            config=ctx.config,
+            engine=ctx.engine,
+            reports_dir=ctx.layout.reports,
+            offer_source=claimed.offer_source,
+            kind=claimed.kind,
+            received_at=claimed.received_at,
+            original_name=name,
+            mode_override=mode_override,
+            dry_run=dry_run,
+            claim_id=claimed.claim_id,
+        )
     except (DBAPIError, warehouse.WarehouseError, OSError) as exc:
         inbox.release(ctx.layout, claimed)
-        return FileResult(name, claimed.offer_source, claimed.kind, "failed",
-                          detail=f"{type(exc).__name__}: {_first_line(exc)}; the file was put "
-                                 "back in the inbox for the next run")
+        return FileResult(
+            name,
+            claimed.offer_source,
+            claimed.kind,
+            "failed",
+            detail=f"{type(exc).__name__}: {_first_line(exc)}; the file was put "
+            "back in the inbox for the next run",
+        )
     except Exception as exc:  # a bug: keep the file safe where a person will look
-        return _quarantine(ctx, claimed, sha256_file(claimed.path), "internal_error",
-                           f"{type(exc).__name__}: {_first_line(exc)}")
+        return _quarantine(
+            ctx,
+            claimed,
+            sha256_file(claimed.path),
+            "internal_error",
+            f"{type(exc).__name__}: {_first_line(exc)}",
+        )
     if result.state == "quarantined":
-        inbox.quarantine(ctx.layout, claimed, result.content_hash, result.reason_code or
-                         "invalid_file", result.detail or "")
+        inbox.quarantine(
+            ctx.layout,
+            claimed,
+            result.content_hash,
+            result.reason_code or "invalid_file",
+            result.detail or "",
+        )
     else:
         inbox.archive(ctx.layout, claimed, result.content_hash)
     return result
 
 
-def _quarantine(ctx: Context, claimed: inbox.Claimed, content_hash: str | None, code: str,
-                detail: str) -> FileResult:
+def _quarantine(
+    ctx: Context, claimed: inbox.Claimed, content_hash: str | None, code: str, detail: str
+) -> FileResult:
     name = Path(claimed.relative).name
-    result = FileResult(name, claimed.offer_source, claimed.kind, "quarantined",
-                        content_hash=content_hash, reason_code=code, detail=detail,
-                        received_at=claimed.received_at.isoformat())
+    result = FileResult(
+        name,
+        claimed.offer_source,
+        claimed.kind,
+        "quarantined",
+        content_hash=content_hash,
+        reason_code=code,
+        detail=detail,
+        received_at=claimed.received_at.isoformat(),
+    )
     inbox.quarantine(ctx.layout, claimed, content_hash, code, detail)
-    _, summary = reports.report_paths(ctx.layout.reports, claimed.received_at, name,
-                                      content_hash or claimed.claim_id)
+    _, summary = reports.report_paths(
+        ctx.layout.reports, claimed.received_at, name, content_hash or claimed.claim_id
+    )
     result.summary_path = str(summary)
     reports.write_summary(summary, result.to_dict() | {"reason": CATALOGUE[code].message})
     return result
@@ -101,8 +144,13 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def run_inbox(ctx: Context, *, mode_override: str | None = None, dry_run: bool = False,
-              on_file: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+def run_inbox(
+    ctx: Context,
+    *,
+    mode_override: str | None = None,
+    dry_run: bool = False,
+    on_file: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
     """One pass over the inbox, exactly as the scheduled DAG makes it."""
     results = []
     for claimed in claim_waiting(ctx):

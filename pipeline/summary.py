@@ -13,8 +13,14 @@ from typing import TextIO
 
 from pipeline.ingest import FileResult
 
-SHORT = {"inserted": "ins", "updated": "upd", "incremented": "inc",
-         "status_updated": "status", "ignored_duplicate": "ignored", "rejected": "rejected"}
+SHORT = {
+    "inserted": "ins",
+    "updated": "upd",
+    "incremented": "inc",
+    "status_updated": "status",
+    "ignored_duplicate": "ignored",
+    "rejected": "rejected",
+}
 
 
 class Console:
@@ -31,15 +37,18 @@ class Console:
     @contextmanager
     def progress(self, total: int | None) -> Iterator[Callable[[FileResult], None]]:
         if not self.fancy:
-            yield lambda r: print(f"{r.state:>14}  {r.offer_source or '-'}/{r.name}",
-                                  file=self.err)
+            yield lambda r: print(f"{r.state:>14}  {r.offer_source or '-'}/{r.name}", file=self.err)
             return
         from rich.console import Console as RichConsole
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                      TextColumn("{task.completed} file(s)"),
-                      console=RichConsole(file=self.err), transient=True) as bar:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed} file(s)"),
+            console=RichConsole(file=self.err),
+            transient=True,
+        ) as bar:
             task = bar.add_task("processing", total=total)
             yield lambda r: bar.update(task, advance=1, description=f"{r.name}: {r.state}")
 
@@ -53,8 +62,16 @@ def rows(results: Sequence[FileResult]) -> list[list[str]]:
         detail = r.report_path or r.summary_path or ""
         if r.state in ("quarantined", "failed", "duplicate_file"):
             detail = f"{r.reason_code or r.state}: {r.detail or ''}"
-        out.append([f"{r.offer_source or '-'}/{r.name}", r.kind, r.state, str(r.data_lines),
-                    *[str(r.outcomes.get(k, 0)) for k in SHORT], detail])
+        out.append(
+            [
+                f"{r.offer_source or '-'}/{r.name}",
+                r.kind,
+                r.state,
+                str(r.data_lines),
+                *[str(r.outcomes.get(k, 0)) for k in SHORT],
+                detail,
+            ]
+        )
     return out
 
 
@@ -62,15 +79,22 @@ def render(results: Sequence[FileResult]) -> str:
     """A plain-text table: one line per file, then totals."""
     header = ["file", "kind", "state", "lines", *SHORT.values(), "report / reason"]
     body = rows(results)
-    totals = ["total", "", f"{len(results)} file(s)",
-              str(sum(r.data_lines for r in results)),
-              *[str(sum(r.outcomes.get(k, 0) for r in results)) for k in SHORT], ""]
+    totals = [
+        "total",
+        "",
+        f"{len(results)} file(s)",
+        str(sum(r.data_lines for r in results)),
+        *[str(sum(r.outcomes.get(k, 0) for r in results)) for k in SHORT],
+        "",
+    ]
     table = [header, *body, totals]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     lines = []
     for n, row in enumerate(table):
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(
-            zip(row, widths, strict=False))]
+        cells = [
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=False))
+        ]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
         if n == 0 or n == len(table) - 2:
             lines.append("-" * min(120, sum(widths) + 2 * len(widths) + 16))

@@ -16,7 +16,7 @@ are stored, how the write lock is taken, and `connect`'s SQLite pragmas.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -114,7 +114,8 @@ _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTE
 metadata = MetaData()
 
 ingested_files = Table(
-    "ingested_files", metadata,
+    "ingested_files",
+    metadata,
     Column("file_id", _ID, primary_key=True, autoincrement=True),
     Column("content_hash", String(64), nullable=False),
     Column("original_name", String(1024), nullable=False),
@@ -136,7 +137,8 @@ ingested_files = Table(
 )
 
 conversions = Table(
-    "conversions", metadata,
+    "conversions",
+    metadata,
     Column("conversion_id", String(64), primary_key=True),
     Column("offer_source", String(64), nullable=False),
     Column("click_id", String(128), nullable=False),
@@ -155,7 +157,8 @@ conversions = Table(
 )
 
 conversion_history = Table(
-    "conversion_history", metadata,
+    "conversion_history",
+    metadata,
     Column("history_id", _ID, primary_key=True, autoincrement=True),
     Column("conversion_id", String(64), nullable=False),
     Column("file_id", ForeignKey("ingested_files.file_id"), nullable=False),
@@ -163,9 +166,13 @@ conversion_history = Table(
     Column("action", String(16), nullable=False),
     *[
         Column(f"{side}_{f}", kind)
-        for f, kind in [("payout", Payout), ("status", String(16)),
-                        ("converted_at", UTCDateTime), ("currency", String(3)),
-                        ("event_id", String(255))]
+        for f, kind in [
+            ("payout", Payout),
+            ("status", String(16)),
+            ("converted_at", UTCDateTime),
+            ("currency", String(3)),
+            ("event_id", String(255)),
+        ]
         for side in ("old", "new")
     ],
     Column("recorded_at", UTCDateTime, nullable=False),
@@ -173,7 +180,8 @@ conversion_history = Table(
 )
 
 rejected_rows = Table(
-    "rejected_rows", metadata,
+    "rejected_rows",
+    metadata,
     Column("file_id", ForeignKey("ingested_files.file_id"), primary_key=True),
     Column("line", Integer, primary_key=True),
     Column("reason_codes", Text, nullable=False),
@@ -181,7 +189,8 @@ rejected_rows = Table(
 )
 
 warehouse_schema = Table(
-    "warehouse_schema", metadata,
+    "warehouse_schema",
+    metadata,
     Column("version", Integer, primary_key=True),
     Column("description", Text, nullable=False),
     Column("applied_at", UTCDateTime, nullable=False),
@@ -249,8 +258,11 @@ def upgrade(engine: Engine) -> int:
         for version, description, step in MIGRATIONS:
             if version > current:
                 step(conn)
-                conn.execute(warehouse_schema.insert().values(
-                    version=version, description=description, applied_at=_now()))
+                conn.execute(
+                    warehouse_schema.insert().values(
+                        version=version, description=description, applied_at=_now()
+                    )
+                )
     return SCHEMA_VERSION
 
 
@@ -260,8 +272,10 @@ def _now() -> datetime:
 
 def _lock(conn: Connection, name: str) -> None:
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                     {"k": f"conversions:{name}"})
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"conversions:{name}"},
+        )
 
 
 @contextmanager
@@ -275,17 +289,26 @@ def file_transaction(engine: Engine, offer_source: str) -> Iterator[Connection]:
 def applied_count(conn: Connection, content_hash: str, offer_source: str, kind: str) -> int:
     f = ingested_files.c
     return conn.execute(
-        select(func.count()).where(f.content_hash == content_hash, f.offer_source == offer_source,
-                                   f.kind == kind, f.state == "applied")
+        select(func.count()).where(
+            f.content_hash == content_hash,
+            f.offer_source == offer_source,
+            f.kind == kind,
+            f.state == "applied",
+        )
     ).scalar_one()
 
 
-def applied_by_claim(conn: Connection, claim_id: str) -> dict[str, Any] | None:
-    """The ledger row of a claim that was applied before its archiving was interrupted."""
-    row = conn.execute(
-        select(ingested_files).where(ingested_files.c.claim_id == claim_id,
-                                     ingested_files.c.state == "applied")
-    ).mappings().first()
+def applied_by_claim(conn: Connection, claim_ids: Sequence[str]) -> dict[str, Any] | None:
+    """The ledger row of a claim (under any of its ids) applied before archiving was cut off."""
+    row = (
+        conn.execute(
+            select(ingested_files).where(
+                ingested_files.c.claim_id.in_(list(claim_ids)), ingested_files.c.state == "applied"
+            )
+        )
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
@@ -296,8 +319,9 @@ def record_file(conn: Connection, **values: Any) -> int:
 
 
 def finish_file(conn: Connection, file_id: int, **values: Any) -> None:
-    conn.execute(ingested_files.update().where(ingested_files.c.file_id == file_id)
-                 .values(**values))
+    conn.execute(
+        ingested_files.update().where(ingested_files.c.file_id == file_id).values(**values)
+    )
 
 
 def _stage(conn: Connection, name: str, frame: pd.DataFrame, columns: dict[str, str]) -> None:
@@ -308,8 +332,9 @@ def _stage(conn: Connection, name: str, frame: pd.DataFrame, columns: dict[str, 
     records = _records(frame[list(columns)])
     if records:
         placeholders = ", ".join(f":{col}" for col in columns)
-        conn.execute(text(f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders})"),
-                     records)
+        conn.execute(
+            text(f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders})"), records
+        )
 
 
 def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.DataFrame:
@@ -318,9 +343,12 @@ def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.
     "Most recent" is the latest conversion time, then the highest id: deterministic, so a rerun
     edits the same conversion a clean run would.
     """
-    _stage(conn, "stage_keys", keys.drop_duplicates(),
-           {"click_id": "VARCHAR(128)", "conversion_type": "VARCHAR(64)",
-            "key_event": "VARCHAR(255)"})
+    _stage(
+        conn,
+        "stage_keys",
+        keys.drop_duplicates(),
+        {"click_id": "VARCHAR(128)", "conversion_type": "VARCHAR(64)", "key_event": "VARCHAR(255)"},
+    )
     c = conversions.c
     sql = text("""
         SELECT * FROM (
@@ -348,9 +376,17 @@ def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.
 
 def status_matches(conn: Connection, offer_source: str, rows: pd.DataFrame) -> pd.DataFrame:
     """Per status row: how many conversions it names, and the one it names if exactly one."""
-    _stage(conn, "stage_status", rows,
-           {"line": "INTEGER", "click_id": "VARCHAR(128)", "conversion_type": "VARCHAR(64)",
-            "event_id": "VARCHAR(255)"})
+    _stage(
+        conn,
+        "stage_status",
+        rows,
+        {
+            "line": "INTEGER",
+            "click_id": "VARCHAR(128)",
+            "conversion_type": "VARCHAR(64)",
+            "event_id": "VARCHAR(255)",
+        },
+    )
     sql = text("""
         SELECT s.line, count(c.conversion_id) AS n_matches,
                min(c.conversion_id) AS conversion_id, min(c.status) AS current_status
@@ -363,7 +399,8 @@ def status_matches(conn: Connection, offer_source: str, rows: pd.DataFrame) -> p
     """)
     found = conn.execute(sql, {"offer_source": offer_source}).mappings().all()
     return pd.DataFrame.from_records(
-        found, columns=["line", "n_matches", "conversion_id", "current_status"])
+        found, columns=["line", "n_matches", "conversion_id", "current_status"]
+    )
 
 
 def apply(conn: Connection, resolution: Resolution, *, file_id: int, offer_source: str) -> None:
@@ -371,14 +408,17 @@ def apply(conn: Connection, resolution: Resolution, *, file_id: int, offer_sourc
     now = _now()
     if len(resolution.inserts):
         inserts = resolution.inserts.assign(
-            offer_source=offer_source, file_id=file_id, created_at=now, updated_at=now)
+            offer_source=offer_source, file_id=file_id, created_at=now, updated_at=now
+        )
         conn.execute(conversions.insert(), _records(inserts))
     if len(resolution.updates):
         updates = resolution.updates.rename(columns={"conversion_id": "b_conversion_id"})
         values = {col: _bind(col) for col in updates.columns if col != "b_conversion_id"}
-        stmt = (conversions.update()
-                .where(conversions.c.conversion_id == _bind("b_conversion_id"))
-                .values(updated_at=now, **values))
+        stmt = (
+            conversions.update()
+            .where(conversions.c.conversion_id == _bind("b_conversion_id"))
+            .values(updated_at=now, **values)
+        )
         conn.execute(stmt, _records(updates))
     if len(resolution.history):
         history = resolution.history[HISTORY_COLUMNS].assign(file_id=file_id, recorded_at=now)
@@ -388,11 +428,14 @@ def apply(conn: Connection, resolution: Resolution, *, file_id: int, offer_sourc
 def record_rejections(conn: Connection, file_id: int, rejected: pd.DataFrame) -> None:
     """`rejected`: line, reason_code, cells (a dict of header name -> original cell)."""
     if len(rejected):
-        rows = pd.DataFrame({
-            "file_id": file_id, "line": rejected["line"].astype("int64"),
-            "reason_codes": rejected["reason_code"],
-            "cells": [json.dumps(c, ensure_ascii=False) for c in rejected["cells"]],
-        })
+        rows = pd.DataFrame(
+            {
+                "file_id": file_id,
+                "line": rejected["line"].astype("int64"),
+                "reason_codes": rejected["reason_code"],
+                "cells": [json.dumps(c, ensure_ascii=False) for c in rejected["cells"]],
+            }
+        )
         conn.execute(rejected_rows.insert(), _records(rows))
 
 
@@ -414,14 +457,24 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def export(conn: Connection, offer_source: str | None = None) -> pd.DataFrame:
     """Current conversions, oldest first, with exact payouts (int micros) and UTC times."""
     c = conversions.c
-    stmt = select(c.conversion_id, c.offer_source, c.click_id, c.conversion_type, c.event_id,
-                  c.status, c.payout, c.currency, c.converted_at, c.duplicate_status)
+    stmt = select(
+        c.conversion_id,
+        c.offer_source,
+        c.click_id,
+        c.conversion_type,
+        c.event_id,
+        c.status,
+        c.payout,
+        c.currency,
+        c.converted_at,
+        c.duplicate_status,
+    )
     if offer_source:
         stmt = stmt.where(c.offer_source == offer_source)
     stmt = stmt.order_by(c.converted_at, c.conversion_id)
-    frame = pd.DataFrame.from_records(conn.execute(stmt).mappings().all(),
-                                      columns=[col.name for col in stmt.selected_columns])
+    frame = pd.DataFrame.from_records(
+        conn.execute(stmt).mappings().all(), columns=[col.name for col in stmt.selected_columns]
+    )
     frame["payout"] = frame["payout"].astype("Int64")
     frame["converted_at"] = pd.to_datetime(frame["converted_at"], utc=True)
     return frame
-

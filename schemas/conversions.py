@@ -26,7 +26,8 @@ class ConversionRows(pa.DataFrameModel):
     click_id: Series[str] = pa.Field(nullable=True)
     payout: Series[pd.Int64Dtype] = pa.Field(nullable=True)
     converted_at: Series[pd.DatetimeTZDtype] = pa.Field(
-        nullable=True, dtype_kwargs={"unit": "us", "tz": "UTC"})
+        nullable=True, dtype_kwargs={"unit": "us", "tz": "UTC"}
+    )
     conversion_type: Series[str] = pa.Field(nullable=True)
     status: Series[str] = pa.Field(nullable=True)
     event_id: Series[str] = pa.Field(nullable=True)
@@ -68,13 +69,17 @@ def for_offer_source(source: OfferSource) -> pa.DataFrameSchema:
         extra["payout"] = [pa.Check(lambda s: s.isna() | (s >= 0), name="negative_payout")]
     if source.click_id_pattern:
         pattern = source.click_id_pattern
-        extra["click_id"] = [pa.Check(
-            lambda s: s.isna() | s.str.contains(pattern, regex=True).fillna(False),
-            name="invalid_click_id")]
+        extra["click_id"] = [
+            pa.Check(
+                lambda s: s.isna() | s.str.contains(pattern, regex=True).fillna(False),
+                name="invalid_click_id",
+            )
+        ]
     if source.allowed_conversion_types is not None:
         allowed = ["", *source.allowed_conversion_types]
-        extra["conversion_type"] = [pa.Check(
-            lambda s: s.isna() | s.isin(allowed), name="unknown_conversion_type")]
+        extra["conversion_type"] = [
+            pa.Check(lambda s: s.isna() | s.isin(allowed), name="unknown_conversion_type")
+        ]
     return schema.update_columns(
         {col: {"checks": [*schema.columns[col].checks, *checks]} for col, checks in extra.items()}
     )

@@ -35,7 +35,10 @@ def for_offer_source(source: OfferSource) -> pa.DataFrameSchema:
     if not source.click_id_pattern:
         return schema
     pattern = source.click_id_pattern
-    check = pa.Check(lambda s: s.isna() | s.str.contains(pattern, regex=True).fillna(False),
-                     name="invalid_click_id")
+    check = pa.Check(
+        lambda s: s.isna() | s.str.contains(pattern, regex=True).fillna(False),
+        name="invalid_click_id",
+    )
     return schema.update_columns(
-        {"click_id": {"checks": [*schema.columns["click_id"].checks, check]}})
+        {"click_id": {"checks": [*schema.columns["click_id"].checks, check]}}
+    )

@@ -23,8 +23,12 @@ POSTGRES_URL = os.environ.get("CONVERSIONS_TEST_POSTGRES_URL")
 
 BACKENDS = [
     "sqlite",
-    pytest.param("postgresql", marks=pytest.mark.skipif(
-        not POSTGRES_URL, reason="CONVERSIONS_TEST_POSTGRES_URL is not set")),
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(
+            not POSTGRES_URL, reason="CONVERSIONS_TEST_POSTGRES_URL is not set"
+        ),
+    ),
 ]
 
 
@@ -64,8 +68,11 @@ BASE_CONFIG = {
         "dubai": {"timezone": "Asia/Dubai", "currency": "AED"},
     },
     "offer_sources": {
-        "maxbounty": {"account": "ny", "duplicate_mode": "ignore",
-                      "conversion_types": {"Purchase": {"duplicate_mode": "increment_payout"}}},
+        "maxbounty": {
+            "account": "ny",
+            "duplicate_mode": "ignore",
+            "conversion_types": {"Purchase": {"duplicate_mode": "increment_payout"}},
+        },
         "clickbank": {"account": "dubai", "duplicate_mode": "edit", "file_times": "utc"},
         "events": {"account": "ny", "duplicate_mode": "ignore_by_event_id"},
         "fresh": {"account": "ny", "duplicate_mode": "new_or_repeated"},
@@ -76,8 +83,10 @@ BASE_CONFIG = {
 
 def make_config(**overrides) -> config_module.Config:
     """The test config, with per-offer-source overrides: make_config(maxbounty={...})."""
-    raw = {"accounts": dict(BASE_CONFIG["accounts"]),
-           "offer_sources": {k: dict(v) for k, v in BASE_CONFIG["offer_sources"].items()}}
+    raw = {
+        "accounts": dict(BASE_CONFIG["accounts"]),
+        "offer_sources": {k: dict(v) for k, v in BASE_CONFIG["offer_sources"].items()},
+    }
     for name, values in overrides.items():
         if name == "settings":
             raw["settings"] = values
@@ -103,8 +112,11 @@ def independent_data_lines(path: Path) -> int:
     import io
 
     raw = path.read_bytes()
-    for bom, enc in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"),
-                     (b"\xfe\xff", "utf-16")):
+    for bom, enc in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
         if raw.startswith(bom):
             text = raw.decode(enc)
             break
@@ -130,15 +142,25 @@ def assert_accounted(result, path: Path | None = None, engine=None) -> None:
         assert result.data_lines == independent_data_lines(path)
     if engine is not None and result.file_id is not None:
         with engine.connect() as conn:
-            row = conn.execute(select(warehouse.ingested_files).where(
-                warehouse.ingested_files.c.file_id == result.file_id)).mappings().one()
+            row = (
+                conn.execute(
+                    select(warehouse.ingested_files).where(
+                        warehouse.ingested_files.c.file_id == result.file_id
+                    )
+                )
+                .mappings()
+                .one()
+            )
         assert row["state"] == result.state
         assert sum(row[o] for o in warehouse.OUTCOMES) == row["data_lines"]
         if result.state == "applied":
             assert row["data_lines"] == result.data_lines
             with engine.connect() as conn:
-                n_rejected = conn.execute(select(warehouse.rejected_rows.c.line).where(
-                    warehouse.rejected_rows.c.file_id == result.file_id)).all()
+                n_rejected = conn.execute(
+                    select(warehouse.rejected_rows.c.line).where(
+                        warehouse.rejected_rows.c.file_id == result.file_id
+                    )
+                ).all()
             assert len(n_rejected) == result.outcomes["rejected"]
     if result.report_path and result.state in ("applied", "dry_run"):
         import csv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -23,16 +24,22 @@ def run(engine, tmp_path):
     """ingest(text or path, offer_source, **options) -> FileResult, invariant checked."""
     counter = iter(range(1_000_000))
 
-    def ingest(content, offer_source="maxbounty", *, config=None, encoding="utf-8",
-               name=None, **options):
+    def ingest(
+        content, offer_source="maxbounty", *, config=None, encoding="utf-8", name=None, **options
+    ):
         if isinstance(content, Path):
             path = content
         else:
-            path = write_csv(tmp_path / "in" / (name or f"f{next(counter)}.csv"), content,
-                             encoding)
-        result = ingest_file(path, config=config or make_config(), engine=engine,
-                             reports_dir=tmp_path / "reports", offer_source=offer_source,
-                             received_at=options.pop("received_at", RECEIVED), **options)
+            path = write_csv(tmp_path / "in" / (name or f"f{next(counter)}.csv"), content, encoding)
+        result = ingest_file(
+            path,
+            config=config or make_config(),
+            engine=engine,
+            reports_dir=tmp_path / "reports",
+            offer_source=offer_source,
+            received_at=options.pop("received_at", RECEIVED),
+            **options,
+        )
         assert_accounted(result, path, engine)
         return result
 
@@ -40,12 +47,24 @@ def run(engine, tmp_path):
 
 
 def rows(engine, offer_source=None, config=None, local=False):
-    data = export.frame(engine, config or make_config(), offer_source=offer_source,
-                        local_time=local)
-    return [tuple(None if v is None or v != v else v for v in r)
-            for r in data[["click_id", "conversion_type", "event_id", "status", "payout",
-                           "currency", "converted_at", "duplicate_status"]].itertuples(
-                               index=False)]
+    data = export.frame(
+        engine, config or make_config(), offer_source=offer_source, local_time=local
+    )
+    return [
+        tuple(None if v is None or v != v else v for v in r)
+        for r in data[
+            [
+                "click_id",
+                "conversion_type",
+                "event_id",
+                "status",
+                "payout",
+                "currency",
+                "converted_at",
+                "duplicate_status",
+            ]
+        ].itertuples(index=False)
+    ]
 
 
 def report_rows(result) -> list[dict[str, str]]:
@@ -59,6 +78,7 @@ def report_rows(result) -> list[dict[str, str]]:
 
 
 # --- times -------------------------------------------------------------------------------------
+
 
 def test_seed_example_account_and_utc_files_land_the_same_instant(run, engine):
     config = make_config(nyutc={"account": "ny", "file_times": "utc"})
@@ -78,17 +98,29 @@ def test_gmt_plus_4_account_and_new_york_winter(run, engine):
     assert times == {"d1": "2026-07-01T10:00:00Z", "w1": "2026-01-15T19:00:00Z"}
 
 
-@pytest.mark.parametrize("policy, expected", [
-    ({}, {"gap": "rejected:nonexistent_local_time", "overlap": "rejected:ambiguous_local_time"}),
-    ({"nonexistent_times": "shift_forward", "ambiguous_times": "earliest"},
-     {"gap": "2026-03-08T07:00:00Z", "overlap": "2026-11-01T05:30:00Z"}),
-    ({"ambiguous_times": "latest"},
-     {"gap": "rejected:nonexistent_local_time", "overlap": "2026-11-01T06:30:00Z"}),
-])
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        (
+            {},
+            {"gap": "rejected:nonexistent_local_time", "overlap": "rejected:ambiguous_local_time"},
+        ),
+        (
+            {"nonexistent_times": "shift_forward", "ambiguous_times": "earliest"},
+            {"gap": "2026-03-08T07:00:00Z", "overlap": "2026-11-01T05:30:00Z"},
+        ),
+        (
+            {"ambiguous_times": "latest"},
+            {"gap": "rejected:nonexistent_local_time", "overlap": "2026-11-01T06:30:00Z"},
+        ),
+    ],
+)
 def test_dst_edges_per_policy(run, engine, policy, expected):
     config = make_config(maxbounty=policy)
-    result = run(HEADER + "gap,1.00,2026-03-08 02:30:00,,,,\n"
-                          "overlap,1.00,2026-11-01 01:30:00,,,,\n", config=config)
+    result = run(
+        HEADER + "gap,1.00,2026-03-08 02:30:00,,,,\noverlap,1.00,2026-11-01 01:30:00,,,,\n",
+        config=config,
+    )
     got = {r[0]: r[6] for r in rows(engine, config=config)}
     for rr in report_rows(result) if result.outcomes["rejected"] else []:
         got[rr["click_id"]] = f"rejected:{rr['reason_code']}"
@@ -96,21 +128,30 @@ def test_dst_edges_per_policy(run, engine, policy, expected):
 
 
 def test_explicit_offsets_future_and_day_first(run, engine):
-    result = run(HEADER
-                 + "z,1.00,2026-07-01T18:00:00Z,,,,\n"
-                 + "o,1.00,2026-07-01 20:00:00+02:00,,,,\n"
-                 + "fut,1.00,2026-11-20 12:05:01Z,,,,\n"
-                 + "ok,1.00,2026-11-20 12:05:00Z,,,,\n"
-                 + "dayfirst,1.00,01/07/2026 14:00:00,,,,\n"
-                 + "empty,1.00,,,,,\n")
+    result = run(
+        HEADER
+        + "z,1.00,2026-07-01T18:00:00Z,,,,\n"
+        + "o,1.00,2026-07-01 20:00:00+02:00,,,,\n"
+        + "fut,1.00,2026-11-20 12:05:01Z,,,,\n"
+        + "ok,1.00,2026-11-20 12:05:00Z,,,,\n"
+        + "dayfirst,1.00,01/07/2026 14:00:00,,,,\n"
+        + "empty,1.00,,,,,\n"
+    )
     times = {r[0]: r[6] for r in rows(engine)}
-    assert times == {"z": "2026-07-01T18:00:00Z", "o": "2026-07-01T18:00:00Z",
-                     "ok": "2026-11-20T12:05:00Z", "empty": "2026-11-20T12:00:00Z"}
+    assert times == {
+        "z": "2026-07-01T18:00:00Z",
+        "o": "2026-07-01T18:00:00Z",
+        "ok": "2026-11-20T12:05:00Z",
+        "empty": "2026-11-20T12:00:00Z",
+    }
     assert {r["click_id"]: r["reason_code"] for r in report_rows(result)} == {
-        "fut": "time_in_future", "dayfirst": "invalid_time"}
+        "fut": "time_in_future",
+        "dayfirst": "invalid_time",
+    }
 
 
 # --- duplicate modes across files --------------------------------------------------------------
+
 
 def test_increment_payout_is_exact_across_files(run, engine, warehouse_url):
     run(HEADER + "p1,0.10,2026-11-01 10:00:00,Purchase,,,\n")
@@ -121,10 +162,13 @@ def test_increment_payout_is_exact_across_files(run, engine, warehouse_url):
         raw = conn.execute(text("SELECT payout FROM conversions")).scalar_one()
     assert Decimal(str(raw)) == Decimal("0.30")
     with engine.connect() as conn:
-        hist = conn.execute(select(warehouse.conversion_history.c.action,
-                                   warehouse.conversion_history.c.old_payout,
-                                   warehouse.conversion_history.c.new_payout)
-                            .order_by(warehouse.conversion_history.c.history_id)).all()
+        hist = conn.execute(
+            select(
+                warehouse.conversion_history.c.action,
+                warehouse.conversion_history.c.old_payout,
+                warehouse.conversion_history.c.new_payout,
+            ).order_by(warehouse.conversion_history.c.history_id)
+        ).all()
     assert [tuple(h) for h in hist] == [("insert", None, 100_000), ("increment", 100_000, 300_000)]
 
 
@@ -132,76 +176,101 @@ def test_every_mode_in_file_and_against_the_warehouse(run, engine):
     # maxbounty: ignore (Purchase: increment); clickbank: edit (UTC times); events:
     # ignore_by_event_id; fresh: new_or_repeated; many: create_new.
     run(HEADER + "k1,1.00,2026-11-01 10:00:00,,,,\n", "maxbounty")
-    r = run(HEADER + "k1,2.00,2026-11-01 10:00:00,,,,\nk2,3.00,2026-11-01 10:00:00,,,,\n"
-            "k2,4.00,2026-11-01 10:00:00,,,,\n", "maxbounty")
+    r = run(
+        HEADER + "k1,2.00,2026-11-01 10:00:00,,,,\nk2,3.00,2026-11-01 10:00:00,,,,\n"
+        "k2,4.00,2026-11-01 10:00:00,,,,\n",
+        "maxbounty",
+    )
     assert (r.outcomes["inserted"], r.outcomes["ignored_duplicate"]) == (1, 2)
 
     run(HEADER + "e1,5.00,2026-11-01 10:00:00,,pending,,\n", "clickbank")
     r = run(HEADER + "e1,,,,declined,,\ne1,6.50,,,,,EUR\n", "clickbank")
     assert r.outcomes["updated"] == 2
 
-    r = run(HEADER + "v1,1.00,2026-11-01 10:00:00,,,ord-1,\nv1,1.00,2026-11-01 10:00:00,,,ord-1,\n"
-            "v1,1.00,2026-11-01 10:00:00,,,ord-2,\nv2,1.00,2026-11-01 10:00:00,,,,\n", "events")
+    r = run(
+        HEADER + "v1,1.00,2026-11-01 10:00:00,,,ord-1,\nv1,1.00,2026-11-01 10:00:00,,,ord-1,\n"
+        "v1,1.00,2026-11-01 10:00:00,,,ord-2,\nv2,1.00,2026-11-01 10:00:00,,,,\n",
+        "events",
+    )
     assert (r.outcomes["inserted"], r.outcomes["ignored_duplicate"], r.outcomes["rejected"]) == (
-        2, 1, 1)
+        2,
+        1,
+        1,
+    )
     assert report_rows(r)[0]["reason_code"] == "missing_event_id"
 
     run(HEADER + "n1,1.00,2026-11-01 10:00:00,,,,\nn1,1.00,2026-11-01 10:00:00,,,,\n", "fresh")
     run(HEADER + "c1,1.00,2026-11-01 10:00:00,,,,\nc1,-1.00,2026-11-01 10:00:00,,,,\n", "many")
 
     got = sorted(rows(engine))
-    assert got == sorted([
-        ("k1", "", None, "approved", "1.00", "USD", "2026-11-01T14:00:00Z", "unknown"),
-        ("k2", "", None, "approved", "3.00", "USD", "2026-11-01T14:00:00Z", "unknown"),
-        ("e1", "", None, "declined", "6.50", "EUR", "2026-11-01T10:00:00Z", "unknown"),
-        ("v1", "", "ord-1", "approved", "1.00", "USD", "2026-11-01T14:00:00Z", "unknown"),
-        ("v1", "", "ord-2", "approved", "1.00", "USD", "2026-11-01T14:00:00Z", "unknown"),
-        ("n1", "", None, "approved", "1.00", "USD", "2026-11-01T14:00:00Z", "new"),
-        ("n1", "", None, "approved", "1.00", "USD", "2026-11-01T14:00:00Z", "repeated"),
-        ("c1", "", None, "approved", "1.00", "USD", "2026-11-01T14:00:00Z", "unknown"),
-        ("c1", "", None, "approved", "-1.00", "USD", "2026-11-01T14:00:00Z", "unknown"),
-    ])
+    assert got == sorted(
+        [
+            ("k1", "", None, "approved", "1.00", "USD", "2026-11-01T15:00:00Z", "unknown"),
+            ("k2", "", None, "approved", "3.00", "USD", "2026-11-01T15:00:00Z", "unknown"),
+            ("e1", "", None, "declined", "6.50", "EUR", "2026-11-01T10:00:00Z", "unknown"),
+            ("v1", "", "ord-1", "approved", "1.00", "USD", "2026-11-01T15:00:00Z", "unknown"),
+            ("v1", "", "ord-2", "approved", "1.00", "USD", "2026-11-01T15:00:00Z", "unknown"),
+            ("n1", "", None, "approved", "1.00", "USD", "2026-11-01T15:00:00Z", "new"),
+            ("n1", "", None, "approved", "1.00", "USD", "2026-11-01T15:00:00Z", "repeated"),
+            ("c1", "", None, "approved", "1.00", "USD", "2026-11-01T15:00:00Z", "unknown"),
+            ("c1", "", None, "approved", "-1.00", "USD", "2026-11-01T15:00:00Z", "unknown"),
+        ]
+    )
 
 
 def test_type_override_and_run_override(run, engine):
-    run(HEADER + "t1,1.00,2026-11-01 10:00:00,Purchase,,,\nt1,2.00,2026-11-01 10:00:00,Purchase,,,\n"
-        "t1,5.00,2026-11-01 10:00:00,Lead,,,\nt1,6.00,2026-11-01 10:00:00,Lead,,,\n")
+    run(
+        HEADER
+        + "t1,1.00,2026-11-01 10:00:00,Purchase,,,\nt1,2.00,2026-11-01 10:00:00,Purchase,,,\n"
+        "t1,5.00,2026-11-01 10:00:00,Lead,,,\nt1,6.00,2026-11-01 10:00:00,Lead,,,\n"
+    )
     got = {(r[0], r[1]): r[4] for r in rows(engine)}
     assert got == {("t1", "Purchase"): "3.00", ("t1", "Lead"): "5.00"}
-    r = run(HEADER + "t1,9.00,,Lead,,,\n", mode="edit")
+    r = run(HEADER + "t1,9.00,,Lead,,,\n", mode_override="edit")
     assert r.outcomes["updated"] == 1
     assert {(x[0], x[1]): x[4] for x in rows(engine)}[("t1", "Lead")] == "9.00"
 
 
 def test_edit_targets_the_most_recent_of_several(run, engine):
     run(HEADER + "m1,1.00,2026-11-01 10:00:00,,,,\nm1,2.00,2026-11-02 10:00:00,,,,\n", "many")
-    run(HEADER + "m1,7.00,,,,,\n", "many", mode="edit")
+    run(HEADER + "m1,7.00,,,,,\n", "many", mode_override="edit")
     got = sorted((r[6], r[4]) for r in rows(engine))
-    assert got == [("2026-11-01T14:00:00Z", "1.00"), ("2026-11-02T15:00:00Z", "7.00")]
+    assert got == [("2026-11-01T15:00:00Z", "1.00"), ("2026-11-02T15:00:00Z", "7.00")]
 
 
 # --- status updates ----------------------------------------------------------------------------
 
+
 def test_status_updates_none_one_many(run, engine):
-    run(HEADER + "s1,1.00,2026-11-01 10:00:00,,,,\ns2,1.00,2026-11-01 10:00:00,Lead,,,\n"
-        "s2,1.00,2026-11-01 10:00:00,Sale,,,\n", "maxbounty")
-    r = run("click_id,status,conversion_type\ns1,Declined,\ns2,declined,\ns2,pending,Sale\n"
-            "nope,approved,\n", kind="status")
+    run(
+        HEADER + "s1,1.00,2026-11-01 10:00:00,,,,\ns2,1.00,2026-11-01 10:00:00,Lead,,,\n"
+        "s2,1.00,2026-11-01 10:00:00,Sale,,,\n",
+        "maxbounty",
+    )
+    r = run(
+        "click_id,status,conversion_type\ns1,Declined,\ns2,declined,\ns2,pending,Sale\n"
+        "nope,approved,\n",
+        kind="status",
+    )
     assert r.outcomes["status_updated"] == 2 and r.outcomes["rejected"] == 2
     assert {x["click_id"]: x["reason_code"] for x in report_rows(r)} == {
-        "s2": "ambiguous_conversion", "nope": "unknown_conversion"}
+        "s2": "ambiguous_conversion",
+        "nope": "unknown_conversion",
+    }
     got = {(x[0], x[1]): x[3] for x in rows(engine)}
     assert got == {("s1", ""): "declined", ("s2", "Lead"): "approved", ("s2", "Sale"): "pending"}
 
 
 # --- files as people make them -----------------------------------------------------------------
 
+
 def test_excel_style_file(run, engine):
     content = "\ufeffClick ID;Revenue;Date;Type;Notes\r\nx1;12.50;2026-11-01 10:00:00;Lead;hi\r\n"
     r = run(content)
     assert r.warnings and "Notes" in r.warnings[0]
-    assert rows(engine) == [("x1", "Lead", None, "approved", "12.50", "USD",
-                             "2026-11-01T14:00:00Z", "unknown")]
+    assert rows(engine) == [
+        ("x1", "Lead", None, "approved", "12.50", "USD", "2026-11-01T15:00:00Z", "unknown")
+    ]
 
 
 def test_utf16_file(run, engine):
@@ -210,18 +279,23 @@ def test_utf16_file(run, engine):
 
 
 def test_bad_rows_beside_good_ones(run, engine):
-    r = run(HEADER
-            + "good,1.00,2026-11-01 10:00:00,,,,\n"
-            + "6.21E+23,1.00,2026-11-01 10:00:00,,,,\n"
-            + "short,1.00\n"
-            + "comma,12,50,2026-11-01 10:00:00,,,,\n"
-            + ",abc,nope,,weird,,XXX\n"
-            + "neg,-1.00,2026-11-01 10:00:00,,,,\n")
+    r = run(
+        HEADER
+        + "good,1.00,2026-11-01 10:00:00,,,,\n"
+        + "6.21E+23,1.00,2026-11-01 10:00:00,,,,\n"
+        + "short,1.00\n"
+        + "comma,12,50,2026-11-01 10:00:00,,,,\n"
+        + ",abc,nope,,weird,,QQQ\n"
+        + "neg,-1.00,2026-11-01 10:00:00,,,,\n"
+    )
     reasons = {x["line"]: x["reason_code"] for x in report_rows(r)}
     assert reasons == {
-        "3": "click_id_mangled_by_spreadsheet", "4": "malformed_row", "5": "malformed_row",
+        "3": "click_id_mangled_by_spreadsheet",
+        "4": "malformed_row",
+        "5": "malformed_row",
         "6": "missing_click_id|invalid_payout|invalid_time|invalid_status|invalid_currency",
-        "7": "negative_payout"}
+        "7": "negative_payout",
+    }
     assert [x[0] for x in rows(engine)] == ["good"]
 
 
@@ -243,18 +317,35 @@ def test_same_bytes_twice_apply_once(run, engine):
 
 
 def test_rejection_report_fixed_and_dropped_back(run, engine, tmp_path):
-    r = run(HEADER + "ok,1.00,2026-11-01 10:00:00,,,,\nbad,1,00,2026-11-01 10:00:00,,,,\n"
-            "fx,=1+1,2026-11-01 10:00:00,,,,\n")
+    r = run(
+        HEADER + "ok,1.00,2026-11-01 10:00:00,,,,\nbad,1,00,2026-11-01 10:00:00,,,,\n"
+        "fx,=1+1,2026-11-01 10:00:00,,,,\n"
+    )
     report = Path(r.report_path).read_text(encoding="utf-8-sig")
     assert "'=1+1" in report  # neutralised for spreadsheets
-    fixed = report.replace("'=1+1", "2.00").replace("1,00,2026", "1.00,2026")
-    fixed = fixed.replace('"1,00,2026-11-01 10:00:00,,,"', "1.00").replace("bad,1,", "bad,1.00,")
+    # Fix it as a user does in a spreadsheet: cell by cell, keeping the report's own columns.
+    fixed_rows = report_rows(r)
+    assert [x["click_id"] for x in fixed_rows] == ["bad", "fx"]
+    bad, fx = fixed_rows
+    assert (bad["payout"], bad["conversion_time"]) == ("1", "00")  # cells kept by position
+    bad.update(
+        payout="1.00", conversion_time="2026-11-01 10:00:00", conversion_type="", currency=""
+    )
+    fx.update(payout="2.00")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(bad))
+    writer.writeheader()
+    writer.writerows(fixed_rows)
+    fixed = out.getvalue()
     path = write_csv(tmp_path / "fixed.csv", fixed)
     again = run(path)
     assert again.state == "applied", again
     assert again.outcomes["inserted"] == 2 and again.outcomes["rejected"] == 0
     assert sorted((x[0], x[4]) for x in rows(engine)) == [
-        ("bad", "1.00"), ("fx", "2.00"), ("ok", "1.00")]
+        ("bad", "1.00"),
+        ("fx", "2.00"),
+        ("ok", "1.00"),
+    ]
 
 
 def test_dry_run_changes_nothing_and_predicts_the_real_run(run, engine):
@@ -278,8 +369,7 @@ def test_batch_size_does_not_change_results(run, engine, tmp_path, batch_size):
     with engine.begin() as conn:
         for table in ("conversion_history", "rejected_rows", "conversions", "ingested_files"):
             conn.execute(text(f"DELETE FROM {table}"))
-    small = run(content, name="small.csv", config=make_config(settings={"batch_size":
-                                                                          batch_size}))
+    small = run(content, name="small.csv", config=make_config(settings={"batch_size": batch_size}))
     assert rows(engine) == big_rows
     assert report_rows(small) == big_report
     assert small.outcomes == big.outcomes
