@@ -170,9 +170,11 @@ def describe(code: str) -> str:
 
 
 def markdown_table() -> str:
+    """The catalogue as the README's table (a test keeps the README in step with it)."""
     lines = ["| code | applies to | what is wrong | how to fix it |", "|---|---|---|---|"]
     for r in CATALOGUE.values():
-        lines.append(f"| `{r.code}` | {r.scope} | {r.message} | {r.hint} |")
+        message, hint = (t.replace("|", "\\|") for t in (r.message, r.hint))
+        lines.append(f"| `{r.code}` | {r.scope} | {message} | {hint} |")
     return "\n".join(lines)
 
 

@@ -50,7 +50,7 @@ from sqlalchemy.types import TypeDecorator
 from pipeline.duplicates import HISTORY_COLUMNS, Resolution, empty_existing
 from pipeline.money import format_micros, parse_decimal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OUTCOMES = ("inserted", "updated", "incremented", "status_updated", "ignored_duplicate", "rejected")
 
 
@@ -198,12 +198,29 @@ warehouse_schema = Table(
 
 
 def _v1(conn: Connection) -> None:
+    """Version 1 as it shipped: every table, without the indexes later versions added."""
     metadata.create_all(conn)
+    for index in _ADDED_IN_V2:
+        index.drop(conn, checkfirst=True)
 
 
-# Versioned migrations, applied in order inside one transaction. When a table changes, add a
-# step here (ALTER ... through SQLAlchemy) and freeze `_v1` to the shape it had.
-MIGRATIONS = [(1, "conversions, conversion_history, ingested_files, rejected_rows", _v1)]
+# Replays and reporting select files by received time; version 1 had no index for that.
+_ADDED_IN_V2 = [Index("ix_ingested_files_received", ingested_files.c.received_at)]
+
+
+def _v2(conn: Connection) -> None:
+    for index in _ADDED_IN_V2:
+        index.create(conn, checkfirst=True)
+
+
+# Versioned migrations, applied in order inside one transaction (DDL is transactional on both
+# PostgreSQL and SQLite, so a failed upgrade leaves the old version intact). A warehouse made
+# by an older tool is upgraded in place when `connect` opens it. When the schema changes, add a
+# step here and keep earlier steps producing exactly the shape they shipped with.
+MIGRATIONS = [
+    (1, "conversions, conversion_history, ingested_files, rejected_rows", _v1),
+    (2, "index ingested_files by received_at for replays", _v2),
+]
 
 
 def connect(url: str) -> Engine:

@@ -1,0 +1,183 @@
+"""The warehouse edge on both backends: versioned upgrades, exact payouts, merge serialisation."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+
+from pipeline import warehouse
+
+
+def _versions(engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(warehouse.warehouse_schema.c.version).order_by(
+                    warehouse.warehouse_schema.c.version
+                )
+            ).scalars()
+        )
+
+
+def _indexes(engine, table: str) -> set[str]:
+    return {ix["name"] for ix in inspect(engine).get_indexes(table)}
+
+
+def test_a_new_warehouse_gets_every_version(engine):
+    assert _versions(engine) == [1, 2]
+    assert "ix_ingested_files_received" in _indexes(engine, "ingested_files")
+    assert "ix_conversions_key" in _indexes(engine, "conversions")
+
+
+def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_url):
+    # Build the warehouse exactly as version 1 of the tool left it, with a file and a row in it.
+    old = create_engine(warehouse_url)
+    now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    with old.begin() as conn:
+        warehouse.warehouse_schema.create(conn)
+        _, description, step = warehouse.MIGRATIONS[0]
+        step(conn)
+        conn.execute(
+            warehouse.warehouse_schema.insert().values(
+                version=1, description=description, applied_at=now
+            )
+        )
+        conn.execute(
+            warehouse.ingested_files.insert().values(
+                file_id=1,
+                content_hash="ab" * 32,
+                original_name="old.csv",
+                offer_source="maxbounty",
+                kind="conversions",
+                received_at=now,
+                processed_at=now,
+                state="applied",
+                data_lines=1,
+                inserted=1,
+            )
+        )
+        conn.execute(
+            warehouse.conversions.insert().values(
+                conversion_id="old-2",
+                offer_source="maxbounty",
+                click_id="c1",
+                conversion_type="",
+                status="approved",
+                payout=12_340_000,
+                currency="USD",
+                converted_at=now,
+                duplicate_status="unknown",
+                file_id=1,
+                line=2,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    assert "ix_ingested_files_received" not in _indexes(old, "ingested_files")
+    old.dispose()
+
+    upgraded = warehouse.connect(warehouse_url)
+    try:
+        assert _versions(upgraded) == [1, 2]
+        assert "ix_ingested_files_received" in _indexes(upgraded, "ingested_files")
+        with upgraded.connect() as conn:
+            row = conn.execute(select(warehouse.conversions)).mappings().one()
+        assert (row["click_id"], row["payout"]) == ("c1", 12_340_000)
+        # Opening it again is a no-op, not a second upgrade.
+        warehouse.upgrade(upgraded)
+        assert _versions(upgraded) == [1, 2]
+    finally:
+        upgraded.dispose()
+
+
+def test_a_warehouse_from_a_newer_tool_is_refused(engine, warehouse_url):
+    with engine.begin() as conn:
+        conn.execute(
+            warehouse.warehouse_schema.insert().values(
+                version=99, description="from the future", applied_at=datetime.now(UTC)
+            )
+        )
+    engine.dispose()
+    with pytest.raises(warehouse.WarehouseError, match="version 99, newer than this tool"):
+        warehouse.connect(warehouse_url)
+
+
+def test_unreachable_warehouse_names_it_without_the_password():
+    with pytest.raises(warehouse.WarehouseError) as caught:
+        warehouse.connect("postgresql+psycopg://buyer:s3cret-pw@127.0.0.1:1/nowhere")
+    message = str(caught.value)
+    assert "127.0.0.1:1/nowhere" in message and "buyer" in message
+    assert "s3cret-pw" not in message
+
+
+def test_payouts_are_stored_exactly(engine):
+    """NUMERIC(18,6) on PostgreSQL, decimal text on SQLite; never a binary float."""
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        file_id = warehouse.record_file(
+            conn,
+            content_hash="cd" * 32,
+            original_name="x.csv",
+            offer_source="s",
+            kind="conversions",
+            received_at=now,
+            state="applied",
+        )
+        for n, micros in enumerate([300_000, 999_999_999_999_999_999, -1]):
+            conn.execute(
+                warehouse.conversions.insert().values(
+                    conversion_id=f"x-{n}",
+                    offer_source="s",
+                    click_id=f"c{n}",
+                    status="approved",
+                    payout=micros,
+                    currency="USD",
+                    converted_at=now,
+                    duplicate_status="unknown",
+                    file_id=file_id,
+                    line=n + 2,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    with engine.connect() as conn:
+        raw = conn.execute(
+            text("SELECT CAST(payout AS TEXT) FROM conversions ORDER BY conversion_id")
+        ).scalars()
+        texts = [t.rstrip("0").rstrip(".") if "." in t else t for t in raw]
+    assert texts == ["0.3", "999999999999.999999", "-0.000001"]
+
+
+@pytest.mark.parametrize("same_source", [True, False])
+def test_merges_of_one_offer_source_are_serialised(engine, warehouse_url, same_source):
+    if not same_source and warehouse_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: every merge is serialised")
+    holding, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with warehouse.file_transaction(engine, "maxbounty"):
+            holding.set()
+            release.wait(30)
+
+    def second() -> None:
+        with warehouse.file_transaction(engine, "maxbounty" if same_source else "clickbank"):
+            entered.set()
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert holding.wait(30)
+    b = threading.Thread(target=second)
+    b.start()
+    try:
+        if same_source:
+            assert not entered.wait(1.0), "a second merge of the same source did not wait"
+        else:
+            assert entered.wait(10), "a merge of another source waited for the lock"
+    finally:
+        release.set()
+        a.join(30)
+        b.join(30)
+    assert entered.is_set()
