@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from pipeline import __version__, export, inbox, runner, warehouse
 from pipeline.config import KINDS, MODES, Config, ConfigError, load
 from pipeline.ingest import FileResult, ingest_file
@@ -108,24 +110,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except warehouse.WarehouseError as exc:
         console.error(str(exc))
         return EXIT_FILES
+    except DBAPIError as exc:  # the warehouse failed mid-run; a file in progress rolled back
+        first = (str(exc).strip().splitlines() or [""])[0]
+        console.error(f"warehouse error: {first}")
+        return EXIT_FILES
     except KeyboardInterrupt:
         console.error("interrupted; files being processed were rolled back")
         return 130
 
 
-def _context(args) -> runner.Context:
+def _context(args, offer_source: str | None = None) -> runner.Context:
     home = resolve_home(args.home)
     config = load(resolve_config_path(args.config))
-    engine = warehouse.connect(resolve_warehouse_url(args.warehouse, config, home))
+    if offer_source:  # refuse an unknown name before touching the warehouse
+        config.offer_source(offer_source)
+    url = resolve_warehouse_url(args.warehouse, config, home)
+    if url == f"sqlite:///{home / 'warehouse.db'}":  # the default: a fresh home has no folder yet
+        home.mkdir(parents=True, exist_ok=True)
+    engine = warehouse.connect(url)
     return runner.Context(config, engine, inbox.Layout(home))
 
 
 def _ingest(args, console: Console) -> int:
-    ctx = _context(args)
-    ctx.config.offer_source(args.offer_source)  # refuse an unknown name before any file
-    received = datetime.fromisoformat(args.received_at) if args.received_at else None
-    if received is not None and received.tzinfo is None:
-        raise ConfigError("--received-at", "", "needs an offset or Z, e.g. 2026-03-08T14:00:00Z")
+    received = None
+    if args.received_at:
+        example = "e.g. 2026-03-08T14:00:00Z"
+        try:
+            received = datetime.fromisoformat(args.received_at)
+        except ValueError:
+            raise ConfigError(
+                "--received-at", "", f"not an ISO 8601 time: {args.received_at!r} ({example})"
+            ) from None
+        if received.tzinfo is None:
+            raise ConfigError("--received-at", "", f"needs an offset or Z, {example}")
+    ctx = _context(args, args.offer_source)
     results: list[FileResult] = []
     with console.progress(len(args.files)) as advance:
         for name in args.files:
@@ -166,9 +184,7 @@ def _inbox(args, console: Console) -> int:
 
 
 def _export(args, console: Console) -> int:
-    ctx = _context(args)
-    if args.offer_source:
-        ctx.config.offer_source(args.offer_source)
+    ctx = _context(args, args.offer_source)
     with contextlib.ExitStack() as stack:
         out = (
             stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))

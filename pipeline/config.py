@@ -12,11 +12,15 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+import pandas as pd
+
 from pipeline.currencies import ISO_4217
+from pipeline.timezones import to_utc
 
 MODES = (
     "create_new",
@@ -36,6 +40,13 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
 DEFAULT_FUTURE_TOLERANCE_SECONDS = 300
+
+# How a wrong type is named to the user, in TOML's words.
+_TOML_TYPES = {int: "an integer", str: "a string", bool: "true or false", list: "an array"}
+
+# The sample a `time_format` must read back: a day > 12 and an afternoon hour, so that a format
+# without the year or the date, or with %I but no %p, cannot read it back as the same time.
+_TIME_FORMAT_SAMPLE = datetime(2024, 1, 31, 13, 45, 30, 123456, tzinfo=UTC)
 
 
 class ConfigError(ValueError):
@@ -109,6 +120,8 @@ def load(path: str | Path) -> Config:
         raise ConfigError(
             path, "", "config file not found (use --config or $CONVERSIONS_CONFIG)"
         ) from None
+    except OSError as exc:  # a directory, no permission...
+        raise ConfigError(path, "", f"cannot read config file: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     return parse(raw, path)
@@ -180,7 +193,7 @@ class _Reader:
             return default
         value = table[key]
         if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-            raise self.fail(full, f"must be a {kind.__name__}, got {value!r}")
+            raise self.fail(full, f"must be {_TOML_TYPES.get(kind, kind.__name__)}, got {value!r}")
         return value
 
     def choice(
@@ -291,10 +304,8 @@ class _Reader:
                     f"{where}.click_id_pattern", f"not a valid regular expression: {exc}"
                 ) from None
         time_format = self.value(table, where, "time_format", str)
-        if time_format is not None and "%" not in time_format:
-            raise self.fail(
-                f"{where}.time_format", "must be a strptime format such as '%d/%m/%Y %H:%M'"
-            )
+        if time_format is not None:
+            self.time_format(f"{where}.time_format", time_format)
         allowed = self.value(table, where, "allowed_conversion_types", list)
         if allowed is not None:
             if not all(isinstance(t, str) and t for t in allowed):
@@ -309,6 +320,12 @@ class _Reader:
             if not isinstance(type_table, dict):
                 raise self.fail(type_where, "must be a table")
             self.only_keys(type_table, type_where, {"duplicate_mode"})
+            if allowed is not None and type_name not in allowed:
+                raise self.fail(
+                    type_where,
+                    f"{type_name!r} is not one of allowed_conversion_types "
+                    f"({', '.join(allowed)}), so this override would never apply",
+                )
             mode = self.choice(type_table, type_where, "duplicate_mode", MODES, what="mode")
             if mode:
                 type_modes[type_name] = mode
@@ -334,6 +351,37 @@ class _Reader:
             allowed_conversion_types=allowed,
             type_modes=type_modes,
         )
+
+    def time_format(self, key: str, time_format: str) -> None:
+        """Refuse a format now rather than fail on every file later: the sample time, written in
+        the format, must read back (through the very parser rows go through) as the same time,
+        to the format's precision (day, hour, minute, second or microsecond)."""
+        example = "a strptime format such as '%d/%m/%Y %H:%M'"
+        sample = pd.Timestamp(_TIME_FORMAT_SAMPLE)
+        try:
+            written = _TIME_FORMAT_SAMPLE.strftime(time_format)
+            result = to_utc(
+                pd.Series([written]), zone="UTC", file_times="utc", time_format=time_format
+            )
+        except (ValueError, re.error) as exc:
+            reason = str(exc).removeprefix(f"time_format {time_format!r} is not usable: ")
+            raise self.fail(key, f"not a usable time format: {reason}; use {example}") from None
+        read = result.utc.iloc[0]
+        shown = f"{sample:%Y-%m-%d %H:%M:%S}, written in this format as {written!r},"
+        if pd.isna(read):
+            raise self.fail(key, f"{shown} cannot be read back; use {example}")
+        if read.normalize() != sample.normalize():
+            raise self.fail(
+                key,
+                f"{shown} reads back as {read:%Y-%m-%d %H:%M:%S}: the format needs the year, "
+                f"month and day; use {example}",
+            )
+        if read not in {sample.floor(unit) for unit in ("D", "h", "min", "s", "us")}:
+            raise self.fail(
+                key,
+                f"{shown} reads back as {read:%Y-%m-%d %H:%M:%S}: the time of day is lost "
+                "(%I needs %p)",
+            )
 
 
 _ZONES: frozenset[str] | None = None

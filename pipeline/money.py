@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 SCALE = 1_000_000
-_PATTERN = r"^(?P<sign>[+-]?)(?P<units>\d{0,12})(?:\.(?P<frac>\d{0,6}))?$"
+_PATTERN = r"^(?P<sign>[+-]?)(?P<units>[0-9]{0,12})(?:\.(?P<frac>[0-9]{0,6}))?$"
 
 
 def parse_payouts(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:

@@ -33,14 +33,18 @@ class Context:
 
 
 def claim_waiting(ctx: Context) -> list[inbox.Claimed]:
-    """Adopt claims of crashed runs, then claim everything waiting in the inbox."""
+    """Adopt claims of crashed runs, then claim everything waiting in the inbox.
+
+    Within an offer source, conversion files come before status files: a status update dropped
+    together with the conversions it updates must find them, whatever the file names.
+    """
     ctx.layout.ensure(ctx.config.offer_sources)
     claimed = list(inbox.recover(ctx.layout))
     for waiting in inbox.scan(ctx.layout, ctx.config.offer_sources):
         got = inbox.claim(ctx.layout, waiting)
         if got is not None:
             claimed.append(got)
-    return claimed
+    return sorted(claimed, key=lambda c: (c.offer_source or "", c.kind == "status", c.relative))
 
 
 def process_claimed(
@@ -56,8 +60,11 @@ def process_claimed(
             f"(configured: {', '.join(sorted(ctx.config.offer_sources))})"
         )
         return _quarantine(ctx, claimed, None, "unknown_offer_source", why)
-    with ctx.engine.connect() as conn:
-        done = warehouse.applied_by_claim(conn, (*claimed.adopted_from, claimed.claim_id))
+    try:
+        with ctx.engine.connect() as conn:
+            done = warehouse.applied_by_claim(conn, (*claimed.adopted_from, claimed.claim_id))
+    except (DBAPIError, warehouse.WarehouseError) as exc:  # the warehouse is down
+        return _release(ctx, claimed, exc)
     if done is not None:  # applied before a crash interrupted the archiving
         inbox.archive(ctx.layout, claimed, done["content_hash"])
         return FileResult(
@@ -71,6 +78,7 @@ def process_claimed(
             outcomes={o: done[o] for o in warehouse.OUTCOMES},
             report_path=done["report_path"],
             summary_path=done["summary_path"],
+            received_at=claimed.received_at.isoformat(),
         )
     try:
         result = ingest_file(
@@ -87,15 +95,7 @@ def process_claimed(
             claim_id=claimed.claim_id,
         )
     except (DBAPIError, warehouse.WarehouseError, OSError) as exc:
-        inbox.release(ctx.layout, claimed)
-        return FileResult(
-            name,
-            claimed.offer_source,
-            claimed.kind,
-            "failed",
-            detail=f"{type(exc).__name__}: {_first_line(exc)}; the file was put "
-            "back in the inbox for the next run",
-        )
+        return _release(ctx, claimed, exc)
     except Exception as exc:  # a bug: keep the file safe where a person will look
         return _quarantine(
             ctx,
@@ -112,9 +112,24 @@ def process_claimed(
             result.reason_code or "invalid_file",
             result.detail or "",
         )
+    elif dry_run:  # a rehearsal: the file stays in the inbox for the real run
+        inbox.release(ctx.layout, claimed)
     else:
         inbox.archive(ctx.layout, claimed, result.content_hash)
     return result
+
+
+def _release(ctx: Context, claimed: inbox.Claimed, exc: BaseException) -> FileResult:
+    """A failure that will pass (the warehouse is down): the file goes back to the inbox."""
+    inbox.release(ctx.layout, claimed)
+    return FileResult(
+        Path(claimed.relative).name,
+        claimed.offer_source,
+        claimed.kind,
+        "failed",
+        detail=f"{type(exc).__name__}: {_first_line(exc)}; the file was put "
+        "back in the inbox for the next run",
+    )
 
 
 def _quarantine(
