@@ -19,7 +19,6 @@ import errno
 import json
 import os
 import re
-import secrets
 import socket
 import stat
 import uuid
@@ -31,6 +30,7 @@ from typing import Any
 
 from pipeline.config import KINDS, NAME_PATTERN
 from pipeline.reasons import CATALOGUE
+from pipeline.reports import write_atomic
 
 CLAIM_FILE = "claim.json"
 READY_MARKER = "_READY"
@@ -577,14 +577,4 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
         payload = text.encode("utf-8")
     except UnicodeEncodeError:  # a file name that was not UTF-8 on disk: escape it instead
         payload = (json.dumps(data, indent=2) + "\n").encode("ascii")
-    partial = path.with_name(f"{path.name}.{secrets.token_hex(4)}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with open(fd, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    write_atomic(path, payload)

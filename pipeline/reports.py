@@ -180,7 +180,7 @@ def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:
         # A file name that was not UTF-8 on disk (a lone surrogate): escape it to stay valid JSON.
         text = json.dumps(summary, indent=2, sort_keys=False, default=_to_json)
         data = (text + "\n").encode("ascii")
-    _write_atomic(path, data)
+    write_atomic(path, data)
     return path
 
 
@@ -237,7 +237,8 @@ def _create(path: Path, encoding: str) -> IO[str]:
     return open(fd, "w", encoding=encoding, newline="")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all: a partial file beside it, fsync, rename over it."""
     partial = _partial_path(path)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
