@@ -219,13 +219,17 @@ def _apply_file(
     future_tolerance: int,
     dry_run: bool,
 ) -> None:
-    """Stream the batches through the core, then resolve and apply the accepted rows."""
+    """Stream the batches through the core into a staging table, then merge it chunk by chunk.
+
+    Memory holds one batch while reading and one merge chunk (rows of whole click ids) while
+    merging, whatever the size of the file.
+    """
     result.file_id = warehouse.record_file(conn, state="processing", **ledger)
     t0 = time.perf_counter()
-    accepted: list[pd.DataFrame] = []
     reason_counts: Counter[str] = Counter()
     examples: dict[str, list[int]] = {}
     blank = 0
+    stage = warehouse.stage_create(conn, result.kind)
     for batch in reader.read_batches(path, header, batch_size):
         blank += batch.blank_lines
         result.data_lines += len(batch.lines) + len(batch.malformed)
@@ -241,30 +245,37 @@ def _apply_file(
                 future_tolerance_seconds=future_tolerance,
                 mode_override=mode_override,
             )
-        accepted.append(part.accepted)
+        warehouse.stage_append(conn, stage, result.kind, part.accepted)
         rejected = _with_cells(part.rejected, batch, header)
-        rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
-        rejected = rejected.sort_values("line", kind="stable", ignore_index=True)
+        if batch.malformed:
+            rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
+            rejected = rejected.sort_values("line", kind="stable", ignore_index=True)
         _reject(conn, result, report, rejected, reason_counts, examples)
     if blank:
         result.warnings.append(f"skipped {blank} blank line(s)")
     result.timings["read_validate_s"] = round(time.perf_counter() - t0, 3)
 
     t1 = time.perf_counter()
-    rows = pd.concat(accepted, ignore_index=True)
-    resolution = _resolve(conn, rows, source, result, received, sequence)
-    if not dry_run:
-        warehouse.apply(conn, resolution, file_id=result.file_id, offer_source=source.name)
-    late = resolution.outcomes[resolution.outcomes["outcome"] == "rejected"]
-    if len(late):
-        late_rejected = _cells_for_lines(
-            path, header, batch_size, late[["line", "reason_code"]].reset_index(drop=True)
+    late: list[pd.DataFrame] = []
+    for rows in warehouse.staged_chunks(conn, stage, result.kind, batch_size):
+        resolution = _resolve(conn, rows, source, result, received, sequence)
+        if not dry_run:
+            warehouse.apply(conn, resolution, file_id=result.file_id, offer_source=source.name)
+        outcome = resolution.outcomes["outcome"]
+        late.append(resolution.outcomes.loc[outcome == "rejected", ["line", "reason_code"]])
+        for name, count in outcome[outcome != "rejected"].value_counts().items():
+            result.outcomes[str(name)] += int(count)
+    late_rows = pd.concat(late, ignore_index=True) if late else pd.DataFrame()
+    if len(late_rows):
+        late_rows = late_rows.sort_values("line", ignore_index=True)
+        _reject(
+            conn,
+            result,
+            report,
+            _cells_for_lines(path, header, batch_size, late_rows),
+            reason_counts,
+            examples,
         )
-        _reject(conn, result, report, late_rejected, reason_counts, examples)
-    applied_counts = resolution.outcomes["outcome"].value_counts()
-    for outcome, count in applied_counts.items():
-        if outcome != "rejected":
-            result.outcomes[outcome] += int(count)
     result.reasons = dict(reason_counts.most_common())
     result.examples = examples
     result.timings["merge_s"] = round(time.perf_counter() - t1, 3)

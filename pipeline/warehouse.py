@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import (
     BigInteger,
@@ -38,6 +39,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     func,
@@ -47,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
+from pipeline import bulk
 from pipeline.duplicates import HISTORY_COLUMNS, Resolution, empty_existing
 from pipeline.money import format_micros, parse_decimal
 
@@ -341,105 +344,217 @@ def finish_file(conn: Connection, file_id: int, **values: Any) -> None:
     )
 
 
-def _stage(conn: Connection, name: str, frame: pd.DataFrame, columns: dict[str, str]) -> None:
-    """A temporary table holding `frame`'s rows, for joins that stay inside the database."""
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
-    ddl = ", ".join(f"{col} {kind}" for col, kind in columns.items())
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({ddl})")
-    records = _records(frame[list(columns)])
-    if records:
-        placeholders = ", ".join(f":{col}" for col in columns)
-        conn.execute(
-            text(f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders})"), records
+# --- the file's accepted rows, staged in the database -------------------------------------------
+#
+# Accepted rows go to a temporary table batch by batch as the file is read, so memory does not
+# grow with the file. The merge then reads them back grouped by click id (every duplicate key
+# includes the click id, so a group holds all rows of its keys) in chunks of bounded size, and
+# resolves each chunk on its own.
+
+STAGE_KINDS = {
+    "conversions": {
+        "line": "int",
+        "click_id": "text",
+        "conversion_type": "text",
+        "event_id": "text",
+        "payout": "int",  # micro-units
+        "status": "text",
+        "converted_at": "int",  # microseconds since the epoch, UTC
+        "currency": "text",
+        "mode": "text",
+    },
+    "status": {
+        "line": "int",
+        "click_id": "text",
+        "conversion_type": "text",
+        "event_id": "text",
+        "status": "text",
+    },
+}
+
+
+def stage_create(conn: Connection, kind: str) -> str:
+    """The staging table for a file's accepted rows; returns its name."""
+    return bulk.create_temp(conn, "stage_rows", STAGE_KINDS[kind])
+
+
+def stage_append(conn: Connection, stage: str, kind: str, rows: pd.DataFrame) -> None:
+    """Append a batch of accepted rows (as `normalise` makes them) to the staging table."""
+    if kind == "conversions":
+        epoch = rows["converted_at"].astype("datetime64[us, UTC]")
+        micros = pd.Series(epoch.array.asi8, index=rows.index, dtype="Int64")
+        rows = rows.assign(converted_at=micros.where(epoch.notna(), pd.NA))
+    bulk.insert(conn, stage, rows, STAGE_KINDS[kind])
+
+
+def staged_chunks(
+    conn: Connection, stage: str, kind: str, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The staged rows back, ordered by click id, in chunks that never split a click id."""
+    kinds = STAGE_KINDS[kind]
+    collate = ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
+    sql = f"SELECT {', '.join(kinds)} FROM {stage} ORDER BY click_id{collate}, line"
+    carry: pd.DataFrame | None = None
+    for part in bulk.read(conn, sql, {}, list(kinds), chunk_rows):
+        part = _decode_staged(part, kind)
+        frame = part if carry is None else pd.concat([carry, part], ignore_index=True)
+        last = frame["click_id"].iloc[-1]
+        cut = int(np.searchsorted(frame["click_id"].to_numpy() == last, True))
+        if len(frame) >= chunk_rows and cut > 0:
+            yield frame.iloc[:cut].reset_index(drop=True)
+            carry = frame.iloc[cut:].reset_index(drop=True)
+        else:
+            carry = frame
+    if carry is not None and len(carry):
+        yield carry
+
+
+def _decode_staged(part: pd.DataFrame, kind: str) -> pd.DataFrame:
+    out = part.astype({c: "str" for c, k in STAGE_KINDS[kind].items() if k == "text"})
+    out["line"] = out["line"].astype("int64")
+    if kind == "conversions":
+        out["payout"] = out["payout"].astype("Int64")
+        micros = out["converted_at"].astype("Int64")
+        out["converted_at"] = pd.to_datetime(micros, unit="us", utc=True).astype(
+            "datetime64[us, UTC]"
         )
+    return out
+
+
+# --- reads the merge needs ---------------------------------------------------------------------
 
 
 def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.DataFrame:
-    """Per duplicate key of the file: how many conversions exist and the most recent one.
+    """Per duplicate key of the chunk: how many conversions exist and the most recent one.
 
     "Most recent" is the latest conversion time, then the highest id: deterministic, so a rerun
-    edits the same conversion a clean run would.
+    edits the same conversion a clean run would. Only the keys' rows are read, through the
+    (offer_source, click_id, conversion_type) index; the table is never scanned whole.
     """
-    _stage(
-        conn,
-        "stage_keys",
-        keys.drop_duplicates(),
-        {"click_id": "VARCHAR(128)", "conversion_type": "VARCHAR(64)", "key_event": "VARCHAR(255)"},
-    )
-    c = conversions.c
-    sql = text("""
-        SELECT * FROM (
+    key_kinds = {"click_id": "text", "conversion_type": "text", "key_event": "text"}
+    stage = bulk.create_temp(conn, "stage_keys", key_kinds)
+    bulk.insert(conn, stage, keys.drop_duplicates(), key_kinds)
+    _analyze(conn, stage)
+    sql = f"""
+        SELECT click_id, conversion_type, key_event, n_existing, conversion_id,
+               {bulk.payout_text(conn, "payout")}, status,
+               {bulk.time_text(conn, "converted_at")}, currency, event_id
+        FROM (
             SELECT k.click_id, k.conversion_type, k.key_event,
                    c.conversion_id, c.payout, c.status, c.converted_at, c.currency, c.event_id,
                    count(*) OVER (PARTITION BY k.click_id, k.conversion_type, k.key_event)
                        AS n_existing,
                    row_number() OVER (PARTITION BY k.click_id, k.conversion_type, k.key_event
                                       ORDER BY c.converted_at DESC, c.conversion_id DESC) AS rn
-            FROM stage_keys k
+            FROM {stage} k
             JOIN conversions c
               ON c.offer_source = :offer_source AND c.click_id = k.click_id
              AND c.conversion_type = k.conversion_type
              AND (k.key_event = '' OR c.event_id = k.key_event)
         ) ranked WHERE rn = 1
-    """).columns(payout=c.payout.type, converted_at=c.converted_at.type)
-    rows = conn.execute(sql, {"offer_source": offer_source}).mappings().all()
+    """
     template = empty_existing()
-    if not rows:
+    parts = list(
+        bulk.read(conn, sql, {"offer_source": offer_source}, list(template.columns), 1_000_000)
+    )
+    if not parts:
         return template
-    frame = pd.DataFrame.from_records(rows, columns=[*template.columns, "rn"])
-    frame["converted_at"] = pd.to_datetime(frame["converted_at"], utc=True)
-    return frame[template.columns].astype(template.dtypes.to_dict())
+    frame = pd.concat(parts, ignore_index=True)
+    frame["payout"] = bulk.decode_payout(frame["payout"])
+    frame["converted_at"] = bulk.decode_time(frame["converted_at"])
+    return frame.astype(template.dtypes.to_dict())
 
 
 def status_matches(conn: Connection, offer_source: str, rows: pd.DataFrame) -> pd.DataFrame:
     """Per status row: how many conversions it names, and the one it names if exactly one."""
-    _stage(
-        conn,
-        "stage_status",
-        rows,
-        {
-            "line": "INTEGER",
-            "click_id": "VARCHAR(128)",
-            "conversion_type": "VARCHAR(64)",
-            "event_id": "VARCHAR(255)",
-        },
-    )
-    sql = text("""
+    row_kinds = {"line": "int", "click_id": "text", "conversion_type": "text", "event_id": "text"}
+    stage = bulk.create_temp(conn, "stage_status", row_kinds)
+    bulk.insert(conn, stage, rows, row_kinds)
+    _analyze(conn, stage)
+    sql = f"""
         SELECT s.line, count(c.conversion_id) AS n_matches,
                min(c.conversion_id) AS conversion_id, min(c.status) AS current_status
-        FROM stage_status s
+        FROM {stage} s
         LEFT JOIN conversions c
           ON c.offer_source = :offer_source AND c.click_id = s.click_id
          AND (s.conversion_type IS NULL OR c.conversion_type = s.conversion_type)
          AND (s.event_id IS NULL OR c.event_id = s.event_id)
         GROUP BY s.line
-    """)
-    found = conn.execute(sql, {"offer_source": offer_source}).mappings().all()
-    return pd.DataFrame.from_records(
-        found, columns=["line", "n_matches", "conversion_id", "current_status"]
-    )
+    """
+    columns = ["line", "n_matches", "conversion_id", "current_status"]
+    parts = list(bulk.read(conn, sql, {"offer_source": offer_source}, columns, 1_000_000))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    return frame.astype({"line": "int64", "n_matches": "int64"})
+
+
+def _analyze(conn: Connection, table: str) -> None:
+    """Temporary tables have no statistics until analysed; the planner needs their size."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {table}")
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+_CONVERSION_KINDS = {
+    "conversion_id": "text",
+    "offer_source": "text",
+    "click_id": "text",
+    "conversion_type": "text",
+    "event_id": "text",
+    "status": "text",
+    "payout": "payout",
+    "currency": "text",
+    "converted_at": "time",
+    "duplicate_status": "text",
+    "file_id": "int",
+    "line": "int",
+    "created_at": "time",
+    "updated_at": "time",
+}
+_FIELD_KINDS = {
+    "payout": "payout",
+    "status": "text",
+    "converted_at": "time",
+    "currency": "text",
+    "event_id": "text",
+}
+_HISTORY_KINDS = {
+    "conversion_id": "text",
+    "file_id": "int",
+    "line": "int",
+    "action": "text",
+    **{f"{side}_{f}": _FIELD_KINDS[f] for f in _FIELD_KINDS for side in ("old", "new")},
+    "recorded_at": "time",
+}
 
 
 def apply(conn: Connection, resolution: Resolution, *, file_id: int, offer_source: str) -> None:
     """Write a resolution: a few bulk statements, whatever the number of rows."""
-    now = _now()
+    now = pd.Timestamp(_now())
     if len(resolution.inserts):
         inserts = resolution.inserts.assign(
             offer_source=offer_source, file_id=file_id, created_at=now, updated_at=now
         )
-        conn.execute(conversions.insert(), _records(inserts))
+        bulk.insert(conn, "conversions", inserts, _CONVERSION_KINDS)
     if len(resolution.updates):
-        updates = resolution.updates.rename(columns={"conversion_id": "b_conversion_id"})
-        values = {col: _bind(col) for col in updates.columns if col != "b_conversion_id"}
-        stmt = (
-            conversions.update()
-            .where(conversions.c.conversion_id == _bind("b_conversion_id"))
-            .values(updated_at=now, **values)
+        kinds = {"conversion_id": "text"} | {
+            f: _FIELD_KINDS[f] for f in _FIELD_KINDS if f in resolution.updates.columns
+        }
+        stage = bulk.create_temp(conn, "stage_updates", kinds)
+        bulk.insert(conn, stage, resolution.updates, kinds)
+        _analyze(conn, stage)
+        fields = [f for f in kinds if f != "conversion_id"]
+        assignments = ", ".join(f"{f} = u.{f}" for f in fields)
+        conn.execute(
+            text(
+                f"UPDATE conversions SET {assignments}, updated_at = :now FROM {stage} u "
+                "WHERE conversions.conversion_id = u.conversion_id"
+            ).bindparams(bindparam("now", type_=UTCDateTime)),
+            {"now": now.to_pydatetime()},
         )
-        conn.execute(stmt, _records(updates))
     if len(resolution.history):
         history = resolution.history[HISTORY_COLUMNS].assign(file_id=file_id, recorded_at=now)
-        conn.execute(conversion_history.insert(), _records(history))
+        bulk.insert(conn, "conversion_history", history, _HISTORY_KINDS)
 
 
 def record_rejections(conn: Connection, file_id: int, rejected: pd.DataFrame) -> None:
@@ -448,27 +563,13 @@ def record_rejections(conn: Connection, file_id: int, rejected: pd.DataFrame) ->
         rows = pd.DataFrame(
             {
                 "file_id": file_id,
-                "line": rejected["line"].astype("int64"),
-                "reason_codes": rejected["reason_code"],
+                "line": rejected["line"].astype("int64").to_numpy(),
+                "reason_codes": rejected["reason_code"].to_numpy(),
                 "cells": [json.dumps(c, ensure_ascii=False) for c in rejected["cells"]],
             }
         )
-        conn.execute(rejected_rows.insert(), _records(rows))
-
-
-def _bind(name: str):
-    from sqlalchemy import bindparam
-
-    column = conversions.c.get(name)
-    return bindparam(name, type_=column.type if column is not None else None)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts with None for missing values, the shape DBAPI executemany wants."""
-    if frame.empty:
-        return []
-    out = frame.astype(object).where(frame.notna(), None)
-    return out.to_dict("records")
+        kinds = {"file_id": "int", "line": "int", "reason_codes": "text", "cells": "text"}
+        bulk.insert(conn, "rejected_rows", rows, kinds)
 
 
 def export(conn: Connection, offer_source: str | None = None) -> pd.DataFrame:
