@@ -189,7 +189,7 @@ def _arrow(values: pd.Series, kind: str) -> pa.Array:
     if kind == "payout":
         return _micros_to_decimal(values)
     if kind == "time":
-        return pa.array(_as_utc(values), pa.timestamp("us", tz="UTC"))
+        return _time_text(values, utc_suffix=True)
     if kind == "int":
         return pa.array(values.astype("Int64"), pa.int64())
     if kind == "bool":
@@ -217,15 +217,23 @@ def _sqlite_values(values: pd.Series, kind: str) -> list:
     if kind == "payout":
         values = money.format_series(values.astype("Int64"))
     elif kind == "time":
-        utc = pa.array(_as_utc(values), pa.timestamp("us", tz="UTC"))
-        return pc.strftime(
-            utc, format=SQLITE_TIME_FORMAT.replace(".%f", ""), locale="C"
-        ).to_pylist()
+        return _time_text(values).to_pylist()
     elif kind == "int":
         return pa.array(values.astype("Int64"), pa.int64()).to_pylist()
     elif kind == "bool":
         return pa.array(values.astype("boolean"), pa.bool_()).to_pylist()
     return pa.array(values.astype("str"), pa.large_string()).to_pylist()
+
+
+def _time_text(values: pd.Series, utc_suffix: bool = False) -> pa.Array:
+    """UTC instants as `SQLITE_TIME_FORMAT` text (with a trailing ``Z`` if asked), nulls kept.
+
+    Arrow's cast of a naive timestamp to string is several times faster than its CSV writer's
+    or strftime's formatting, and gives exactly this layout.
+    """
+    naive = pa.array(_as_utc(values).dt.tz_localize(None), pa.timestamp("us"))
+    text = naive.cast(pa.string())  # a zone-aware cast looks up the zone per value: 7x slower
+    return pc.binary_join_element_wise(text, "Z", "") if utc_suffix else text
 
 
 def _as_utc(values: pd.Series) -> pd.Series:
