@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
@@ -181,3 +182,45 @@ def test_merges_of_one_offer_source_are_serialised(engine, warehouse_url, same_s
         a.join(30)
         b.join(30)
     assert entered.is_set()
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 100])
+def test_staged_rows_come_back_whole_per_click_id(engine, chunk_rows):
+    """The merge resolves chunk by chunk: a click id split over two chunks would be resolved
+    twice, so every chunk must hold all staged rows of its click ids, and nothing else lost."""
+    clicks = ["b", "a", "b", "c", "a", "b", "d", "c"]
+    rows = pd.DataFrame(
+        {
+            "line": range(2, 2 + len(clicks)),
+            "click_id": pd.Series(clicks, dtype="str"),
+            "conversion_type": "",
+            "event_id": pd.Series([None, "e1", None, None, None, None, None, None], dtype="str"),
+            "payout": pd.Series([100, None, 300, 1, 2, 3, 4, 5], dtype="Int64"),
+            "status": pd.Series(["approved"] * len(clicks), dtype="str"),
+            "converted_at": pd.Series(
+                [pd.Timestamp("2026-11-01 10:00:00.000001", tz="UTC")] + [pd.NaT] * 7,
+                dtype="datetime64[us, UTC]",
+            ),
+            "currency": pd.Series(["USD"] * len(clicks), dtype="str"),
+            "mode": pd.Series(["ignore"] * len(clicks), dtype="str"),
+        }
+    )
+    with engine.begin() as conn:
+        stage = warehouse.stage_create(conn, "conversions")
+        warehouse.stage_append(conn, stage, "conversions", rows.iloc[:5])
+        warehouse.stage_append(conn, stage, "conversions", rows.iloc[5:])
+        chunks = list(warehouse.staged_chunks(conn, stage, "conversions", chunk_rows))
+    seen: dict[str, int] = {}
+    for number, chunk in enumerate(chunks):
+        for click in set(chunk["click_id"]):
+            assert click not in seen, f"{click} split over chunks {seen[click]} and {number}"
+            seen[click] = number
+    back = pd.concat(chunks).sort_values("line", ignore_index=True)
+    assert back["line"].tolist() == rows["line"].tolist()
+    assert back["click_id"].tolist() == clicks
+    assert back["payout"].dropna().tolist() == [100, 300, 1, 2, 3, 4, 5]
+    assert back["event_id"].isna().sum() == 7 and back.loc[1, "event_id"] == "e1"
+    assert back.loc[0, "converted_at"] == pd.Timestamp("2026-11-01 10:00:00.000001", tz="UTC")
+    assert back["converted_at"].isna().sum() == 7
+    if chunk_rows >= len(clicks):
+        assert len(chunks) == 1
