@@ -106,7 +106,7 @@ class Header:
 
     encoding: str  # python codec: "utf-8", "utf-8-sig", "utf-16-le" or "utf-16-be"
     delimiter: str  # ",", ";" or "\t"
-    names: tuple[str, ...]  # header cells exactly as written (BOM removed)
+    names: tuple[str, ...]  # header cells as written (BOM removed; an empty one is "column_<n>")
     columns: dict[str, int]  # canonical column -> 0-based position, in the kind's column order
     unknown: tuple[str, ...]  # cells that are no column of this kind (the caller warns)
     header_line: int  # 1, or 2 after an Excel "sep=;" line
@@ -163,6 +163,9 @@ def read_header(path: str | os.PathLike[str], kind: str) -> Header:
             raise FileRejected("unreadable_file", f"line {header_line}: {e}") from e
     if not any(name.strip() for name in names):
         raise FileRejected("empty_file", f"the header (line {header_line}) has only empty cells")
+    # Spreadsheets export formatted-but-empty columns as empty header cells ("a,b,,"). They carry
+    # no column, so they get a name of their position instead of colliding with each other.
+    names = tuple(n if n.strip() else f"column_{i + 1}" for i, n in enumerate(names))
 
     columns: dict[str, int] = {}
     unknown: list[str] = []

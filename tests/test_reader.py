@@ -194,7 +194,7 @@ def test_report_columns_ignored_and_unknown_listed(tmp_path: Path) -> None:
     data = "line,click_id,Affiliate,payout,Reason Code,reason,,Notes\n7,a,x,1,invalid_time,bad,,n\n"
     header, batch = read_all(write(tmp_path, data))
     assert header.columns == {"click_id": 1, "payout": 3}
-    assert header.unknown == ("Affiliate", "", "Notes")
+    assert header.unknown == ("Affiliate", "column_7", "Notes")
     assert header.names == (
         "line",
         "click_id",
@@ -202,7 +202,7 @@ def test_report_columns_ignored_and_unknown_listed(tmp_path: Path) -> None:
         "payout",
         "Reason Code",
         "reason",
-        "",
+        "column_7",
         "Notes",
     )
     canonical = header.canonical(batch.cells)
@@ -249,10 +249,21 @@ def test_duplicate_column_via_alias(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "line", ["click_id,payout,Note,note", "click_id,payout,,", "click_id,payout,line,LINE"]
+    "line", ["click_id,payout,Note,note", "click_id,payout,line,LINE"]
 )
 def test_duplicate_unknown_or_report_cells(tmp_path: Path, line: str) -> None:
     assert rejected(write(tmp_path, line + "\n")).code == "duplicate_column"
+
+
+def test_empty_header_cells_are_unnamed_columns_not_duplicates(tmp_path: Path) -> None:
+    path = write(tmp_path, "click_id,payout,,\r\na,1.00,,x\r\n")
+    header = read_header(path, "conversions")
+    assert header.names == ("click_id", "payout", "column_3", "column_4")
+    assert header.unknown == ("column_3", "column_4")
+    (batch,) = read_batches(path, header, 10)
+    assert batch.cells.to_dict("records") == [
+        {"click_id": "a", "payout": "1.00", "column_3": "", "column_4": "x"}
+    ]
 
 
 # --- whole-file rejections ----------------------------------------------------------------------
