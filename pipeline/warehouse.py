@@ -435,24 +435,45 @@ def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.
     stage = bulk.create_temp(conn, "stage_keys", key_kinds)
     bulk.insert(conn, stage, keys.drop_duplicates(), key_kinds)
     _analyze(conn, stage)
-    sql = f"""
-        SELECT click_id, conversion_type, key_event, n_existing, conversion_id,
-               {bulk.payout_text(conn, "payout")}, status,
-               {bulk.time_text(conn, "converted_at")}, currency, event_id
-        FROM (
-            SELECT k.click_id, k.conversion_type, k.key_event,
-                   c.conversion_id, c.payout, c.status, c.converted_at, c.currency, c.event_id,
-                   count(*) OVER (PARTITION BY k.click_id, k.conversion_type, k.key_event)
-                       AS n_existing,
-                   row_number() OVER (PARTITION BY k.click_id, k.conversion_type, k.key_event
-                                      ORDER BY c.converted_at DESC, c.conversion_id DESC) AS rn
+    match = """c.offer_source = :offer_source AND c.click_id = k.click_id
+               AND c.conversion_type = k.conversion_type
+               AND (k.key_event = '' OR c.event_id = k.key_event)"""
+    if conn.dialect.name == "postgresql":
+        # LATERAL makes the plan "for each staged key, probe the index". A plain join left
+        # the choice to the planner, which has no statistics for rows inserted earlier in the
+        # same transaction and picked merge/hash joins reading the whole table.
+        sql = f"""
+            SELECT k.click_id, k.conversion_type, k.key_event, m.n_existing, m.conversion_id,
+                   {bulk.payout_text(conn, "m.payout")}, m.status,
+                   {bulk.time_text(conn, "m.converted_at")}, m.currency, m.event_id
             FROM {stage} k
-            JOIN conversions c
-              ON c.offer_source = :offer_source AND c.click_id = k.click_id
-             AND c.conversion_type = k.conversion_type
-             AND (k.key_event = '' OR c.event_id = k.key_event)
-        ) ranked WHERE rn = 1
-    """
+            CROSS JOIN LATERAL (
+                SELECT c.conversion_id, c.payout, c.status, c.converted_at, c.currency,
+                       c.event_id, count(*) OVER () AS n_existing
+                FROM conversions c
+                WHERE {match}
+                ORDER BY c.converted_at DESC, c.conversion_id DESC
+                LIMIT 1
+            ) m
+        """
+    else:  # SQLite has no LATERAL; its planner always drives from the staged keys by index
+        sql = f"""
+            SELECT click_id, conversion_type, key_event, n_existing, conversion_id,
+                   {bulk.payout_text(conn, "payout")}, status,
+                   {bulk.time_text(conn, "converted_at")}, currency, event_id
+            FROM (
+                SELECT k.click_id, k.conversion_type, k.key_event,
+                       c.conversion_id, c.payout, c.status, c.converted_at, c.currency,
+                       c.event_id,
+                       count(*) OVER (PARTITION BY k.click_id, k.conversion_type, k.key_event)
+                           AS n_existing,
+                       row_number() OVER (PARTITION BY k.click_id, k.conversion_type, k.key_event
+                                          ORDER BY c.converted_at DESC, c.conversion_id DESC)
+                           AS rn
+                FROM {stage} k
+                JOIN conversions c ON {match}
+            ) ranked WHERE rn = 1
+        """
     template = empty_existing()
     parts = list(
         bulk.read(conn, sql, {"offer_source": offer_source}, list(template.columns), 1_000_000)
@@ -471,16 +492,27 @@ def status_matches(conn: Connection, offer_source: str, rows: pd.DataFrame) -> p
     stage = bulk.create_temp(conn, "stage_status", row_kinds)
     bulk.insert(conn, stage, rows, row_kinds)
     _analyze(conn, stage)
-    sql = f"""
-        SELECT s.line, count(c.conversion_id) AS n_matches,
-               min(c.conversion_id) AS conversion_id, min(c.status) AS current_status
-        FROM {stage} s
-        LEFT JOIN conversions c
-          ON c.offer_source = :offer_source AND c.click_id = s.click_id
-         AND (s.conversion_type IS NULL OR c.conversion_type = s.conversion_type)
-         AND (s.event_id IS NULL OR c.event_id = s.event_id)
-        GROUP BY s.line
-    """
+    match = """c.offer_source = :offer_source AND c.click_id = s.click_id
+               AND (s.conversion_type IS NULL OR c.conversion_type = s.conversion_type)
+               AND (s.event_id IS NULL OR c.event_id = s.event_id)"""
+    if conn.dialect.name == "postgresql":  # index probes per row; see `existing_for`
+        sql = f"""
+            SELECT s.line, m.n_matches, m.conversion_id, m.current_status
+            FROM {stage} s
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n_matches, min(c.conversion_id) AS conversion_id,
+                       min(c.status) AS current_status
+                FROM conversions c WHERE {match}
+            ) m
+        """
+    else:
+        sql = f"""
+            SELECT s.line, count(c.conversion_id) AS n_matches,
+                   min(c.conversion_id) AS conversion_id, min(c.status) AS current_status
+            FROM {stage} s
+            LEFT JOIN conversions c ON {match}
+            GROUP BY s.line
+        """
     columns = ["line", "n_matches", "conversion_id", "current_status"]
     parts = list(bulk.read(conn, sql, {"offer_source": offer_source}, columns, 1_000_000))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
