@@ -248,9 +248,7 @@ def test_duplicate_column_via_alias(tmp_path: Path) -> None:
     assert "'click_id'" in error.detail and "'subid'" in error.detail
 
 
-@pytest.mark.parametrize(
-    "line", ["click_id,payout,Note,note", "click_id,payout,line,LINE"]
-)
+@pytest.mark.parametrize("line", ["click_id,payout,Note,note", "click_id,payout,line,LINE"])
 def test_duplicate_unknown_or_report_cells(tmp_path: Path, line: str) -> None:
     assert rejected(write(tmp_path, line + "\n")).code == "duplicate_column"
 
