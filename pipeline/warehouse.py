@@ -303,6 +303,9 @@ def file_transaction(engine: Engine, offer_source: str) -> Iterator[Connection]:
     """One transaction for one file, holding the offer source's merge lock throughout."""
     with engine.begin() as conn:
         _lock(conn, f"offer_source:{offer_source}")
+        if conn.dialect.name == "postgresql":
+            # A merge runs thousands of short probes; compiling them (JIT) only costs time.
+            conn.exec_driver_sql("SET LOCAL jit = off")
         yield conn
 
 
