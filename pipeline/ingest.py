@@ -265,6 +265,7 @@ def _apply_file(
         late.append(resolution.outcomes.loc[outcome == "rejected", ["line", "reason_code"]])
         for name, count in outcome[outcome != "rejected"].value_counts().items():
             result.outcomes[str(name)] += int(count)
+    warehouse.stage_drop(conn, stage)
     late_rows = pd.concat(late, ignore_index=True) if late else pd.DataFrame()
     if len(late_rows):
         late_rows = late_rows.sort_values("line", ignore_index=True)

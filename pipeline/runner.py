@@ -115,7 +115,14 @@ def process_claimed(
     elif dry_run:  # a rehearsal: the file stays in the inbox for the real run
         inbox.release(ctx.layout, claimed)
     else:
-        inbox.archive(ctx.layout, claimed, result.content_hash)
+        try:
+            inbox.archive(ctx.layout, claimed, result.content_hash)
+        except OSError as exc:  # applied and committed: the next run archives it (see above)
+            result.warnings.append(
+                f"applied, but archiving failed ({type(exc).__name__}: {_first_line(exc)}); "
+                "the claim stays in processing/ and a later run archives it without "
+                "applying it again"
+            )
     return result
 
 

@@ -381,6 +381,11 @@ def stage_create(conn: Connection, kind: str) -> str:
     return bulk.create_temp(conn, "stage_rows", STAGE_KINDS[kind])
 
 
+def stage_drop(conn: Connection, stage: str) -> None:
+    """Free the staged rows once merged (SQLite keeps temporary tables per connection)."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+
+
 def stage_append(conn: Connection, stage: str, kind: str, rows: pd.DataFrame) -> None:
     """Append a batch of accepted rows (as `normalise` makes them) to the staging table."""
     if kind == "conversions":

@@ -352,3 +352,43 @@ def test_a_dry_run_pass_leaves_the_files_in_the_inbox(ctx):
     assert conversions(ctx) == []
     assert [r.state for r in runner.run_inbox(ctx)] == ["applied"]
     assert [c[1] for c in conversions(ctx)] == ["m1"]
+
+
+def test_an_archive_failure_after_apply_is_a_warning_and_a_later_run_archives(ctx, monkeypatch):
+    content = "click_id,payout,conversion_type\np1,5.00,Purchase\n"  # increments if re-applied
+    drop(ctx, "maxbounty/a.csv", content)
+    drop(ctx, "maxbounty/b.csv", "click_id,payout\nb1,1.00\n")
+    real_archive = inbox.archive
+
+    def archive(layout, claimed, content_hash):
+        if claimed.relative.endswith("a.csv"):
+            raise OSError(28, "No space left on device")
+        return real_archive(layout, claimed, content_hash)
+
+    monkeypatch.setattr(inbox, "archive", archive)
+    first, second = runner.run_inbox(ctx)  # the failure does not stop the pass
+    assert (first.name, first.state, second.name, second.state) == (
+        "a.csv",
+        "applied",
+        "b.csv",
+        "applied",
+    )
+    assert "archiving failed" in first.warnings[-1] and "No space left" in first.warnings[-1]
+    assert runner.exit_code([first, second]) == 0
+    monkeypatch.setattr(inbox, "archive", real_archive)
+
+    [left] = [p for p in ctx.layout.processing.iterdir() if p.is_dir()]
+    claimed = inbox.Claimed(
+        path=left / "a.csv",
+        claim_id=left.name,
+        relative="maxbounty/a.csv",
+        offer_source="maxbounty",
+        kind="conversions",
+        received_at=datetime.fromisoformat(first.received_at),
+    )
+    claim_of_a_dead_worker(claimed)
+    [adopted] = runner.run_inbox(ctx)
+    assert (adopted.name, adopted.state) == ("a.csv", "applied")
+    assert sorted((c[1], c[4]) for c in conversions(ctx)) == [("b1", "1.00"), ("p1", "5.00")]
+    assert [r["state"] for r in ledger(ctx)] == ["applied", "applied"]
+    assert files_under(ctx.layout.processing) == []
