@@ -6,6 +6,7 @@ account's own time zone with its offset (what the tracker's logs show) under `--
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TextIO
 
 import pandas as pd
@@ -14,18 +15,7 @@ from sqlalchemy import Engine
 from pipeline import money, timezones, warehouse
 from pipeline.config import Config
 
-COLUMNS = [
-    "conversion_id",
-    "offer_source",
-    "click_id",
-    "conversion_type",
-    "event_id",
-    "status",
-    "payout",
-    "currency",
-    "converted_at",
-    "duplicate_status",
-]
+COLUMNS = warehouse.EXPORT_COLUMNS
 
 _TEMPLATES = {
     "conversions": "click_id,payout,conversion_time,conversion_type,status,event_id,currency\r\n"
@@ -40,27 +30,39 @@ def template(kind: str) -> str:
     return _TEMPLATES[kind]
 
 
+def frames(
+    engine: Engine,
+    config: Config,
+    *,
+    offer_source: str | None = None,
+    local_time: bool = False,
+    chunk_rows: int = 100_000,
+) -> Iterator[pd.DataFrame]:
+    """The export as text columns, ready to write, one bounded chunk at a time."""
+    zones = {name: src.account.timezone for name, src in config.offer_sources.items()}
+    with engine.connect() as conn:
+        for data in warehouse.export(conn, offer_source, chunk_rows):
+            out = data.astype({"payout": "str", "converted_at": "str"})
+            out["payout"] = money.format_series(data["payout"])
+            out["converted_at"] = timezones.format_utc(data["converted_at"])
+            if local_time:
+                zone_of_row = data["offer_source"].map(zones)
+                for zone in zone_of_row.dropna().unique():
+                    mask = zone_of_row == zone
+                    out.loc[mask, "converted_at"] = timezones.format_local(
+                        data.loc[mask, "converted_at"], zone
+                    )
+            yield out[COLUMNS]
+
+
 def frame(
     engine: Engine, config: Config, *, offer_source: str | None = None, local_time: bool = False
 ) -> pd.DataFrame:
-    """The export as text columns, ready to write."""
-    with engine.connect() as conn:
-        data = warehouse.export(conn, offer_source)
-    out = data.astype({"payout": "Int64"})
-    out["payout"] = money.format_series(data["payout"])
-    if local_time:
-        zones = data["offer_source"].map(
-            {name: src.account.timezone for name, src in config.offer_sources.items()}
-        )
-        out["converted_at"] = timezones.format_utc(data["converted_at"])
-        for zone in zones.dropna().unique():
-            mask = zones == zone
-            out.loc[mask, "converted_at"] = timezones.format_local(
-                data.loc[mask, "converted_at"], zone
-            )
-    else:
-        out["converted_at"] = timezones.format_utc(data["converted_at"])
-    return out[COLUMNS]
+    """The whole export as one frame (tests and small warehouses)."""
+    parts = list(frames(engine, config, offer_source=offer_source, local_time=local_time))
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in COLUMNS})
+    return pd.concat(parts, ignore_index=True)
 
 
 def write(
@@ -71,10 +73,19 @@ def write(
     offer_source: str | None = None,
     fmt: str = "csv",
     local_time: bool = False,
+    chunk_rows: int = 100_000,
 ) -> int:
-    data = frame(engine, config, offer_source=offer_source, local_time=local_time)
-    if fmt == "jsonl":
-        data.to_json(out, orient="records", lines=True, force_ascii=False)
-    else:
-        data.to_csv(out, index=False, lineterminator="\n")
-    return len(data)
+    """Write the export as CSV (one header) or JSON lines; returns the number of rows."""
+    written = 0
+    parts = frames(
+        engine, config, offer_source=offer_source, local_time=local_time, chunk_rows=chunk_rows
+    )
+    for data in parts:
+        if fmt == "jsonl":
+            data.to_json(out, orient="records", lines=True, force_ascii=False)
+        else:
+            data.to_csv(out, index=False, header=written == 0, lineterminator="\n")
+        written += len(data)
+    if fmt != "jsonl" and written == 0:
+        out.write(",".join(COLUMNS) + "\n")
+    return written

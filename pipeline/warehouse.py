@@ -612,27 +612,45 @@ def record_rejections(conn: Connection, file_id: int, rejected: pd.DataFrame) ->
         bulk.insert(conn, "rejected_rows", rows, kinds)
 
 
-def export(conn: Connection, offer_source: str | None = None) -> pd.DataFrame:
-    """Current conversions, oldest first, with exact payouts (int micros) and UTC times."""
-    c = conversions.c
-    stmt = select(
-        c.conversion_id,
-        c.offer_source,
-        c.click_id,
-        c.conversion_type,
-        c.event_id,
-        c.status,
-        c.payout,
-        c.currency,
-        c.converted_at,
-        c.duplicate_status,
+EXPORT_COLUMNS = [
+    "conversion_id",
+    "offer_source",
+    "click_id",
+    "conversion_type",
+    "event_id",
+    "status",
+    "payout",
+    "currency",
+    "converted_at",
+    "duplicate_status",
+]
+
+
+def export(
+    conn: Connection, offer_source: str | None = None, chunk_rows: int = 100_000
+) -> Iterator[pd.DataFrame]:
+    """Current conversions, oldest first, in chunks: exact payouts (Int64 micros), UTC times.
+
+    Streamed (a server-side cursor on PostgreSQL), so exporting a warehouse of millions of
+    conversions needs the memory of one chunk.
+    """
+    selected = [
+        bulk.payout_text(conn, c)
+        if c == "payout"
+        else bulk.time_text(conn, c)
+        if c == "converted_at"
+        else c
+        for c in EXPORT_COLUMNS
+    ]
+    where = "WHERE offer_source = :offer_source" if offer_source else ""
+    sql = (
+        f"SELECT {', '.join(selected)} FROM conversions {where} "
+        "ORDER BY converted_at, conversion_id"
     )
-    if offer_source:
-        stmt = stmt.where(c.offer_source == offer_source)
-    stmt = stmt.order_by(c.converted_at, c.conversion_id)
-    frame = pd.DataFrame.from_records(
-        conn.execute(stmt).mappings().all(), columns=[col.name for col in stmt.selected_columns]
-    )
-    frame["payout"] = frame["payout"].astype("Int64")
-    frame["converted_at"] = pd.to_datetime(frame["converted_at"], utc=True)
-    return frame
+    params = {"offer_source": offer_source} if offer_source else {}
+    for part in bulk.read(conn, sql, params, EXPORT_COLUMNS, chunk_rows):
+        text_columns = [c for c in EXPORT_COLUMNS if c not in ("payout", "converted_at")]
+        part = part.astype(dict.fromkeys(text_columns, "str"))
+        part["payout"] = bulk.decode_payout(part["payout"])
+        part["converted_at"] = bulk.decode_time(part["converted_at"])
+        yield part
