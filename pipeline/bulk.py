@@ -2,7 +2,7 @@
 on SQLite.
 
 SQLAlchemy's executemany converts every value of every row through Python type objects, which
-made writes 80% of an ingest. Here a frame becomes one CSV stream that PostgreSQL's `COPY` reads
+made writes three quarters of an ingest. Here a frame becomes one CSV stream that PostgreSQL's `COPY` reads
 (built by pyarrow in C), or a list of plain tuples for sqlite3's C executemany. Values are
 converted column by column, never row by row.
 
