@@ -2,9 +2,9 @@
 on SQLite.
 
 SQLAlchemy's executemany converts every value of every row through Python type objects, which
-made writes three quarters of an ingest. Here a frame becomes one CSV stream that PostgreSQL's `COPY` reads
-(built by pyarrow in C), or a list of plain tuples for sqlite3's C executemany. Values are
-converted column by column, never row by row.
+made writes three quarters of an ingest. Here a frame becomes one CSV stream that PostgreSQL's
+`COPY` reads (built by pyarrow in C), or a list of plain tuples for sqlite3's C executemany.
+Values are converted column by column, never row by row.
 
 Columns are described by a *kind*, which fixes both the SQL type of a temporary table and the
 encoding of a value:
