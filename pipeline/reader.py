@@ -64,6 +64,11 @@ def _normalise(cell: str) -> str:
     return _SEPARATORS.sub("_", cell.strip().lower())
 
 
+def is_report_column(cell: str) -> bool:
+    """A column our rejection reports add (`line`, `reason_code`, `reason`), in any spelling."""
+    return _normalise(cell) in REPORT_COLUMNS
+
+
 # Keyed by the normalised spelling, so `Click ID`, `click-id` and `CLICKID` all match.
 ALIASES: dict[str, str] = {
     _normalise(spelling): column
@@ -114,7 +119,7 @@ class Header:
     @property
     def cell_names(self) -> tuple[str, ...]:
         """The header cells that carry data: all but report columns of a re-dropped report."""
-        return tuple(n for n in self.names if _normalise(n) not in REPORT_COLUMNS)
+        return tuple(n for n in self.names if not is_report_column(n))
 
     def canonical(self, cells: pd.DataFrame) -> pd.DataFrame:
         """The canonical columns of a `Batch.cells` frame, renamed to their canonical names."""

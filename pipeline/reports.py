@@ -29,13 +29,12 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from pipeline.reader import is_report_column
+
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-# Our own columns in a report. The reader ignores them on input, so a report can be re-ingested.
-REPORT_COLUMNS = ("line", "reason_code", "reason")
-# Header text as the reader matches it (pipeline.reader._normalise): trimmed, lower-case, runs of
-# space/underscore/hyphen as one `_`. An input column the reader would take for one of ours
-# ("Reason Code") is left out, or the report, dropped back in, would have it twice.
-_SEPARATORS = re.compile(r"[ _-]+")
+# Our own columns in a report (`reader.REPORT_COLUMNS`, ignored on input so a report can be
+# re-ingested). An input column the reader takes for one of ours ("Reason Code") is left out,
+# or the report, dropped back in, would have it twice.
 
 # A number a spreadsheet shows as a number. ASCII digits only: `\d` would also accept e.g.
 # Arabic-Indic digits, which a spreadsheet treats as text.
@@ -91,7 +90,7 @@ class RejectionReport:
         self.path = Path(path)
         self.columns: tuple[str, ...] = (
             "line",
-            *(name for name in header_names if not _is_report_column(name)),
+            *(name for name in header_names if not is_report_column(name)),
             "reason_code",
             "reason",
         )
@@ -200,10 +199,6 @@ def report_paths(
     folder.mkdir(parents=True, exist_ok=True)
     base = f"{_safe_stem(original_name)}.{content_hash[:12].lower()}"
     return folder / f"{base}.rejected.csv", folder / f"{base}.summary.json"
-
-
-def _is_report_column(header_name: str) -> bool:
-    return _SEPARATORS.sub("_", header_name.strip().lower()) in REPORT_COLUMNS
 
 
 def _safe_stem(original_name: str) -> str:

@@ -102,7 +102,7 @@ class UTCDateTime(TypeDecorator):
         value = pd.Timestamp(value)
         value = value.tz_localize(UTC) if value.tzinfo is None else value.tz_convert(UTC)
         if dialect.name == "sqlite":
-            return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+            return value.strftime(bulk.SQLITE_TIME_FORMAT)
         return value.to_pydatetime()
 
     def process_result_value(self, value, dialect):
@@ -648,8 +648,8 @@ def export(
         "ORDER BY converted_at, conversion_id"
     )
     params = {"offer_source": offer_source} if offer_source else {}
+    text_columns = [c for c in EXPORT_COLUMNS if c not in ("payout", "converted_at")]
     for part in bulk.read(conn, sql, params, EXPORT_COLUMNS, chunk_rows):
-        text_columns = [c for c in EXPORT_COLUMNS if c not in ("payout", "converted_at")]
         part = part.astype(dict.fromkeys(text_columns, "str"))
         part["payout"] = bulk.decode_payout(part["payout"])
         part["converted_at"] = bulk.decode_time(part["converted_at"])
