@@ -167,11 +167,18 @@ def scan(layout: Layout, offer_sources: Collection[str]) -> list[Waiting]:
     return sorted(found, key=lambda waiting: waiting.relative)
 
 
-def claim(layout: Layout, waiting: Waiting, now: datetime | None = None) -> Claimed | None:
+def claim(
+    layout: Layout,
+    waiting: Waiting,
+    now: datetime | None = None,
+    hand_off: timedelta | None = None,
+) -> Claimed | None:
     """Move a waiting file into a new claim folder; None if another worker took it first.
 
     claim.json is written before the file moves in, so a claim folder holding a file always says
-    where that file came from.
+    where that file came from. ``hand_off`` is for a claimer that passes the file to another
+    process (an Airflow task claims, mapped tasks process): for that long the claim is not
+    recovered even though its claimer has exited, giving the processor time to ``take_over``.
     """
     received_at = _utc_seconds(now)
     claim_id = uuid.uuid4().hex
@@ -186,7 +193,7 @@ def claim(layout: Layout, waiting: Waiting, now: datetime | None = None) -> Clai
         received_at=received_at,
     )
     try:
-        _write_claim(claimed, claimed_at=received_at)
+        _write_claim(claimed, claimed_at=received_at, hand_off=hand_off)
         os.rename(waiting.path, claimed.path)
     except FileNotFoundError:  # the file is gone: another worker claimed it
         _remove_claim_folder(folder)
@@ -284,13 +291,8 @@ def recover(
     Claim folders whose file already moved on (a crash after archiving) are removed.
     """
     now = _utc_seconds(now)
-    try:
-        with os.scandir(layout.processing) as entries:
-            folders = sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
-    except FileNotFoundError:
-        return []
     recovered: list[Claimed] = []
-    for folder in folders:
+    for folder in _claim_folders(layout):
         stale = _stale_claim(folder, stale_after, now)
         adopted = adopt(layout, stale) if stale is not None else None
         if adopted is None:
@@ -320,6 +322,28 @@ def adopt(layout: Layout, claimed: Claimed) -> Claimed | None:
     )
     _write_claim(adopted, claimed_at=_utc_seconds(None))
     return adopted
+
+
+def take_over(layout: Layout, claim_id: str) -> Claimed | None:
+    """Adopt the claim ``claim_id`` handed to this process, or its latest adoption.
+
+    A task that was given a claim (see ``claim``'s ``hand_off``) takes it over before working on
+    it, so that from then on the claim is judged by this process's pid. A retry of that task
+    finds the claim under the id its previous try adopted it as (``adopted_from`` records the
+    lineage). None when the claim is gone: another run recovered and finished it, which is not
+    an error, since nothing is processed twice.
+    """
+    if not re.fullmatch(r"[0-9a-f]{32}", claim_id):
+        raise ValueError(f"not a claim id: {claim_id!r}")
+    for folder in _claim_folders(layout):
+        record = _read_json(folder / CLAIM_FILE) or {}
+        lineage = record.get("adopted_from") if isinstance(record, dict) else None
+        if folder.name != claim_id and claim_id not in (lineage or []):
+            continue
+        claimed = _recorded_claim(folder, record)
+        if claimed is not None:
+            return adopt(layout, claimed)
+    return None
 
 
 def archived(
@@ -422,7 +446,16 @@ def _move_no_clobber(source: Path, target: Path) -> bool:
     return True
 
 
-def _write_claim(claimed: Claimed, claimed_at: datetime) -> None:
+def _claim_folders(layout: Layout) -> list[Path]:
+    try:
+        with os.scandir(layout.processing) as entries:
+            return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+
+
+def _write_claim(claimed: Claimed, claimed_at: datetime, hand_off: timedelta | None = None) -> None:
+    until = None if hand_off is None else (claimed_at + hand_off).isoformat()
     _write_json(
         claimed.path.parent / CLAIM_FILE,
         {
@@ -436,6 +469,7 @@ def _write_claim(claimed: Claimed, claimed_at: datetime) -> None:
             "pid": os.getpid(),
             "file": claimed.path.name,
             "adopted_from": list(claimed.adopted_from),
+            "handed_off_until": until,  # not recovered before then, though its claimer exited
         },
     )
 
@@ -443,8 +477,19 @@ def _write_claim(claimed: Claimed, claimed_at: datetime) -> None:
 def _stale_claim(folder: Path, stale_after: timedelta, now: datetime) -> Claimed | None:
     """The claim in ``folder`` if its owner is gone, else None."""
     record = _read_json(folder / CLAIM_FILE)
-    if record is None:
+    claimed = _recorded_claim(folder, record) if record is not None else None
+    if claimed is None:
         return _unrecorded_claim(folder, stale_after, now)
+    host, pid = str(record["host"]), int(record["pid"])
+    if record.get("handed_off_until") and now < datetime.fromisoformat(record["handed_off_until"]):
+        return None
+    if host == socket.gethostname():
+        return None if _pid_alive(pid) else claimed
+    return claimed if now - datetime.fromisoformat(record["claimed_at"]) >= stale_after else None
+
+
+def _recorded_claim(folder: Path, record: Mapping[str, Any]) -> Claimed | None:
+    """The claim a claim.json describes, or None if it was not written by this module."""
     try:
         file, adopted_from = record["file"], record.get("adopted_from", [])
         if file in (CLAIM_FILE, ".", "..") or "/" in file or not isinstance(adopted_from, list):
@@ -458,15 +503,16 @@ def _stale_claim(folder: Path, stale_after: timedelta, now: datetime) -> Claimed
             received_at=datetime.fromisoformat(record["received_at"]),
             adopted_from=tuple(map(str, adopted_from)),
         )
-        host, pid = str(record["host"]), int(record["pid"])
-        claimed_at = datetime.fromisoformat(record["claimed_at"])
-        if pid <= 0 or claimed_at.tzinfo is None:
-            raise ValueError("bad pid or claimed_at")
+        pid, claimed_at = int(record["pid"]), datetime.fromisoformat(record["claimed_at"])
+        until = record.get("handed_off_until")
+        if pid <= 0 or claimed_at.tzinfo is None or not isinstance(until, str | None):
+            raise ValueError("bad pid, claimed_at or handed_off_until")
+        if until is not None and datetime.fromisoformat(until).tzinfo is None:
+            raise ValueError("handed_off_until without an offset")
+        str(record["host"])
     except (KeyError, TypeError, ValueError):
-        return _unrecorded_claim(folder, stale_after, now)
-    if host == socket.gethostname():
-        return None if _pid_alive(pid) else claimed
-    return claimed if now - claimed_at >= stale_after else None
+        return None
+    return claimed
 
 
 def _unrecorded_claim(folder: Path, stale_after: timedelta, now: datetime) -> Claimed | None:

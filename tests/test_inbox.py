@@ -173,6 +173,7 @@ def test_claim_moves_the_file_and_records_who_and_when(layout):
         "pid": os.getpid(),
         "file": "b.csv",
         "adopted_from": [],
+        "handed_off_until": None,
     }
     assert sorted(p.name for p in claimed.path.parent.iterdir()) == ["b.csv", "claim.json"]
 
@@ -409,6 +410,55 @@ def test_recover_judges_other_hosts_by_age(layout):
     [recovered] = inbox.recover(layout, now=now)
     assert recovered.relative == "maxbounty/a.csv"
     assert recovered.received_at == claimed.received_at
+
+
+CLAIM_AND_HAND_OFF = """
+import sys
+from datetime import timedelta
+from pathlib import Path
+from pipeline.inbox import Layout, claim, scan
+layout = Layout(Path(sys.argv[1]))
+got = claim(layout, scan(layout, {"maxbounty"})[0], hand_off=timedelta(hours=1))
+print(got.claim_id, flush=True)
+"""
+
+
+def test_a_handed_off_claim_waits_for_its_processor_then_is_recovered(layout):
+    drop(layout, "maxbounty/a.csv")
+    claimer = python(CLAIM_AND_HAND_OFF, str(layout.home))  # exits, as an Airflow task does
+    claim_id = claimer.communicate(timeout=60)[0].strip()
+    assert claimer.returncode == 0
+
+    assert inbox.recover(layout) == []  # its claimer is gone, but the hand-off is running
+    in_two_hours = datetime.now(UTC) + timedelta(hours=2)
+    [recovered] = inbox.recover(layout, now=in_two_hours)  # nobody took it over in time
+    assert recovered.adopted_from == (claim_id,)
+
+
+def test_take_over_adopts_a_handed_off_claim_and_finds_it_again_on_retry(layout):
+    drop(layout, "maxbounty/a.csv")
+    claimer = python(CLAIM_AND_HAND_OFF, str(layout.home))
+    claim_id = claimer.communicate(timeout=60)[0].strip()
+
+    first = inbox.take_over(layout, claim_id)
+    assert first is not None and first.adopted_from == (claim_id,)
+    assert first.path.read_bytes() == b"click_id,payout\nabc,1.00\n"
+    record = read_json(first.path.parent / "claim.json")
+    assert (record["pid"], record["handed_off_until"]) == (os.getpid(), None)
+
+    retry = inbox.take_over(layout, claim_id)  # a retry of the task knows only the first id
+    assert retry is not None
+    assert retry.adopted_from == (claim_id, first.claim_id)
+    assert retry.path.read_bytes() == b"click_id,payout\nabc,1.00\n"
+    assert sorted(p.name for p in layout.processing.iterdir()) == [retry.claim_id]
+
+
+def test_take_over_of_a_claim_that_is_gone_is_none(layout):
+    claimed = claim_file(layout, "maxbounty/a.csv")
+    inbox.archive(layout, claimed, "ab" * 32)
+    assert inbox.take_over(layout, claimed.claim_id) is None
+    with pytest.raises(ValueError):
+        inbox.take_over(layout, "../etc")
 
 
 def test_recover_takes_a_folder_without_readable_claim_once_it_is_old(layout):
