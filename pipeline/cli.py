@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,30 +15,12 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from pipeline import __version__, export, inbox, runner, warehouse
-from pipeline.config import KINDS, MODES, Config, ConfigError, load
+from pipeline import __version__, export, runner, settings, warehouse
+from pipeline.config import KINDS, MODES, ConfigError, load
 from pipeline.ingest import FileResult, ingest_file
 from pipeline.summary import Console
 
 EXIT_OK, EXIT_FILES, EXIT_USAGE = 0, 1, 2
-
-
-def resolve_home(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("CONVERSIONS_HOME") or "var").resolve()
-
-
-def resolve_config_path(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("CONVERSIONS_CONFIG") or "conversions.toml")
-
-
-def resolve_warehouse_url(arg: str | None, config: Config | None, home: Path) -> str:
-    """--warehouse, then $CONVERSIONS_WAREHOUSE_URL, then the config, then SQLite in the home."""
-    return (
-        arg
-        or os.environ.get("CONVERSIONS_WAREHOUSE_URL")
-        or (config.settings.warehouse_url if config else None)
-        or f"sqlite:///{home / 'warehouse.db'}"
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,15 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _context(args, offer_source: str | None = None) -> runner.Context:
-    home = resolve_home(args.home)
-    config = load(resolve_config_path(args.config))
+    home = settings.resolve_home(args.home)
+    config = load(settings.resolve_config_path(args.config))
     if offer_source:  # refuse an unknown name before touching the warehouse
         config.offer_source(offer_source)
-    url = resolve_warehouse_url(args.warehouse, config, home)
-    if url == f"sqlite:///{home / 'warehouse.db'}":  # the default: a fresh home has no folder yet
-        home.mkdir(parents=True, exist_ok=True)
-    engine = warehouse.connect(url)
-    return runner.Context(config, engine, inbox.Layout(home))
+    url = settings.resolve_warehouse_url(args.warehouse, config, home)
+    return settings.open_context(config, home, url)
 
 
 def _ingest(args, console: Console) -> int:

@@ -280,7 +280,10 @@ def quarantine(
 
 
 def recover(
-    layout: Layout, stale_after: timedelta = timedelta(hours=6), now: datetime | None = None
+    layout: Layout,
+    stale_after: timedelta = timedelta(hours=6),
+    now: datetime | None = None,
+    hand_off: timedelta | None = None,
 ) -> list[Claimed]:
     """Adopt the claims of workers that died, so their files can be processed again.
 
@@ -294,7 +297,7 @@ def recover(
     recovered: list[Claimed] = []
     for folder in _claim_folders(layout):
         stale = _stale_claim(folder, stale_after, now)
-        adopted = adopt(layout, stale) if stale is not None else None
+        adopted = adopt(layout, stale, hand_off) if stale is not None else None
         if adopted is None:
             continue
         if os.path.lexists(adopted.path):
@@ -304,10 +307,11 @@ def recover(
     return recovered
 
 
-def adopt(layout: Layout, claimed: Claimed) -> Claimed | None:
+def adopt(layout: Layout, claimed: Claimed, hand_off: timedelta | None = None) -> Claimed | None:
     """Take over a stale claim: rename its folder to a new claim id, then record the new owner.
 
     Renaming a directory is atomic, so of two recoverers exactly one wins; the other gets None.
+    ``hand_off`` as in ``claim``.
     """
     new_id = uuid.uuid4().hex
     try:
@@ -320,7 +324,7 @@ def adopt(layout: Layout, claimed: Claimed) -> Claimed | None:
         path=layout.processing / new_id / claimed.path.name,
         adopted_from=(*claimed.adopted_from, claimed.claim_id),
     )
-    _write_claim(adopted, claimed_at=_utc_seconds(None))
+    _write_claim(adopted, claimed_at=_utc_seconds(None), hand_off=hand_off)
     return adopted
 
 

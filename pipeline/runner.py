@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -32,25 +33,37 @@ class Context:
     layout: inbox.Layout
 
 
-def claim_waiting(ctx: Context) -> list[inbox.Claimed]:
+def claim_waiting(ctx: Context, hand_off: timedelta | None = None) -> list[inbox.Claimed]:
     """Adopt claims of crashed runs, then claim everything waiting in the inbox.
 
     Within an offer source, conversion files come before status files: a status update dropped
     together with the conversions it updates must find them, whatever the file names.
+    ``hand_off``: the claims go to other processes (see ``inbox.claim``).
     """
     ctx.layout.ensure(ctx.config.offer_sources)
-    claimed = list(inbox.recover(ctx.layout))
+    claimed = list(inbox.recover(ctx.layout, hand_off=hand_off))
     for waiting in inbox.scan(ctx.layout, ctx.config.offer_sources):
-        got = inbox.claim(ctx.layout, waiting)
+        got = inbox.claim(ctx.layout, waiting, hand_off=hand_off)
         if got is not None:
             claimed.append(got)
     return sorted(claimed, key=lambda c: (c.offer_source or "", c.kind == "status", c.relative))
 
 
 def process_claimed(
-    ctx: Context, claimed: inbox.Claimed, *, mode_override: str | None = None, dry_run: bool = False
+    ctx: Context,
+    claimed: inbox.Claimed,
+    *,
+    mode_override: str | None = None,
+    dry_run: bool = False,
+    release_on_failure: bool = True,
 ) -> FileResult:
-    """Ingest one claimed file and move it to the archive or quarantine."""
+    """Ingest one claimed file and move it to the archive or quarantine.
+
+    A failure that will pass (the warehouse is down) puts the file back in the inbox for the
+    next run, or, with ``release_on_failure=False``, re-raises and leaves the claim where it is:
+    an Airflow task does that so that its own retry takes the claim over (``inbox.take_over``);
+    once its retries are spent, the next run recovers the claim of the dead task.
+    """
     name = Path(claimed.relative).name
     if claimed.offer_source is None or claimed.path.is_symlink():
         why = (
@@ -64,6 +77,8 @@ def process_claimed(
         with ctx.engine.connect() as conn:
             done = warehouse.applied_by_claim(conn, (*claimed.adopted_from, claimed.claim_id))
     except (DBAPIError, warehouse.WarehouseError) as exc:  # the warehouse is down
+        if not release_on_failure:
+            raise
         return _release(ctx, claimed, exc)
     if done is not None:  # applied before a crash interrupted the archiving
         inbox.archive(ctx.layout, claimed, done["content_hash"])
@@ -95,6 +110,8 @@ def process_claimed(
             claim_id=claimed.claim_id,
         )
     except (DBAPIError, warehouse.WarehouseError, OSError) as exc:
+        if not release_on_failure:
+            raise
         return _release(ctx, claimed, exc)
     except Exception as exc:  # a bug: keep the file safe where a person will look
         return _quarantine(

@@ -1,0 +1,34 @@
+"""
+### Conversions file drop
+
+Runs as soon as a sender drops the marker file `_READY` at the top of the inbox, and processes
+the inbox exactly as `conversions_inbox` does, without waiting for its schedule.
+
+**Sender contract**: write the CSV files into `inbox/<offer_source>/` (or `.../status/`), each
+under a temporary name (`*.partial`, `*.tmp`) renamed when complete, *then* create `inbox/_READY`.
+The triggerer deletes the marker when it fires, so the next batch needs a new one. Senders that
+drop no marker are picked up by the scheduled `conversions_inbox`, the safety net.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag
+
+from pipeline.airflow_tasks import TAGS, process_inbox, ready_asset
+
+
+@dag(
+    schedule=[ready_asset()],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=[*TAGS, "event-driven"],
+    doc_md=__doc__,
+)
+def conversions_file_drop() -> None:
+    process_inbox()
+
+
+conversions_file_drop()

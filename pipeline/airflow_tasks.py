@@ -1,0 +1,205 @@
+"""The TaskFlow tasks the three DAGs share: thin wrappers over ``pipeline.tasks``.
+
+Only DAG files import this module (it imports Airflow); everything it calls is plain library code
+that the CLI and the tests use directly. Each task opens its own warehouse connection and closes
+it: tasks may run in different processes or on different machines.
+
+Secrets: the warehouse URL comes from the Airflow connection ``conversions_warehouse`` when there
+is one (Airflow masks its password in task logs), else from $CONVERSIONS_WAREHOUSE_URL or the
+config, whose password is registered with Airflow's masker too. Nothing here logs a URL other
+than ``settings.redacted``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, AssetWatcher, Connection, get_current_context, task
+from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.log import mask_secret
+
+from pipeline import inbox, runner, settings, tasks
+
+CONNECTION_ID = "conversions_warehouse"
+SCHEDULE = os.environ.get("CONVERSIONS_SCHEDULE") or "*/10 * * * *"
+READY_POKE_SECONDS = float(os.environ.get("CONVERSIONS_READY_POKE_SECONDS") or 5)
+TAGS = ["conversions"]
+
+# Downstream DAGs schedule on this; one event per applied file (through the alias, so that a
+# file that was quarantined or already applied emits nothing).
+CONVERSIONS = Asset("conversions")
+APPLIED = AssetAlias("conversions_applied")
+
+log = logging.getLogger(__name__)
+
+
+def ready_asset() -> Asset:
+    """The asset a sender's ``_READY`` marker in the inbox updates (see conversions_file_drop).
+
+    Imported lazily: the standard provider's trigger is only needed by the file-drop DAG.
+    """
+    from airflow.providers.standard.triggers.file import DirectoryFileDeleteTrigger
+
+    trigger = DirectoryFileDeleteTrigger(
+        directory=str(inbox.Layout(settings.airflow_home()).inbox),
+        filename=inbox.READY_MARKER,
+        poke_interval=READY_POKE_SECONDS,
+    )
+    return Asset(
+        "conversions_inbox_ready",
+        watchers=[AssetWatcher(name="conversions_ready_marker", trigger=trigger)],
+    )
+
+
+def warehouse_url() -> str | None:
+    """The URL of the ``conversions_warehouse`` connection, or None if it is not defined."""
+    try:
+        conn = Connection.get(CONNECTION_ID)
+    except AirflowNotFoundException:
+        return None
+    return settings.url_from_connection(
+        conn.conn_type,
+        host=conn.host,
+        login=conn.login,
+        password=conn.password,
+        port=conn.port,
+        schema=conn.schema,
+        extra=conn.extra_dejson,
+    )
+
+
+@contextmanager
+def _context() -> Iterator[runner.Context]:
+    ctx = settings.airflow_context(warehouse_url())
+    password = ctx.engine.url.password
+    if password:
+        mask_secret(str(password))
+    log.info(
+        "warehouse %s, data directory %s", settings.redacted(str(ctx.engine.url)), ctx.layout.home
+    )
+    try:
+        yield ctx
+    finally:
+        ctx.engine.dispose()
+
+
+def _log_story(summary: Mapping[str, Any]) -> None:
+    for line in tasks.story(summary):
+        log.info("%s", line)
+
+
+@task
+def claim_files() -> dict[str, list[dict[str, Any]]]:
+    """Claim every waiting file (atomic rename); conversion files and status files apart."""
+    with _context() as ctx:
+        claimed = tasks.claim(ctx)
+    for kind, tickets in claimed.items():
+        log.info("claimed %d %s file(s): %s", len(tickets), kind, [t["file"] for t in tickets])
+    return claimed
+
+
+@task
+def pick(claimed: dict[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+    """One list of claim_files' result (Airflow maps over a task's whole return value only)."""
+    return claimed[kind]
+
+
+def _process(ticket: dict[str, Any], outlet_events: Any) -> dict[str, Any]:
+    get_current_context()["conversions_file"] = ticket["file"]  # names the mapped task in the UI
+    with _context() as ctx:
+        summary = tasks.process(ctx, ticket)
+    _log_story(summary)
+    if summary["state"] == "applied":
+        outlet_events[APPLIED].add(
+            CONVERSIONS,
+            extra={
+                key: summary.get(key)
+                for key in ("file", "offer_source", "kind", "file_id", "content_hash", "outcomes")
+            },
+        )
+    return summary
+
+
+_PROCESS = dict(
+    retries=2,
+    retry_delay=timedelta(seconds=30),
+    outlets=[APPLIED],
+    map_index_template="{{ conversions_file }}",
+)
+
+
+@task(**_PROCESS)
+def process_file(ticket: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+    """Ingest one conversion file and archive or quarantine it; retried on its own."""
+    return _process(ticket, outlet_events)
+
+
+@task(trigger_rule="all_done", **_PROCESS)
+def process_status_file(ticket: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+    """Ingest one status file, after every conversion file of this run (whatever their fate)."""
+    return _process(ticket, outlet_events)
+
+
+@task(trigger_rule="all_done")
+def summarise(*results: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
+    """Log the run's table and totals; the per-file stories are in the mapped tasks' logs."""
+    # Indexing up to len() reads each stored result once; iterating would also ask for one past
+    # the end, which Airflow logs as an error. A failed mapped task stores nothing.
+    summaries = [group[i] for group in results if group for i in range(len(group))]
+    total = tasks.summarise(summaries)
+    log.info("run summary:\n%s", total.pop("table"))
+    log.info("files by state %s; rows by outcome %s", total["states"], total["outcomes"])
+    return total
+
+
+def process_inbox() -> None:
+    """Wire one pass over the inbox into the current DAG (conversions_inbox, file_drop)."""
+    claimed = claim_files()
+    conversion_files = pick.override(task_id="conversion_files")(claimed, "conversions")
+    status_files = pick.override(task_id="status_files")(claimed, "status")
+    conversions = process_file.expand(ticket=conversion_files)
+    status = process_status_file.expand(ticket=status_files)
+    conversions >> status
+    summarise(conversions, status)
+
+
+@task
+def select_archived(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The archived originals the replay's params select, oldest first."""
+    params = params or {}
+    with _context() as ctx:
+        found = tasks.select_archived(
+            ctx,
+            date.fromisoformat(params["start_date"]),
+            date.fromisoformat(params["end_date"]),
+            params.get("offer_source") or None,
+            params.get("kind") or None,
+        )
+    log.info("replaying %d archived file(s): %s", len(found), [t["file"] for t in found])
+    return found
+
+
+@task(max_active_tis_per_dagrun=1, retries=0, map_index_template="{{ conversions_file }}")
+def replay_file(
+    ticket: dict[str, Any], *, params: dict[str, Any] | None = None, run_id: str = ""
+) -> dict[str, Any]:
+    """Re-process one archived file. One at a time, oldest first; never retried on its own,
+    since a forced re-apply that failed after its commit must not apply twice."""
+    params = params or {}
+    get_current_context()["conversions_file"] = ticket["file"]
+    with _context() as ctx:
+        summary = tasks.replay(
+            ctx,
+            ticket,
+            run_id=run_id,
+            mode_override=params.get("duplicate_mode") or None,
+            dry_run=bool(params.get("dry_run", True)),
+            force=bool(params.get("force", False)),
+        )
+    _log_story(summary)
+    return summary
