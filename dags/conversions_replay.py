@@ -2,8 +2,8 @@
 ### Conversions replay
 
 Re-processes archived originals, received between two dates (UTC, inclusive), through the same
-code as new files, one at a time in the order they were first received. Trigger it by hand with
-the form:
+code as new files, one after another in the order they were first received (one task, so the
+order holds; its log tells each file's story). Trigger it by hand with the form:
 
 - **dry_run** (default on): validate and write reports under `reports/replays/<run id>/`; the
   warehouse does not change.
@@ -19,7 +19,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
-from pipeline.airflow_tasks import TAGS, replay_file, select_archived, summarise
+from pipeline.airflow_tasks import TAGS, replay_files, select_archived
 from pipeline.config import KINDS, MODES, NAME_PATTERN
 
 DATE = {"type": "string", "format": "date"}
@@ -46,7 +46,7 @@ DATE = {"type": "string", "format": "date"}
     },
 )
 def conversions_replay() -> None:
-    summarise(replay_file.expand(ticket=select_archived()))
+    replay_files(select_archived())
 
 
 conversions_replay()

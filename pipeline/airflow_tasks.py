@@ -146,15 +146,35 @@ def process_status_file(ticket: dict[str, Any], *, outlet_events: Any = None) ->
 
 
 @task(trigger_rule="all_done")
-def summarise(*results: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
-    """Log the run's table and totals; the per-file stories are in the mapped tasks' logs."""
-    # Indexing up to len() reads each stored result once; iterating would also ask for one past
-    # the end, which Airflow logs as an error. A failed mapped task stores nothing.
-    summaries = [group[i] for group in results if group for i in range(len(group))]
+def summarise(
+    tickets: list[Sequence[dict[str, Any]] | None], results: list[Sequence[dict[str, Any]] | None]
+) -> dict[str, Any]:
+    """Log the run's table and totals, and fail the run if a file's task failed.
+
+    This is the DAG's last task and runs whatever happened upstream, so it must carry a failure
+    on: a file whose task failed (after its retries) has no result. Quarantined files are not
+    failures; they are reported, and their senders fix them.
+    """
+    if any(group is None for group in tickets):  # the claiming/selecting task failed
+        raise RuntimeError("no files were claimed or selected: see the first task's log")
+    summaries = [item for group in results for item in _items(group)]
+    wanted = [item for group in tickets for item in _items(group)]
     total = tasks.summarise(summaries)
     log.info("run summary:\n%s", total.pop("table"))
     log.info("files by state %s; rows by outcome %s", total["states"], total["outcomes"])
+    done = {summary.get("file") for summary in summaries}
+    failed = [ticket["file"] for ticket in wanted if ticket["file"] not in done]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} file(s) could not be processed (see their task logs): {failed}"
+        )
     return total
+
+
+def _items(group: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    # Indexing up to len() reads each stored value once; iterating would also ask for one past
+    # the end, which Airflow logs as an error. A mapped task that failed stores nothing.
+    return [group[i] for i in range(len(group))] if group else []
 
 
 def process_inbox() -> None:
@@ -165,7 +185,7 @@ def process_inbox() -> None:
     conversions = process_file.expand(ticket=conversion_files)
     status = process_status_file.expand(ticket=status_files)
     conversions >> status
-    summarise(conversions, status)
+    summarise([conversion_files, status_files], [conversions, status])
 
 
 @task
@@ -184,22 +204,35 @@ def select_archived(params: dict[str, Any] | None = None) -> list[dict[str, Any]
     return found
 
 
-@task(max_active_tis_per_dagrun=1, retries=0, map_index_template="{{ conversions_file }}")
-def replay_file(
-    ticket: dict[str, Any], *, params: dict[str, Any] | None = None, run_id: str = ""
+@task(retries=0)
+def replay_files(
+    tickets: list[dict[str, Any]],
+    *,
+    params: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Re-process one archived file. One at a time, oldest first; never retried on its own,
-    since a forced re-apply that failed after its commit must not apply twice."""
+    """Re-process the selected files one after another, oldest first, in one task.
+
+    Not one mapped task per file, unlike the inbox: a replay exists to reproduce an order (with
+    ``edit``, the last file wins), and mapped tasks run in whatever order Airflow picks. Never
+    retried: a forced re-apply that failed after its commit must not apply twice. A failure
+    stops the replay at that file; the files before it stay applied (each file is its own
+    transaction), and the log says which they were.
+    """
     params = params or {}
-    get_current_context()["conversions_file"] = ticket["file"]
+    summaries = []
     with _context() as ctx:
-        summary = tasks.replay(
-            ctx,
-            ticket,
-            run_id=run_id,
-            mode_override=params.get("duplicate_mode") or None,
-            dry_run=bool(params.get("dry_run", True)),
-            force=bool(params.get("force", False)),
-        )
-    _log_story(summary)
-    return summary
+        for ticket in tickets:
+            summary = tasks.replay(
+                ctx,
+                ticket,
+                run_id=run_id or "replay",
+                mode_override=params.get("duplicate_mode") or None,
+                dry_run=bool(params.get("dry_run", True)),
+                force=bool(params.get("force", False)),
+            )
+            _log_story(summary)
+            summaries.append(summary)
+    total = tasks.summarise(summaries)
+    log.info("replay summary:\n%s", total.pop("table"))
+    return total

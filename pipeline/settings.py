@@ -18,6 +18,20 @@ from sqlalchemy.engine import URL, make_url
 from pipeline import inbox, runner, warehouse
 from pipeline.config import Config, load
 
+# Extras of an Airflow postgres connection that are libpq connection settings.
+LIBPQ_EXTRAS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "options",
+        "application_name",
+        "connect_timeout",
+        "target_session_attrs",
+    }
+)
+
 
 def resolve_home(arg: str | None, default: str | Path = "var") -> Path:
     """--home, else $CONVERSIONS_HOME, else ``default`` (``./var`` for the CLI)."""
@@ -79,9 +93,10 @@ def url_from_connection(
 ) -> str:
     """A SQLAlchemy URL from the fields of an Airflow connection.
 
-    ``postgres`` (Airflow's name; ``postgresql`` too) uses psycopg 3; ``sqlite`` takes the file
-    path from the host field. ``extra = {"sqlalchemy_url": ...}`` overrides everything, for
-    drivers this does not know.
+    ``postgres`` (Airflow's name; ``postgresql`` too) uses psycopg 3, with the libpq settings
+    among the extras (``sslmode``, ``options``...); ``sqlite`` takes the file path from the host
+    field. ``extra = {"sqlalchemy_url": ...}`` overrides everything, for drivers this does not
+    know.
     """
     if extra and extra.get("sqlalchemy_url"):
         return str(extra["sqlalchemy_url"])
@@ -94,6 +109,7 @@ def url_from_connection(
             host=host or None,
             port=port or None,
             database=schema or None,
+            query={k: str(v) for k, v in (extra or {}).items() if k in LIBPQ_EXTRAS},
         )
         return url.render_as_string(hide_password=False)
     if kind == "sqlite":

@@ -8,6 +8,8 @@ not set (a laptop without PostgreSQL), only the PostgreSQL variants are skipped.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,25 @@ from pipeline import config as config_module
 from pipeline import warehouse
 
 POSTGRES_URL = os.environ.get("CONVERSIONS_TEST_POSTGRES_URL")
+REPO = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration once, when first imported: point it at a throwaway home (an
+# SQLite metadata database, this repo's DAG folder) before any test imports it, so the tests
+# never touch a real ~/airflow. Tests that start Airflow as subprocesses build their own env.
+AIRFLOW_TEST_HOME = Path(tempfile.mkdtemp(prefix="conversions-airflow-tests-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_TEST_HOME),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_TEST_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(AIRFLOW_TEST_HOME, ignore_errors=True)
+
 
 BACKENDS = [
     "sqlite",
