@@ -1,20 +1,32 @@
-"""`conversions demo`: the sample end to end on the embedded defaults.
+"""`conversions demo`: the sample end to end, through the real `conversions_inbox` DAG.
 
 It lays out a fresh data directory with the sample config and files (two accounts in different
 time zones, offer sources in different duplicate modes, bad rows, a DST edge, a duplicate, a
-status update and a stray file), processes the inbox into an SQLite warehouse exactly as the
-scheduled run does, and prints the outcome of every file and where to look next.
+status update and a stray file), then runs the `conversions_inbox` DAG with Airflow's
+``dag.test()`` on embedded defaults: an SQLite Airflow metadata database and an SQLite warehouse,
+both inside the demo home. It prints the outcome of every file and where to look next; Airflow's
+own log goes to a file, since it is long.
+
+Airflow reads its configuration when first imported, so this must run in a process that has not
+imported Airflow yet (the CLI has not).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
-from pipeline import inbox, runner, warehouse
-from pipeline.config import load
+from pipeline.ingest import FileResult
 from pipeline.summary import Console
+
+DAG_ID = "conversions_inbox"
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 
 
 def prepare(home: Path) -> Path:
@@ -27,29 +39,98 @@ def prepare(home: Path) -> Path:
     return home / "conversions.toml"
 
 
+def environment(home: Path, config_path: Path) -> dict[str, str]:
+    """Airflow and the DAG's settings for the demo home (no connection: the SQLite default)."""
+    airflow_home = home / "airflow"
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "CONVERSIONS_HOME": str(home),
+        "CONVERSIONS_CONFIG": str(config_path),
+        "CONVERSIONS_WAREHOUSE_URL": f"sqlite:///{home / 'warehouse.db'}",
+    }
+
+
 def run(home: Path, console: Console) -> int:
+    if "airflow" in sys.modules:
+        raise RuntimeError("the demo configures Airflow, so it needs a process without it")
+    if not (DAGS_FOLDER / f"{DAG_ID}.py").is_file():
+        console.error(f"the DAG folder {DAGS_FOLDER} is missing: run the demo from the repository")
+        return 1
     config_path = prepare(home)
-    config = load(config_path)
-    url = f"sqlite:///{home / 'warehouse.db'}"
-    engine = warehouse.connect(url)
-    ctx = runner.Context(config, engine, inbox.Layout(home))
-    console.info(f"Demo home: {home}\nProcessing the sample inbox into {url} ...\n")
-    results = runner.run_inbox(ctx)
+    os.environ.pop("AIRFLOW_CONN_CONVERSIONS_WAREHOUSE", None)
+    os.environ.update(environment(home, config_path))
+    (home / "airflow").mkdir()
+    log_path = home / "airflow" / "dag_test.log"
+    console.info(
+        f"Demo home: {home}\nRunning the {DAG_ID} DAG with dag.test() "
+        f"(Airflow log: {log_path}) ...\n"
+    )
+    with _output_to(log_path):
+        state = _run_dag()
+    results = _results(home / "reports")
     console.summary(results)
     env = f"CONVERSIONS_HOME={home} CONVERSIONS_CONFIG={config_path}"
     print(
         f"""
+DAG run of {DAG_ID}: {state}
 Where to look:
-  rejection reports   {ctx.layout.reports}/<date>/*.rejected.csv (fix them, drop them back in)
-  summaries           {ctx.layout.reports}/<date>/*.summary.json
-  archived originals  {ctx.layout.archive}
-  quarantined files   {ctx.layout.quarantine} (each with a .reason.json)
+  rejection reports   {home / "reports"}/<date>/*.rejected.csv (fix them, drop them back in)
+  summaries           {home / "reports"}/<date>/*.summary.json
+  archived originals  {home / "archive"}
+  quarantined files   {home / "quarantine"} (each with a .reason.json)
   warehouse           {home / "warehouse.db"}
+  Airflow's log       {log_path}
 
 Try:
   {env} conversions export --local-time
   {env} conversions template""",
         file=console.out,
     )
-    engine.dispose()
-    return 0
+    return 0 if state == "success" else 1
+
+
+def _run_dag() -> str:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils import db
+
+    db.initdb()
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    if bag.import_errors:
+        raise RuntimeError(f"the DAGs do not load: {bag.import_errors}")
+    return str(bag.dags[DAG_ID].test().state)
+
+
+def _results(reports: Path) -> list[FileResult]:
+    """Every file's outcome, read back from the summaries the run wrote (its durable record)."""
+    import json
+
+    known = {f.name for f in fields(FileResult)}
+    results = []
+    for path in sorted(reports.glob("*/*.summary.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        results.append(FileResult(**{k: v for k, v in data.items() if k in known}))
+    order = {"conversions": 0, "status": 1}
+    return sorted(results, key=lambda r: (r.offer_source or "", order.get(r.kind, 2), r.name))
+
+
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors included) to a file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])

@@ -550,3 +550,9 @@ def test_demo_runs_the_sample_into_var_demo(tmp_path):
     assert f"CONVERSIONS_HOME={home} CONVERSIONS_CONFIG={home / 'conversions.toml'}" in done.stdout
     assert [p.name for p in (home / "quarantine").rglob("*stray_file.csv")] != []
     assert [p for p in (home / "inbox").rglob("*") if p.is_file()] == []
+    # ... and all of it through the real DAG, on an Airflow home inside the demo home.
+    assert "DAG run of conversions_inbox: success" in done.stdout
+    airflow_log = (home / "airflow" / "dag_test.log").read_text(encoding="utf-8")
+    for task_id in ("claim_files", "process_file", "process_status_file", "summarise"):
+        assert f"end task task_id={task_id}" in airflow_log
+    assert (home / "airflow" / "airflow.db").is_file()
