@@ -199,7 +199,13 @@ def ingest_file(
             Path(csv_path).unlink(missing_ok=True)
         raise
     if result.state == "duplicate_file":
-        _write_summary(result, json_path, started)
+        # Its own summary: the file it repeats may have been received the same day under the
+        # same name, and that file's summary (what was applied) must stay as it was.
+        duplicate = json_path.with_name(
+            json_path.name.replace(".summary.json", f".duplicate-{result.file_id}.summary.json")
+        )
+        result.summary_path = str(duplicate)
+        _write_summary(result, duplicate, started)
     return result
 
 

@@ -164,6 +164,20 @@ def test_the_same_bytes_dropped_again_are_archived_as_a_duplicate(ctx):
     assert [p.endswith("_again.csv") for p in files_under(ctx.layout.archive)].count(True) == 1
 
 
+def test_a_duplicate_under_the_same_name_keeps_the_applied_files_summary(ctx):
+    drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    [first] = runner.run_inbox(ctx)
+    drop(ctx, "maxbounty/a.csv", MAXBOUNTY)  # same bytes, same name, same day
+    [again] = runner.run_inbox(ctx)
+    assert (first.state, again.state) == ("applied", "duplicate_file")
+    assert again.summary_path != first.summary_path
+    applied = json.loads(Path(first.summary_path).read_text(encoding="utf-8"))
+    assert (applied["state"], applied["outcomes"]["inserted"]) == ("applied", 1)
+    duplicate = json.loads(Path(again.summary_path).read_text(encoding="utf-8"))
+    assert (duplicate["state"], duplicate["file_id"]) == ("duplicate_file", again.file_id)
+    assert Path(first.report_path).is_file()  # the applied file's rejection report stays too
+
+
 def test_stray_files_are_quarantined_and_change_nothing(ctx):
     drop(ctx, "stray.csv", "click_id,payout\nz1,1.00\n")
     drop(ctx, "nosuchsource/x.csv", "click_id,payout\nz2,1.00\n")
