@@ -102,6 +102,27 @@ BASE_CONFIG = {
 }
 
 
+# A config file as users write it: New York (ignore) and Dubai (edit, UTC file times).
+CONFIG_TOML = """\
+[accounts.ny]
+timezone = "America/New_York"
+currency = "USD"
+
+[accounts.dubai]
+timezone = "Asia/Dubai"
+currency = "AED"
+
+[offer_sources.maxbounty]
+account = "ny"
+duplicate_mode = "ignore"
+
+[offer_sources.clickbank]
+account = "dubai"
+duplicate_mode = "edit"
+file_times = "utc"
+"""
+
+
 def make_config(**overrides) -> config_module.Config:
     """The test config, with per-offer-source overrides: make_config(maxbounty={...})."""
     raw = {

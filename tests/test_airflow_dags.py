@@ -20,33 +20,10 @@ from sqlalchemy import select
 
 from pipeline import export, warehouse
 from pipeline.config import load
+from tests.conftest import CONFIG_TOML as CONFIG
 from tests.conftest import REPO, write_csv
+from tests.test_runner import CLICKBANK, MAXBOUNTY, STATUS  # the same files, by hand
 
-CONFIG = """
-[accounts.ny]
-timezone = "America/New_York"
-currency = "USD"
-
-[accounts.dubai]
-timezone = "Asia/Dubai"
-currency = "AED"
-
-[offer_sources.maxbounty]
-account = "ny"
-duplicate_mode = "ignore"
-
-[offer_sources.clickbank]
-account = "dubai"
-duplicate_mode = "edit"
-file_times = "utc"
-"""
-MAXBOUNTY = (
-    "click_id,payout,conversion_time\n"
-    "m1,5.00,2026-07-01 14:00:00\n"  # 18:00Z
-    "m2,x,2026-07-01 15:00:00\n"  # line 3: invalid payout
-)
-CLICKBANK = "click_id,payout,conversion_time\nc1,7.25,2026-07-01 10:00:00\n"  # UTC file
-STATUS = "click_id,status\nm1,declined\n"
 STRAY = "click_id,payout\nz9,1.00\n"
 
 

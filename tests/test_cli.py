@@ -23,26 +23,8 @@ from sqlalchemy import select, text
 from pipeline import config as config_module
 from pipeline import export, reader, warehouse
 from pipeline.ingest import ingest_file
+from tests.conftest import CONFIG_TOML as CONFIG
 from tests.conftest import independent_data_lines, write_csv
-
-CONFIG = """\
-[accounts.ny]
-timezone = "America/New_York"
-currency = "USD"
-
-[accounts.dubai]
-timezone = "Asia/Dubai"
-currency = "AED"
-
-[offer_sources.maxbounty]
-account = "ny"
-duplicate_mode = "ignore"
-
-[offer_sources.clickbank]
-account = "dubai"
-duplicate_mode = "edit"
-file_times = "utc"
-"""
 
 OUTCOME_COLUMNS = ("lines", "ins", "upd", "inc", "status", "ignored", "rejected")
 
