@@ -93,7 +93,7 @@ def _log_story(summary: Mapping[str, Any]) -> None:
         log.info("%s", line)
 
 
-@task
+@task(multiple_outputs=False)
 def claim_files() -> dict[str, list[dict[str, Any]]]:
     """Claim every waiting file (atomic rename); conversion files and status files apart."""
     with _context() as ctx:
@@ -126,6 +126,7 @@ def _process(ticket: dict[str, Any], outlet_events: Any) -> dict[str, Any]:
 
 
 _PROCESS = dict(
+    multiple_outputs=False,  # a dict return is one XCom, not one per key
     retries=2,
     retry_delay=timedelta(seconds=30),
     outlets=[APPLIED],
@@ -145,7 +146,7 @@ def process_status_file(ticket: dict[str, Any], *, outlet_events: Any = None) ->
     return _process(ticket, outlet_events)
 
 
-@task(trigger_rule="all_done")
+@task(trigger_rule="all_done", multiple_outputs=False)
 def summarise(
     tickets: list[Sequence[dict[str, Any]] | None], results: list[Sequence[dict[str, Any]] | None]
 ) -> dict[str, Any]:
@@ -204,7 +205,7 @@ def select_archived(params: dict[str, Any] | None = None) -> list[dict[str, Any]
     return found
 
 
-@task(retries=0)
+@task(retries=0, multiple_outputs=False)
 def replay_files(
     tickets: list[dict[str, Any]],
     *,
