@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -171,8 +171,3 @@ def summarise(summaries: Iterable[Mapping[str, Any] | None]) -> Summary:
 def _safe_run_id(run_id: str) -> str:
     """An Airflow run id (``manual__2026-03-08T10:00:00+00:00``) as one safe folder name."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id).strip("._") or "replay"
-
-
-def tickets_of(claims: Mapping[str, Sequence[Ticket]]) -> list[Ticket]:
-    """Both lists of ``claim``'s result, in processing order (for callers outside Airflow)."""
-    return [*claims.get("conversions", []), *claims.get("status", [])]

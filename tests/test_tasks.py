@@ -121,7 +121,7 @@ def test_tickets_claimed_by_an_exited_process_are_processed_by_this_one(ctx):
 
     states = [
         (s["file"], s["state"])
-        for s in map(lambda t: tasks.process(ctx, t), tasks.tickets_of(claimed))
+        for s in map(lambda t: tasks.process(ctx, t), [*claimed["conversions"], *claimed["status"]])
     ]
     assert states == [
         ("stray.csv", "quarantined"),
