@@ -24,6 +24,16 @@ from pipeline import warehouse
 POSTGRES_URL = os.environ.get("CONVERSIONS_TEST_POSTGRES_URL")
 REPO = Path(__file__).resolve().parents[1]
 
+# The crash, concurrency and fuzz tests run a bounded number of kills, workers and examples in
+# every run (CI included); CONVERSIONS_SOAK=1 runs them long (the soak command in the README).
+SOAK = os.environ.get("CONVERSIONS_SOAK", "") not in ("", "0")
+
+
+def soak_or(ci: int, soak: int) -> int:
+    """How many kills/examples/rounds: `ci` normally, `soak` under CONVERSIONS_SOAK=1."""
+    return soak if SOAK else ci
+
+
 # Airflow reads its configuration once, when first imported: point it at a throwaway home (an
 # SQLite metadata database, this repo's DAG folder) before any test imports it, so the tests
 # never touch a real ~/airflow. Tests that start Airflow as subprocesses build their own env.
