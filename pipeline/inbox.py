@@ -15,6 +15,7 @@ customer's folder). They are moved as links, to quarantine, and never opened.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -152,8 +153,10 @@ def scan(layout: Layout, offer_sources: Collection[str]) -> list[Waiting]:
                 entries = list(listing)
         except FileNotFoundError:
             continue
+        names = {entry.name for entry in entries}
         for entry in entries:
             if _is_ignored(entry.name):
+                _drop_orphan_record(entry, names)
                 continue
             path = Path(entry.path)
             if entry.is_dir(follow_symlinks=False):
@@ -180,7 +183,7 @@ def claim(
     process (an Airflow task claims, mapped tasks process): for that long the claim is not
     recovered even though its claimer has exited, giving the processor time to ``take_over``.
     """
-    received_at = _utc_seconds(now)
+    received_at = _returned_received_at(waiting.path) or _utc_seconds(now)
     claim_id = uuid.uuid4().hex
     folder = layout.processing / claim_id
     folder.mkdir(parents=True)
@@ -202,19 +205,30 @@ def claim(
         if not os.path.lexists(claimed.path):
             _remove_claim_folder(folder)
         raise
+    with contextlib.suppress(OSError):  # a name too long to have a record
+        _returned_record(waiting.path).unlink(missing_ok=True)
     return claimed
 
 
-def release(layout: Layout, claimed: Claimed) -> Path:
+def release(layout: Layout, claimed: Claimed, keep_received: bool = True) -> Path:
     """Put a claimed file back where it was in the inbox (processing failed, try again later).
 
     Never overwrites: if a file of that name was dropped meanwhile, this one comes back as
     ``<stem>.returned-<claim_id[:8]><suffix>``. Returns the inbox path.
+
+    With ``keep_received`` the file keeps its received time: a hidden record beside it (see
+    ``_remember_received``) gives the next claim this claim's time, so a retry after a transient
+    failure gives the result of a run that never failed (empty conversion times are the
+    received time). A dry run's claim was only a look, so it passes False.
     """
     target = _inbox_path(layout, claimed.relative)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if keep_received:
+        _remember_received(claimed, target)
     if not _move_no_clobber(claimed.path, target):
         target = target.with_name(f"{target.stem}.returned-{claimed.claim_id[:8]}{target.suffix}")
+        if keep_received:
+            _remember_received(claimed, target)
         if not _move_no_clobber(claimed.path, target):
             raise FileExistsError(errno.EEXIST, "cannot release, name taken", str(target))
     _remove_claim_folder(claimed.path.parent)
@@ -448,6 +462,54 @@ def _move_no_clobber(source: Path, target: Path) -> bool:
         return False
     os.unlink(source)
     return True
+
+
+def _returned_record(path: Path) -> Path:
+    """Where ``release`` records a returned file's received time: hidden, so never scanned."""
+    return path.with_name(f".{path.name}.received.json")
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    # Kept by rename and link (ctime is not); a new upload under the name has another inode.
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _drop_orphan_record(entry: os.DirEntry, names: Collection[str]) -> None:
+    """Remove a returned file's record an hour after its file left the inbox without a claim."""
+    name = entry.name
+    if not (name.startswith(".") and name.endswith(".received.json")):
+        return
+    if name[1 : -len(".received.json")] in names:
+        return
+    try:
+        if datetime.now().timestamp() - entry.stat(follow_symlinks=False).st_mtime > 3600:
+            os.unlink(entry.path)
+    except OSError:
+        pass
+
+
+def _remember_received(claimed: Claimed, target: Path) -> None:
+    """Best effort: without the record the file is simply received again when next claimed."""
+    try:
+        record = {
+            "received_at": claimed.received_at.isoformat(),
+            "file": _identity(claimed.path.lstat()),
+        }
+        _write_json(_returned_record(target), record)
+    except OSError:  # e.g. the name is too long for a leading dot and a suffix
+        pass
+
+
+def _returned_received_at(path: Path) -> datetime | None:
+    """The received time ``release`` recorded for exactly this file (same inode, size, mtime)."""
+    record = _read_json(_returned_record(path))
+    try:
+        if record is None or record.get("file") != _identity(path.lstat()):
+            return None
+        received = datetime.fromisoformat(record["received_at"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return _utc_seconds(received) if received.tzinfo is not None else None
 
 
 def _claim_folders(layout: Layout) -> list[Path]:

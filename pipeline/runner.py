@@ -130,7 +130,7 @@ def process_claimed(
             result.detail or "",
         )
     elif dry_run:  # a rehearsal: the file stays in the inbox for the real run
-        inbox.release(ctx.layout, claimed)
+        inbox.release(ctx.layout, claimed, keep_received=False)
     else:
         try:
             inbox.archive(ctx.layout, claimed, result.content_hash)

@@ -352,6 +352,56 @@ def test_release_never_overwrites_a_file_dropped_meanwhile(layout):
     assert list(layout.processing.iterdir()) == []
 
 
+def test_a_released_file_keeps_its_received_time_when_claimed_again(layout):
+    first = datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
+    claimed = claim_file(layout, "maxbounty/a.csv", now=first)
+    inbox.release(layout, claimed)
+    assert [w.relative for w in inbox.scan(layout, SOURCES)] == ["maxbounty/a.csv"]  # record hidden
+
+    again = inbox.claim(layout, waiting(layout, "maxbounty/a.csv"), now=first + timedelta(hours=2))
+
+    assert again is not None and again.received_at == first
+    assert sorted(p.name for p in (layout.inbox / "maxbounty").iterdir()) == ["status"]
+
+
+def test_a_new_upload_under_a_released_files_name_is_received_anew(layout):
+    first, later = datetime(2026, 3, 8, 9, 30, tzinfo=UTC), datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
+    claimed = claim_file(layout, "maxbounty/a.csv", now=first, content=b"old")
+    inbox.release(layout, claimed)
+    (layout.inbox / "maxbounty/a.csv").unlink()  # the sender withdrew it and sent another
+    drop(layout, "maxbounty/a.csv", content=b"new")
+
+    again = inbox.claim(layout, waiting(layout, "maxbounty/a.csv"), now=later)
+
+    assert again is not None and again.received_at == later
+
+
+def test_a_file_returned_under_another_name_keeps_its_received_time(layout):
+    first = datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
+    claimed = claim_file(layout, "maxbounty/a.csv", now=first, content=b"old")
+    drop(layout, "maxbounty/a.csv", content=b"new")
+    back = inbox.release(layout, claimed)
+
+    old = inbox.claim(layout, waiting(layout, back.relative_to(layout.inbox).as_posix()))
+    new = inbox.claim(layout, waiting(layout, "maxbounty/a.csv"), now=first + timedelta(days=1))
+
+    assert old is not None and old.received_at == first
+    assert new is not None and new.received_at == first + timedelta(days=1)
+
+
+def test_a_returned_files_record_is_dropped_an_hour_after_its_file_left(layout):
+    claimed = claim_file(layout, "maxbounty/a.csv")
+    inbox.release(layout, claimed)
+    (layout.inbox / "maxbounty/a.csv").unlink()
+    record = layout.inbox / "maxbounty/.a.csv.received.json"
+    inbox.scan(layout, SOURCES)
+    assert record.exists()  # the file may be on its way back (a release in progress)
+    old = datetime.now().timestamp() - 3601
+    os.utime(record, (old, old))
+    inbox.scan(layout, SOURCES)
+    assert not record.exists()
+
+
 # --- recover and adopt ------------------------------------------------------------------------
 
 CLAIM_ONE_AND_DIE = """

@@ -12,6 +12,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -290,6 +291,30 @@ def test_a_warehouse_error_puts_the_file_back_and_the_next_run_applies_it(ctx):
     assert files_under(ctx.layout.inbox) == []
 
 
+def test_a_file_put_back_after_a_failure_keeps_its_received_time(ctx):
+    """Empty conversion times are the received time: a retry must not move them."""
+    drop(ctx, "maxbounty/a.csv", "click_id,payout,conversion_time\nm1,5.00,\n")
+    ctx.layout.ensure(ctx.config.offer_sources)
+    with ctx.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE conversions RENAME TO conversions_gone"))
+    [failed] = runner.run_inbox(ctx)
+    assert failed.state == "failed"
+    record = json.loads((ctx.layout.inbox / "maxbounty/.a.csv.received.json").read_text())
+    first = datetime.fromisoformat(record["received_at"])
+    assert abs(datetime.now(UTC) - first).total_seconds() < 5
+
+    time.sleep(1.1)  # received times are whole seconds: the retry's own would differ
+    with ctx.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE conversions_gone RENAME TO conversions"))
+    [applied] = runner.run_inbox(ctx)
+
+    assert applied.state == "applied"
+    assert datetime.fromisoformat(applied.received_at) == first
+    [row] = conversions(ctx)
+    assert row[-1] == first.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert files_under(ctx.layout.inbox) == []  # the hidden record went with the claim
+
+
 def test_an_unexpected_error_quarantines_the_file_intact(ctx, monkeypatch):
     drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
 
@@ -342,7 +367,12 @@ def test_a_warehouse_that_went_down_puts_every_file_back(tmp_path):
     assert all(r.detail.startswith("OperationalError: ") for r in results)
     assert not any("s3cret" in r.detail for r in results)
     assert runner.exit_code(results) == 1
-    assert files_under(ctx.layout.inbox) == ["clickbank/c.csv", "maxbounty/a.csv"]
+    assert files_under(ctx.layout.inbox) == [
+        "clickbank/.c.csv.received.json",  # hidden: the received time the retry keeps
+        "clickbank/c.csv",
+        "maxbounty/.a.csv.received.json",
+        "maxbounty/a.csv",
+    ]
     assert files_under(ctx.layout.processing) == []
     assert (ctx.layout.inbox / "maxbounty" / "a.csv").read_text() == MAXBOUNTY
     down.dispose()
