@@ -125,9 +125,19 @@ def read(
                 rows = cursor.fetchmany(chunk_rows)
             if not rows:
                 return
-            yield pd.DataFrame.from_records(rows, columns=columns)
+            yield _frame(rows, columns)
     finally:
         cursor.close()
+
+
+def _frame(rows: list, columns: list[str]) -> pd.DataFrame:
+    """Rows as a frame, integers exact: pandas makes a column of integers and NULLs float64,
+    which rounds those past 2**53 (micro-unit payouts over 9 billion, microseconds before 1685);
+    such columns keep the driver's Python ints instead (our tables have no float columns)."""
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    for i in np.flatnonzero((frame.dtypes == "float64").to_numpy()):
+        frame[columns[i]] = pd.Series([row[i] for row in rows], dtype=object)
+    return frame
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ FIELDS = ["payout", "status", "converted_at", "currency", "event_id"]
 HISTORY_COLUMNS = ["conversion_id", "line", "action"] + [
     f"{side}_{f}" for f in FIELDS for side in ("old", "new")
 ]
+MAX_PAYOUT_MICROS = 10**18 - 1  # 999999999999.999999, the most NUMERIC(18, 6) holds
 _AFTER_FIRST = {
     "ignore": "ignore",
     "ignore_by_event_id": "ignore",
@@ -127,6 +128,8 @@ def resolve(
         default=after,
     ).astype(object)
     role[(role == "increment") & ~has_payout] = "reject"
+    overflow = _overflowing_increments(r, role, exists, line == fpl, groups.ngroup().to_numpy())
+    role[overflow] = "reject"
     r["role"] = role
 
     new_id = id_prefix + "-" + r["line"].astype("str")
@@ -154,11 +157,46 @@ def resolve(
             "line": r["line"],
             "outcome": r["role"].map(_OUTCOME),
             "reason_code": pd.Series(
-                np.where(r["role"] == "reject", "missing_payout", None), dtype="str"
+                np.where(
+                    r["role"] == "reject",
+                    np.where(overflow, "payout_out_of_range", "missing_payout"),
+                    None,
+                ),
+                dtype="str",
             ),
         }
     )
     return Resolution(outcomes, inserts, updates, history)
+
+
+def _overflowing_increments(
+    r: pd.DataFrame, role: np.ndarray, exists: np.ndarray, inserts: np.ndarray, key: np.ndarray
+) -> np.ndarray:
+    """Increments that would take their conversion's payout past NUMERIC(18, 6), in file order.
+
+    Such a row is rejected (`payout_out_of_range`) and the conversion keeps its payout, so later
+    rows of the key go on from there. A float running sum finds the keys that come near the
+    limit (rare); only those are added up exactly, row by row.
+    """
+    increment = role == "increment"
+    overflow = np.zeros(len(r), dtype=bool)
+    if not increment.any():
+        return overflow
+    payout = r["payout"].fillna(0).to_numpy(dtype=np.int64)
+    existing = r["ex_payout"].astype("Int64").fillna(0).to_numpy(dtype=np.int64)
+    first = pd.Series(np.where(inserts, payout, 0)).groupby(key).transform("sum").to_numpy()
+    base = np.where(exists, existing, first)
+    steps = pd.Series(np.where(increment, payout, 0).astype("float64"))
+    approx = np.abs(base.astype("float64") + steps.groupby(key).cumsum().to_numpy())
+    for near in np.unique(key[increment & (approx > MAX_PAYOUT_MICROS * 0.999)]):
+        rows = np.flatnonzero((key == near) & increment)
+        total = int(base[rows[0]])
+        for i in rows:
+            if abs(total + int(payout[i])) > MAX_PAYOUT_MICROS:
+                overflow[i] = True
+            else:
+                total += int(payout[i])
+    return overflow
 
 
 def _inserted_values(r: pd.DataFrame, groups, defaults: Defaults) -> pd.DataFrame:

@@ -2,6 +2,10 @@
 
 Exact payouts as decimal strings (never floats), times as ISO 8601 UTC with `Z`, or in the
 account's own time zone with its offset (what the tracker's logs show) under `--local-time`.
+
+Values are written exactly as stored, formula-like text included (an event id `=HYPERLINK(...)`,
+a type `@x`): this is a data export for programs, and a neutralising `'` would change the data.
+Only the rejection reports, which people open in a spreadsheet, are neutralised (`reports`).
 """
 
 from __future__ import annotations

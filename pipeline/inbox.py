@@ -72,13 +72,23 @@ class Layout:
         return self.home / "reports"
 
     def ensure(self, offer_sources: Iterable[str] = ()) -> None:
-        """Create every folder, and an inbox folder (plus ``status/``) per offer source."""
+        """Create every folder, and an inbox folder (plus ``status/``) per offer source.
+
+        Never through a link, nor over a file, a sender put in the inbox under such a folder's
+        name (a link pointing anywhere, dangling or a loop; a file; a FIFO): it is left to
+        ``scan``, which lists it for quarantine, and the next run creates the real folder.
+        """
         for folder in (self.inbox, self.processing, self.archive, self.quarantine, self.reports):
             folder.mkdir(parents=True, exist_ok=True)
         for name in offer_sources:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"not a valid offer source folder name: {name!r}")
-            (self.inbox / name / "status").mkdir(parents=True, exist_ok=True)
+            for folder in (self.inbox / name, self.inbox / name / "status"):
+                try:
+                    folder.mkdir()
+                except FileExistsError:
+                    if not stat.S_ISDIR(folder.lstat().st_mode):
+                        break
 
 
 @dataclass(frozen=True)
@@ -239,8 +249,9 @@ def archive(layout: Layout, claimed: Claimed, content_hash: str) -> Path:
     """Move a processed file to ``archive/<date>/<offer_source>/<kind>/<hash16>_<name>``.
 
     The sidecar ``<that name>.json`` is written first, so an archived file always has one.
-    The same bytes archived again under the same name replace the earlier copy (they are
-    identical); nothing else ever changes in the archive.
+    The same bytes archived again under the same name the same day keep the earlier copy and
+    its sidecar (the first received time, which a replay reproduces) and drop the identical new
+    copy (the ledger records that drop); nothing else ever changes in the archive.
     """
     if claimed.offer_source is None:
         raise ValueError(f"{claimed.relative}: no offer source; quarantine it instead")
@@ -248,6 +259,11 @@ def archive(layout: Layout, claimed: Claimed, content_hash: str) -> Path:
     folder = layout.archive / _day(claimed.received_at) / claimed.offer_source / claimed.kind
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / _stored_name(content_hash[:16], claimed.name, ".json")
+    earlier = _read_archive_sidecar(target.with_name(target.name + ".json"))
+    if earlier is not None and earlier.content_hash == content_hash:
+        os.unlink(claimed.path)  # the same bytes are archived here already
+        _remove_claim_folder(claimed.path.parent)
+        return target
     sidecar = {
         "claim_id": claimed.claim_id,
         "relative": claimed.relative,
@@ -305,7 +321,8 @@ def recover(
     other hosts (whose pids we cannot check), when it was claimed longer than ``stale_after``
     ago. A claim folder without a readable claim.json is taken once it is ``stale_after`` old;
     its file comes back with ``offer_source=None``, since where it came from is unknown.
-    Claim folders whose file already moved on (a crash after archiving) are removed.
+    Claim folders whose file already moved on (a crash after archiving), and folders holding
+    neither a claim.json nor a file (a claimer killed before writing either), are removed.
     """
     now = _utc_seconds(now)
     recovered: list[Claimed] = []
@@ -560,6 +577,16 @@ def _recorded_claim(folder: Path, record: Mapping[str, Any]) -> Claimed | None:
         file, adopted_from = record["file"], record.get("adopted_from", [])
         if file in (CLAIM_FILE, ".", "..") or "/" in file or not isinstance(adopted_from, list):
             raise ValueError("claim.json was not written by this module")
+        lineage = tuple(map(str, adopted_from))
+        recorded_id = record.get("claim_id")
+        if (
+            isinstance(recorded_id, str)
+            and re.fullmatch(r"[0-9a-f]{32}", recorded_id)
+            and recorded_id not in (folder.name, *lineage)
+        ):
+            # adopt renames the folder before it rewrites claim.json: an adopter killed in
+            # between left the previous owner's record, whose id the ledger may hold.
+            lineage = (*lineage, recorded_id)
         claimed = Claimed(
             path=folder / file,
             claim_id=folder.name,  # the folder name is the truth: adopt renames it first
@@ -567,7 +594,7 @@ def _recorded_claim(folder: Path, record: Mapping[str, Any]) -> Claimed | None:
             offer_source=record["offer_source"],
             kind=record["kind"],
             received_at=datetime.fromisoformat(record["received_at"]),
-            adopted_from=tuple(map(str, adopted_from)),
+            adopted_from=lineage,
         )
         pid, claimed_at = int(record["pid"]), datetime.fromisoformat(record["claimed_at"])
         until = record.get("handed_off_until")
@@ -585,10 +612,12 @@ def _unrecorded_claim(folder: Path, stale_after: timedelta, now: datetime) -> Cl
     """A claim folder without a usable claim.json: judged by age, its file's origin unknown."""
     try:
         changed = datetime.fromtimestamp(folder.lstat().st_mtime, UTC).replace(microsecond=0)
-        names = sorted(
-            n for n in os.listdir(folder) if n != CLAIM_FILE and not n.endswith(".partial")
-        )
+        entries = os.listdir(folder)
     except FileNotFoundError:  # another recoverer got there first
+        return None
+    names = sorted(n for n in entries if n != CLAIM_FILE and not n.endswith(".partial"))
+    if not names and CLAIM_FILE not in entries:
+        _remove_empty_claim_folder(folder, entries)
         return None
     if now - changed < stale_after:
         return None
@@ -596,6 +625,21 @@ def _unrecorded_claim(folder: Path, stale_after: timedelta, now: datetime) -> Cl
         _remove_claim_folder(folder)
         return None
     return Claimed(folder / names[0], folder.name, names[0], None, "conversions", changed)
+
+
+def _remove_empty_claim_folder(folder: Path, entries: Iterable[str]) -> None:
+    """Remove a claim folder that never got its claim.json nor its file: its claimer died first.
+
+    Safe at once, whatever its age: a claimer still at work there finds its folder or its
+    claim.json partial gone, and its ``claim`` returns None with the file still waiting in the
+    inbox (as when another worker took it). Only partials are unlinked and rmdir fails if
+    anything else arrived meanwhile, so a claim completed meanwhile is left alone.
+    """
+    with contextlib.suppress(OSError):
+        for name in entries:
+            if name.startswith(CLAIM_FILE) and name.endswith(".partial"):
+                (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -674,8 +718,13 @@ def _utc_seconds(moment: datetime | None) -> datetime:
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from a file, or None if it is missing, unreadable or not an object."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # Only a regular file: a FIFO dropped under a record's name would block the open.
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with open(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the lstat
+                return None
             data = json.loads(file.read())
     except (OSError, ValueError):
         return None

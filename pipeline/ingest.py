@@ -12,6 +12,7 @@ and that is checked (the accounting invariant) before anything commits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from pipeline import duplicates, normalise, reader, reports, warehouse
 from pipeline.config import Config, OfferSource
@@ -64,6 +65,20 @@ class FileResult:
         return asdict(self)
 
 
+# The ledger's content hash of a file over max_file_bytes, which is never read (so never
+# hashed); its FileResult and summary say null. No SHA-256 digest is all zeros.
+UNHASHED = "0" * 64
+
+
+def _storable(name: str) -> str:
+    """A file name as text every database takes: bytes that were not UTF-8 on disk (lone
+    surrogates after decoding) become ``\\xNN``."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -102,15 +117,17 @@ def ingest_file(
     received = pd.Timestamp(received_at or datetime.now(UTC)).tz_convert(UTC).floor("s")
     name = original_name or path.name
     result = FileResult(name, offer_source, kind, "quarantined", received_at=received.isoformat())
-    source = config.offer_source(offer_source)
-    result.content_hash = sha256_file(path)
+    source = config.offer_sources.get(offer_source)  # None: removed since; quarantined below
+    size = path.stat().st_size  # first: a file over the limit is never read, not even hashed
+    if size <= config.settings.max_file_bytes:
+        result.content_hash = sha256_file(path)
     csv_path, json_path = reports.report_paths(
-        reports_dir, received.to_pydatetime(), name, result.content_hash
+        reports_dir, received.to_pydatetime(), name, result.content_hash or UNHASHED
     )
     result.report_path, result.summary_path = str(csv_path), str(json_path)
     ledger = dict(
-        content_hash=result.content_hash,
-        original_name=name,
+        content_hash=result.content_hash or UNHASHED,
+        original_name=_storable(name),
         offer_source=offer_source,
         kind=kind,
         received_at=received,
@@ -119,13 +136,19 @@ def ingest_file(
         claim_id=claim_id,
     )
     report: reports.RejectionReport | None = None
+    written: list[Path] = []  # reports this call made visible; removed if its commit fails
     try:
-        size = path.stat().st_size
         if size > config.settings.max_file_bytes:
             raise FileRejected(
                 "file_too_large",
                 f"the file has {size:,} bytes; the limit "
                 f"(settings.max_file_bytes) is {config.settings.max_file_bytes:,}",
+            )
+        if source is None:
+            raise FileRejected(
+                "unknown_offer_source",
+                f"the offer source {offer_source!r} is not in the configuration (configured: "
+                f"{', '.join(sorted(config.offer_sources)) or 'none'})",
             )
         header = reader.read_header(path, kind)
         result.warnings += [f"ignored unknown column {c!r}" for c in header.unknown]
@@ -144,6 +167,13 @@ def ingest_file(
                 report.discard()
                 report = None
                 result.report_path = None
+                # Its own summary: the file it repeats may have been received the same day
+                # under the same name, and that file's summary must stay as it was.
+                _, json_path = reports.own_paths(csv_path, json_path, f"duplicate-{result.file_id}")
+                result.summary_path = str(json_path)
+                warehouse.finish_file(conn, result.file_id, summary_path=result.summary_path)
+                _write_summary(result, json_path, started)
+                written.append(json_path)
             else:
                 _apply_file(
                     conn,
@@ -163,50 +193,93 @@ def ingest_file(
                 if dry_run:
                     raise _DryRun
                 result.state = "applied"
+                if _names_taken(conn, result.content_hash, json_path, result.file_id):
+                    # A forced re-apply, or the same bytes for another offer source or kind,
+                    # the same day under the same name: the first application keeps its names.
+                    csv_path, json_path = reports.own_paths(
+                        csv_path, json_path, f"applied-{result.file_id}"
+                    )
+                    result.report_path, result.summary_path = str(csv_path), str(json_path)
                 warehouse.finish_file(
                     conn, result.file_id, state="applied", **_ledger_counts(result)
                 )
-                report.commit()
+                written.append(report.commit(csv_path))
                 _write_summary(result, json_path, started)
+                written.append(json_path)
     except _DryRun:
         result.state = "dry_run"
-        report.commit()
-        with engine.begin() as conn:
-            result.file_id = warehouse.record_file(
-                conn, state="dry_run", **ledger, **_ledger_counts(result)
-            )
-        _write_summary(result, json_path, started)
     except FileRejected as rejected:
         if report is not None:
             report.discard()
+            report = None
         result.state, result.reason_code, result.detail = (
             "quarantined",
             rejected.code,
             rejected.detail,
         )
         result.report_path = None
+        # Nothing of it applies: no data lines either (batches read before the bad byte counted
+        # some), or the quarantined result would break the accounting invariant.
+        result.data_lines = 0
         result.outcomes = dict.fromkeys(OUTCOMES, 0)
-        with engine.begin() as conn:
-            result.file_id = warehouse.record_file(
-                conn, state="quarantined", detail=f"{rejected.code}: {rejected.detail}", **ledger
-            )
-        _write_summary(result, json_path, started)
     except BaseException:
-        if report is not None:
-            report.discard()
-        if result.state == "applied":  # the commit itself failed: no report for unapplied data
-            Path(json_path).unlink(missing_ok=True)
-            Path(csv_path).unlink(missing_ok=True)
+        _unpublish(report, written)  # the transaction did not commit: no report for it
         raise
-    if result.state == "duplicate_file":
-        # Its own summary: the file it repeats may have been received the same day under the
-        # same name, and that file's summary (what was applied) must stay as it was.
-        duplicate = json_path.with_name(
-            json_path.name.replace(".summary.json", f".duplicate-{result.file_id}.summary.json")
-        )
-        result.summary_path = str(duplicate)
-        _write_summary(result, duplicate, started)
+    if result.state in ("dry_run", "quarantined"):
+        # Recorded after the file's transaction; the reports get names of their own (a dry run
+        # or a quarantine of bytes applied the same day under the same name must not write over
+        # the applied file's), and the ledger row commits only once they are written.
+        try:
+            with engine.begin() as conn:
+                detail = f"{result.reason_code}: {result.detail}" if result.reason_code else None
+                counts = _ledger_counts(result) if result.state == "dry_run" else {}
+                result.file_id = warehouse.record_file(
+                    conn, state=result.state, detail=detail, **ledger, **counts
+                )
+                tag = "dry-run" if result.state == "dry_run" else "quarantined"
+                csv_path, json_path = reports.own_paths(
+                    csv_path, json_path, f"{tag}-{result.file_id}"
+                )
+                if report is not None:
+                    result.report_path = str(csv_path)
+                result.summary_path = str(json_path)
+                warehouse.finish_file(
+                    conn,
+                    result.file_id,
+                    report_path=result.report_path,
+                    summary_path=result.summary_path,
+                )
+                if report is not None:
+                    written.append(report.commit(csv_path))
+                _write_summary(result, json_path, started)
+                written.append(json_path)
+        except BaseException:
+            _unpublish(report, written)
+            raise
     return result
+
+
+def _names_taken(conn, content_hash: str, json_path: Path, file_id: int | None) -> bool:
+    """Whether another ledger row (of these bytes) owns this summary's name."""
+    f = warehouse.ingested_files.c
+    return (
+        conn.execute(
+            select(f.file_id)
+            .where(f.content_hash == content_hash, f.summary_path == str(json_path))
+            .where(f.file_id != file_id)
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def _unpublish(report: reports.RejectionReport | None, written: list[Path]) -> None:
+    """Take back the reports of a result that was not recorded (best effort: re-raising)."""
+    if report is not None:
+        report.discard()
+    for done in written:
+        with contextlib.suppress(OSError):
+            done.unlink(missing_ok=True)
 
 
 def _apply_file(

@@ -162,6 +162,9 @@ def read_header(path: str | os.PathLike[str], kind: str) -> Header:
             if _ESCAPED_BYTE.search("".join(names)):
                 detail = f"the header (line {header_line}) is not valid {encoding}"
                 raise FileRejected("unreadable_file", f"{detail}; save it as CSV UTF-8")
+            if "\x00" in "".join(names):  # a quoted header cell reaching past the first line
+                detail = f"the header (line {header_line}) contains NUL bytes"
+                raise FileRejected("unreadable_file", f"{detail}; save it as CSV UTF-8")
         except UnicodeDecodeError as e:  # UTF-16 errors are not escaped (they can be ASCII bytes)
             raise FileRejected("unreadable_file", _decode_error_detail(e, raw, 0)) from e
         except csv.Error as e:

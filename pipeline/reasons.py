@@ -52,6 +52,12 @@ _ROW = [
         "use a positive payout, or set allow_negative_payout = true for this offer source",
     ),
     (
+        "payout_out_of_range",
+        "adding this row's payout would take the conversion's payout past 12 digits "
+        "(999999999999.999999 either way); the conversion keeps its payout",
+        "check the payout and its unit (cents instead of dollars?)",
+    ),
+    (
         "invalid_time",
         "conversion_time is not YYYY-MM-DD HH:MM:SS[.ffffff][Z|+HH:MM] "
         "(or the offer source's time_format)",

@@ -132,8 +132,13 @@ class RejectionReport:
         )
         self.rows_written += len(cells)
 
-    def commit(self) -> Path:
-        """Make the report visible under its final name, complete, and return that path."""
+    def commit(self, path: Path | None = None) -> Path:
+        """Make the report visible under its final name (or ``path``, in the same folder),
+        complete, and return that path."""
+        if path is not None:
+            if Path(path).parent != self.path.parent:
+                raise ValueError(f"{path}: a report is committed in the folder it was written in")
+            self.path = Path(path)
         file = self._take_file()
         with file:
             file.flush()
@@ -199,6 +204,22 @@ def report_paths(
     folder.mkdir(parents=True, exist_ok=True)
     base = f"{_safe_stem(original_name)}.{content_hash[:12].lower()}"
     return folder / f"{base}.rejected.csv", folder / f"{base}.summary.json"
+
+
+def own_paths(csv_path: Path, json_path: Path, tag: str) -> tuple[Path, Path]:
+    """The report and summary names of one more result for the same day, name and bytes.
+
+    ``report_paths`` gives the names of the file's application; a dry run, a quarantine, a
+    duplicate drop or a forced re-apply of the same bytes received the same day under the same
+    name gets ``<stem>.<hash12>.<tag>.rejected.csv`` / ``.summary.json`` beside them (``tag``
+    names the result, e.g. ``dry-run-42``), so it never writes over the applied file's.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
+        raise ValueError(f"not a report tag: {tag!r}")
+    return (
+        csv_path.with_name(csv_path.name.removesuffix(".rejected.csv") + f".{tag}.rejected.csv"),
+        json_path.with_name(json_path.name.removesuffix(".summary.json") + f".{tag}.summary.json"),
+    )
 
 
 def _safe_stem(original_name: str) -> str:

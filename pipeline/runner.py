@@ -10,9 +10,13 @@ next run, keeping its received time so the result is the same as if nothing had 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -65,36 +69,26 @@ def process_claimed(
     once its retries are spent, the next run recovers the claim of the dead task.
     """
     name = Path(claimed.relative).name
-    if claimed.offer_source is None or claimed.path.is_symlink():
-        why = (
-            "symbolic links are never followed"
-            if claimed.path.is_symlink()
-            else "not inside a configured offer source's inbox folder "
+    # Checked on the claimed entry itself (lstat): the scan saw a regular file, but a sender may
+    # have put a link or a FIFO under its name before the claim's rename.
+    odd = _not_a_regular_file(claimed.path)
+    if claimed.offer_source is None or odd:
+        why = odd or (
+            "not inside a configured offer source's inbox folder "
             f"(configured: {', '.join(sorted(ctx.config.offer_sources))})"
         )
         return _quarantine(ctx, claimed, None, "unknown_offer_source", why)
     try:
         with ctx.engine.connect() as conn:
-            done = warehouse.applied_by_claim(conn, (*claimed.adopted_from, claimed.claim_id))
+            done = warehouse.recorded_by_claim(conn, (*claimed.adopted_from, claimed.claim_id))
     except (DBAPIError, warehouse.WarehouseError) as exc:  # the warehouse is down
         if not release_on_failure:
             raise
         return _release(ctx, claimed, exc)
-    if done is not None:  # applied before a crash interrupted the archiving
-        inbox.archive(ctx.layout, claimed, done["content_hash"])
-        return FileResult(
-            name,
-            claimed.offer_source,
-            claimed.kind,
-            "applied",
-            content_hash=done["content_hash"],
-            file_id=done["file_id"],
-            data_lines=done["data_lines"],
-            outcomes={o: done[o] for o in warehouse.OUTCOMES},
-            report_path=done["report_path"],
-            summary_path=done["summary_path"],
-            received_at=claimed.received_at.isoformat(),
-        )
+    if claimed.adopted_from:  # its previous owner died: maybe in the middle of a write
+        _remove_partials(ctx, claimed, done["content_hash"] if done else None)
+    if done is not None:  # recorded before a crash interrupted the filing away
+        return _file_recorded(ctx, claimed, done)
     try:
         result = ingest_file(
             claimed.path,
@@ -143,6 +137,90 @@ def process_claimed(
     return result
 
 
+def _file_recorded(ctx: Context, claimed: inbox.Claimed, done: dict) -> FileResult:
+    """File away a claim whose result the ledger already holds, without processing it again."""
+    code = detail = None
+    if done["state"] == "quarantined":  # the ledger's detail is "<reason code>: <detail>"
+        code, _, detail = (done["detail"] or "").partition(": ")
+        code = code if code in CATALOGUE else "invalid_file"
+        inbox.quarantine(ctx.layout, claimed, done["content_hash"], code, detail)
+    else:
+        inbox.archive(ctx.layout, claimed, done["content_hash"])
+    return FileResult(
+        Path(claimed.relative).name,
+        claimed.offer_source,
+        claimed.kind,
+        done["state"],
+        content_hash=done["content_hash"],
+        file_id=done["file_id"],
+        data_lines=done["data_lines"],
+        outcomes={o: done[o] for o in warehouse.OUTCOMES},
+        detail=detail if code else done["detail"],
+        reason_code=code,
+        report_path=done["report_path"],
+        summary_path=done["summary_path"],
+        received_at=claimed.received_at.isoformat(),
+    )
+
+
+def _remove_partials(ctx: Context, claimed: inbox.Claimed, content_hash: str | None) -> None:
+    """Remove what a worker killed mid-write left of this file: ``<name>.<token>.partial``.
+
+    Reports, summaries and sidecars are written to a partial file and renamed into place; a
+    worker killed before the rename leaves the partial behind, beside names derived from the
+    file's received day, name and content hash, which the adopted claim keeps. (A live worker
+    writing a partial of the same bytes, name and day at this very moment would see its rename
+    fail, and that file be retried: the worst a coincidence can do.)
+    """
+    day = claimed.received_at.astimezone(UTC).date().isoformat()
+    source = str(claimed.offer_source)
+    folders = [
+        ctx.layout.reports / day,
+        ctx.layout.archive / day / source / claimed.kind,
+        ctx.layout.quarantine / day / source,
+    ]
+    found = []
+    for folder in folders:
+        with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+            found += [
+                Path(e.path)
+                for e in entries
+                if _PARTIAL.fullmatch(e.name) and e.is_file(follow_symlinks=False)
+            ]
+    if not found:  # the usual case: no need to hash the file
+        return
+    content_hash = content_hash or sha256_file(claimed.path)
+    report, _ = reports.report_paths(
+        ctx.layout.reports, claimed.received_at, Path(claimed.relative).name, content_hash
+    )
+    prefixes = {
+        folders[0]: report.name.removesuffix("rejected.csv"),  # "<stem>.<hash12>."
+        folders[1]: f"{content_hash[:16]}_",
+        folders[2]: f"{content_hash[:16]}_",
+    }
+    for path in found:
+        if path.name.startswith(prefixes[path.parent]):
+            path.unlink(missing_ok=True)
+
+
+_PARTIAL = re.compile(r".+\.[0-9a-f]{8}\.partial")
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why `path` is never opened (a link, a FIFO...), or None for a regular file."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None  # gone: ingesting it fails as for any vanished file
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link; links in the inbox are never followed"
+    kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+    what = kinds.get(stat.S_IFMT(mode), "a device")
+    return f"not a regular file ({what}); it is never opened"
+
+
 def _release(ctx: Context, claimed: inbox.Claimed, exc: BaseException) -> FileResult:
     """A failure that will pass (the warehouse is down): the file goes back to the inbox."""
     inbox.release(ctx.layout, claimed)
@@ -171,8 +249,12 @@ def _quarantine(
         received_at=claimed.received_at.isoformat(),
     )
     inbox.quarantine(ctx.layout, claimed, content_hash, code, detail)
-    _, summary = reports.report_paths(
-        ctx.layout.reports, claimed.received_at, name, content_hash or claimed.claim_id
+    # Names of its own: bytes applied the same day under the same name keep their summary.
+    _, summary = reports.own_paths(
+        *reports.report_paths(
+            ctx.layout.reports, claimed.received_at, name, content_hash or claimed.claim_id
+        ),
+        f"quarantined-{claimed.claim_id}",
     )
     result.summary_path = str(summary)
     reports.write_summary(summary, result.to_dict() | {"reason": CATALOGUE[code].message})

@@ -1,17 +1,38 @@
 """What a person sees on a terminal: a progress line while files run, then one table.
 
 rich draws both when stderr is a terminal; otherwise (CI, cron, Airflow logs) the same facts are
-printed as plain text, so logs stay greppable and free of escape codes.
+printed as plain text, so logs stay greppable and free of escape codes. File names and details
+are the sender's text: control and bidi characters are shown escaped (`printable`), so a name
+cannot forge a line, move the cursor or reorder what is shown.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
 from pipeline.ingest import FileResult
+
+# C0/C1 controls (newline, ESC...), bidi marks/overrides/isolates, and lone surrogates (bytes
+# of a name that were not UTF-8).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with the characters above as escapes: ``\\n``, ``\\x1b``, ``\\u202e``, and an
+    undecodable byte of a file name as ``\\xNN``."""
+    return _UNPRINTABLE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if "\udc80" <= char <= "\udcff":  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
+
 
 SHORT = {
     "inserted": "ins",
@@ -37,9 +58,12 @@ class Console:
     @contextmanager
     def progress(self, total: int | None) -> Iterator[Callable[[FileResult], None]]:
         if not self.fancy:
-            yield lambda r: print(f"{r.state:>14}  {r.offer_source or '-'}/{r.name}", file=self.err)
+            yield lambda r: print(
+                f"{r.state:>14}  {r.offer_source or '-'}/{printable(r.name)}", file=self.err
+            )
             return
         from rich.console import Console as RichConsole
+        from rich.markup import escape
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         with Progress(
@@ -50,7 +74,9 @@ class Console:
             transient=True,
         ) as bar:
             task = bar.add_task("processing", total=total)
-            yield lambda r: bar.update(task, advance=1, description=f"{r.name}: {r.state}")
+            yield lambda r: bar.update(
+                task, advance=1, description=f"{escape(printable(r.name))}: {r.state}"
+            )
 
     def summary(self, results: Sequence[FileResult]) -> None:
         print(render(results), file=self.out)
@@ -64,12 +90,12 @@ def rows(results: Sequence[FileResult]) -> list[list[str]]:
             detail = f"{r.reason_code or r.state}: {r.detail or ''}"
         out.append(
             [
-                f"{r.offer_source or '-'}/{r.name}",
+                f"{r.offer_source or '-'}/{printable(r.name)}",
                 r.kind,
                 r.state,
                 str(r.data_lines),
                 *[str(r.outcomes.get(k, 0)) for k in SHORT],
-                detail,
+                printable(detail),
             ]
         )
     return out

@@ -23,7 +23,7 @@ from typing import Any
 from pipeline import inbox, runner
 from pipeline.ingest import FileResult, ingest_file
 from pipeline.reasons import CATALOGUE
-from pipeline.summary import SHORT, render
+from pipeline.summary import SHORT, printable, render
 
 HAND_OFF = timedelta(hours=1)
 TOP_REASONS = 3
@@ -130,7 +130,7 @@ def replay(
 
 def story(summary: Mapping[str, Any]) -> list[str]:
     """The log lines of one file: its outcome, counts, top rejection reasons, report paths."""
-    where = summary.get("file") or summary.get("name")
+    where = printable(str(summary.get("file") or summary.get("name")))  # a name is one line
     lines = [f"{where} ({summary.get('kind')}): {summary['state']}"]
     if summary["state"] in ("applied", "dry_run"):
         outcomes = summary.get("outcomes") or {}
@@ -144,7 +144,8 @@ def story(summary: Mapping[str, Any]) -> list[str]:
     if len(reasons) > TOP_REASONS:
         lines.append(f"  ... and {len(reasons) - TOP_REASONS} more reasons (see the report)")
     if summary.get("reason_code") or summary.get("detail"):
-        lines.append(f"  {summary.get('reason_code') or 'detail'}: {summary.get('detail') or ''}")
+        detail = printable(summary.get("detail") or "")
+        lines.append(f"  {summary.get('reason_code') or 'detail'}: {detail}")
     lines += [f"  warning: {warning}" for warning in summary.get("warnings") or []]
     for label, key in (("rejection report", "report_path"), ("summary", "summary_path")):
         if summary.get(key):

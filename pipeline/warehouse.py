@@ -47,6 +47,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.types import TypeDecorator
 
 from pipeline import bulk
@@ -227,8 +228,23 @@ MIGRATIONS = [
 
 
 def connect(url: str) -> Engine:
-    """An engine with the settings this workload needs; the schema is created or upgraded."""
-    parsed = make_url(url)
+    """An engine with the settings this workload needs; the schema is created or upgraded.
+
+    A URL that does not parse cleanly is refused without being shown, nor any part of it: it
+    may hold a password (an unencoded ``@`` in a password puts its tail in the host).
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise WarehouseError(
+            "the warehouse URL cannot be parsed (not shown: it may hold a password); "
+            "percent-encode special characters in the user name and password"
+        ) from None
+    if "@" in (parsed.host or ""):
+        raise WarehouseError(
+            "the warehouse URL has an '@' in its host (not shown: it may hold a password); "
+            "an '@' in a password must be percent-encoded as %40"
+        )
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 60})
 
@@ -321,13 +337,19 @@ def applied_count(conn: Connection, content_hash: str, offer_source: str, kind: 
     ).scalar_one()
 
 
-def applied_by_claim(conn: Connection, claim_ids: Sequence[str]) -> dict[str, Any] | None:
-    """The ledger row of a claim (under any of its ids) applied before archiving was cut off."""
+def recorded_by_claim(conn: Connection, claim_ids: Sequence[str]) -> dict[str, Any] | None:
+    """The ledger row a claim (under any of its ids) committed before its worker died: the
+    file was applied, quarantined or found a duplicate, and only the filing away was cut off.
+    (A dry run's row is not one: the file still waits for its real run.)"""
+    f = ingested_files.c
     row = (
         conn.execute(
-            select(ingested_files).where(
-                ingested_files.c.claim_id.in_(list(claim_ids)), ingested_files.c.state == "applied"
+            select(ingested_files)
+            .where(
+                f.claim_id.in_(list(claim_ids)),
+                f.state.in_(("applied", "quarantined", "duplicate_file")),
             )
+            .order_by(f.file_id)
         )
         .mappings()
         .first()
