@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipeline import inbox, reports, warehouse
 from pipeline.config import Config
-from pipeline.ingest import FileResult, ingest_file, sha256_file
+from pipeline.ingest import UNHASHED, FileResult, ingest_file, sha256_file
 from pipeline.reasons import CATALOGUE
 
 
@@ -189,7 +189,9 @@ def _remove_partials(ctx: Context, claimed: inbox.Claimed, content_hash: str | N
             ]
     if not found:  # the usual case: no need to hash the file
         return
-    content_hash = content_hash or sha256_file(claimed.path)
+    if content_hash is None:  # as ingest_file named them: a file over the limit is never read
+        too_large = claimed.path.stat().st_size > ctx.config.settings.max_file_bytes
+        content_hash = UNHASHED if too_large else sha256_file(claimed.path)
     report, _ = reports.report_paths(
         ctx.layout.reports, claimed.received_at, Path(claimed.relative).name, content_hash
     )

@@ -266,6 +266,31 @@ def test_a_crash_before_apply_is_adopted_with_the_original_received_time(ctx):
     assert sum(p.startswith("2026-07-01/maxbounty/") for p in files_under(ctx.layout.archive)) == 2
 
 
+def test_an_oversized_file_adopted_after_a_crash_is_cleaned_up_and_quarantined_unread(
+    tmp_path, engine
+):
+    """The dead worker left a report partial under the name ingest_file gives an unread file
+    (the all-zero placeholder hash), not under the file's real hash: recovery must find it
+    without hashing the file."""
+    ctx = runner.Context(
+        make_config(settings={"max_file_bytes": 10}), engine, inbox.Layout(tmp_path / "home")
+    )
+    ctx.layout.ensure(ctx.config.offer_sources)
+    drop(ctx, "maxbounty/big.csv", MAXBOUNTY)
+    [waiting] = inbox.scan(ctx.layout, ctx.config.offer_sources)
+    claimed = inbox.claim(ctx.layout, waiting, now=RECEIVED)
+    claim_of_a_dead_worker(claimed)
+    day = ctx.layout.reports / "2026-07-01"
+    day.mkdir(parents=True)
+    partial = day / f"big.{'0' * 12}.summary.json.0123abcd.partial"
+    partial.write_text("{")
+
+    [result] = runner.run_inbox(ctx)
+
+    assert (result.state, result.reason_code) == ("quarantined", "file_too_large")
+    assert not partial.exists()
+
+
 def test_a_warehouse_error_puts_the_file_back_and_the_next_run_applies_it(ctx):
     drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
     ctx.layout.ensure(ctx.config.offer_sources)
