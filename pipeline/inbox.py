@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import stat
+import time
 import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ READY_MARKER = "_READY"
 # Names of files still being written by an uploader, browser, editor or sync tool.
 _TEMP_SUFFIXES = (".partial", ".tmp", ".part", ".crdownload")
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{16,}")
+_RECEIVED_SUFFIX = ".received.json"  # ".<name>.received.json": a returned file's record
 _NAME_MAX = 255  # bytes in one file name on the usual Linux file systems
 _PARTIAL_SUFFIX_EXAMPLE = ".0123abcd.partial"  # what _write_json adds while writing
 
@@ -483,7 +485,7 @@ def _move_no_clobber(source: Path, target: Path) -> bool:
 
 def _returned_record(path: Path) -> Path:
     """Where ``release`` records a returned file's received time: hidden, so never scanned."""
-    return path.with_name(f".{path.name}.received.json")
+    return path.with_name(f".{path.name}{_RECEIVED_SUFFIX}")
 
 
 def _identity(st: os.stat_result) -> list[int]:
@@ -494,12 +496,12 @@ def _identity(st: os.stat_result) -> list[int]:
 def _drop_orphan_record(entry: os.DirEntry, names: Collection[str]) -> None:
     """Remove a returned file's record an hour after its file left the inbox without a claim."""
     name = entry.name
-    if not (name.startswith(".") and name.endswith(".received.json")):
+    if not (name.startswith(".") and name.endswith(_RECEIVED_SUFFIX)):
         return
-    if name[1 : -len(".received.json")] in names:
+    if name[1 : -len(_RECEIVED_SUFFIX)] in names:
         return
     try:
-        if datetime.now().timestamp() - entry.stat(follow_symlinks=False).st_mtime > 3600:
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime > 3600:
             os.unlink(entry.path)
     except OSError:
         pass
