@@ -16,7 +16,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from pipeline.airflow_tasks import TAGS, process_inbox, ready_asset
+from pipeline.airflow.taskflow import TAGS, process_inbox, ready_asset
 
 
 @dag(

@@ -22,7 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from pipeline.airflow_tasks import SCHEDULE, TAGS, process_inbox
+from pipeline.airflow.taskflow import SCHEDULE, TAGS, process_inbox
 
 
 @dag(

@@ -19,8 +19,8 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag
 
-from pipeline.airflow_tasks import TAGS, replay_files, select_archived
-from pipeline.config import KINDS, MODES, NAME_PATTERN
+from pipeline.airflow.taskflow import TAGS, replay_files, select_archived
+from pipeline.core.vocabulary import KINDS, MODES, NAME_PATTERN
 
 DATE = {"type": "string", "format": "date"}
 

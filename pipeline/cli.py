@@ -15,10 +15,13 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from pipeline import __version__, export, runner, settings, warehouse
-from pipeline.config import KINDS, MODES, ConfigError, load
-from pipeline.ingest import FileResult, ingest_file
-from pipeline.summary import Console
+from pipeline import __version__, export, runner, runtime, warehouse
+from pipeline.config import load
+from pipeline.console import Console
+from pipeline.core.model import ConfigError
+from pipeline.core.vocabulary import KINDS, MODES
+from pipeline.ingest import ingest_file
+from pipeline.results import FileResult
 
 EXIT_OK, EXIT_FILES, EXIT_USAGE = 0, 1, 2
 
@@ -101,12 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _context(args, offer_source: str | None = None) -> runner.Context:
-    home = settings.resolve_home(args.home)
-    config = load(settings.resolve_config_path(args.config))
+    home = runtime.resolve_home(args.home)
+    config = load(runtime.resolve_config_path(args.config))
     if offer_source:  # refuse an unknown name before touching the warehouse
         config.offer_source(offer_source)
-    url = settings.resolve_warehouse_url(args.warehouse, config, home)
-    return settings.open_context(config, home, url)
+    url = runtime.resolve_warehouse_url(args.warehouse, config, home)
+    return runtime.open_context(config, home, url)
 
 
 def _ingest(args, console: Console) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,27 +18,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import pandas as pd
 
-from pipeline.currencies import ISO_4217
-from pipeline.timezones import to_utc
-
-MODES = (
-    "create_new",
-    "new_or_repeated",
-    "ignore",
-    "edit",
-    "increment_payout",
-    "ignore_by_event_id",
+from pipeline.core.currencies import ISO_4217
+from pipeline.core.model import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_FUTURE_TOLERANCE_SECONDS,
+    DEFAULT_MAX_FILE_BYTES,
+    Account,
+    Config,
+    ConfigError,
+    OfferSource,
+    Settings,
 )
-STATUSES = ("approved", "pending", "declined", "other")
-FILE_TIMES = ("account", "utc")
-NONEXISTENT_POLICIES = ("reject", "shift_forward")
-AMBIGUOUS_POLICIES = ("reject", "earliest", "latest")
-KINDS = ("conversions", "status")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-DEFAULT_BATCH_SIZE = 50_000
-DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
-DEFAULT_FUTURE_TOLERANCE_SECONDS = 300
+from pipeline.core.timezones import to_utc
+from pipeline.core.vocabulary import (
+    AMBIGUOUS_POLICIES,
+    FILE_TIMES,
+    MODES,
+    NAME_PATTERN,
+    NONEXISTENT_POLICIES,
+    STATUSES,
+)
 
 # How a wrong type is named to the user, in TOML's words.
 _TOML_TYPES = {int: "an integer", str: "a string", bool: "true or false", list: "an array"}
@@ -47,68 +45,6 @@ _TOML_TYPES = {int: "an integer", str: "a string", bool: "true or false", list: 
 # The sample a `time_format` must read back: a day > 12 and an afternoon hour, so that a format
 # without the year or the date, or with %I but no %p, cannot read it back as the same time.
 _TIME_FORMAT_SAMPLE = datetime(2024, 1, 31, 13, 45, 30, 123456, tzinfo=UTC)
-
-
-class ConfigError(ValueError):
-    """A configuration mistake, located by file and key."""
-
-    def __init__(self, path: str | Path, key: str, reason: str):
-        self.path, self.key, self.reason = str(path), key, reason
-        super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
-
-
-@dataclass(frozen=True)
-class Account:
-    name: str
-    timezone: str
-    currency: str
-
-
-@dataclass(frozen=True)
-class OfferSource:
-    name: str
-    account: Account
-    duplicate_mode: str = "ignore"
-    default_status: str = "approved"
-    file_times: str = "account"
-    allow_negative_payout: bool = False
-    click_id_pattern: str | None = None
-    nonexistent_times: str = "reject"
-    ambiguous_times: str = "reject"
-    time_format: str | None = None
-    allowed_conversion_types: tuple[str, ...] | None = None
-    type_modes: Mapping[str, str] = field(default_factory=dict)
-
-    def mode_for(self, conversion_type: str, override: str | None = None) -> str:
-        """The run's override wins, then the type's own mode, then the offer source's."""
-        if override:
-            return override
-        return self.type_modes.get(conversion_type, self.duplicate_mode)
-
-
-@dataclass(frozen=True)
-class Settings:
-    batch_size: int = DEFAULT_BATCH_SIZE
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    future_tolerance_seconds: int = DEFAULT_FUTURE_TOLERANCE_SECONDS
-    warehouse_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    path: str
-    accounts: Mapping[str, Account]
-    offer_sources: Mapping[str, OfferSource]
-    settings: Settings = Settings()
-
-    def offer_source(self, name: str) -> OfferSource:
-        try:
-            return self.offer_sources[name]
-        except KeyError:
-            known = ", ".join(sorted(self.offer_sources)) or "none"
-            raise ConfigError(
-                self.path, f"offer_sources.{name}", f"no such offer source (configured: {known})"
-            ) from None
 
 
 def load(path: str | Path) -> Config:

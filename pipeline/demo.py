@@ -22,8 +22,8 @@ from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
-from pipeline.ingest import FileResult
-from pipeline.summary import Console
+from pipeline.console import Console
+from pipeline.results import FileResult
 
 DAG_ID = "conversions_inbox"
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"

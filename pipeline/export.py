@@ -16,8 +16,9 @@ from typing import TextIO
 import pandas as pd
 from sqlalchemy import Engine
 
-from pipeline import money, timezones, warehouse
-from pipeline.config import Config
+from pipeline import warehouse
+from pipeline.core import money, timezones
+from pipeline.core.model import Config
 
 COLUMNS = warehouse.EXPORT_COLUMNS
 

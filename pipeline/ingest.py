@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,44 +24,19 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from pipeline import duplicates, normalise, reader, reports, warehouse
-from pipeline.config import Config, OfferSource
+from pipeline import reader, reports, warehouse
+from pipeline.core import duplicates, normalise
+from pipeline.core.model import Config, OfferSource
+from pipeline.core.reasons import describe
+from pipeline.core.vocabulary import OUTCOMES
 from pipeline.reader import FileRejected
-from pipeline.reasons import describe
+from pipeline.results import FileResult
 
-OUTCOMES = warehouse.OUTCOMES
-STATES = ("applied", "dry_run", "quarantined", "duplicate_file")
 EXAMPLES_PER_REASON = 3
 
 
 class AccountingError(RuntimeError):
     """Outcomes did not add up to the file's data lines: a bug, so nothing is applied."""
-
-
-@dataclass
-class FileResult:
-    """What happened to one file; small and JSON-able, so Airflow tasks can pass it on."""
-
-    name: str
-    offer_source: str | None
-    kind: str
-    state: str
-    content_hash: str | None = None
-    data_lines: int = 0
-    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    reasons: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, list[int]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    detail: str | None = None
-    reason_code: str | None = None
-    report_path: str | None = None
-    summary_path: str | None = None
-    file_id: int | None = None
-    received_at: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # The ledger's content hash of a file over max_file_bytes, which is never read (so never

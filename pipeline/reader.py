@@ -3,7 +3,7 @@
 This is the only module that touches the bytes of an input file. It settles everything that is
 about the *file* (encoding, delimiter, which column is which, CSV quoting, line numbers) so the
 rest of the pipeline sees plain string cells, and it refuses a file as a whole (`FileRejected`,
-with a reason code from `pipeline.reasons`) when it cannot be read at all. It never interprets
+with a reason code from `pipeline.core.reasons`) when it cannot be read at all. It never interprets
 values: no trimming, no type parsing. The one exception is undoing our own report writer's
 formula neutralisation (`'=...` back to `=...`), so a fixed rejection report can be dropped back
 into the inbox as it is.
@@ -34,20 +34,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-CONVERSION_COLUMNS = (
-    "click_id",
-    "payout",
-    "conversion_time",
-    "conversion_type",
-    "status",
-    "event_id",
-    "currency",
+from pipeline.core.vocabulary import (
+    KIND_COLUMNS,
+    REPORT_COLUMNS,
+    REQUIRED_COLUMNS,
 )
-STATUS_COLUMNS = ("click_id", "status", "conversion_type", "event_id")
-_KIND_COLUMNS = {"conversions": CONVERSION_COLUMNS, "status": STATUS_COLUMNS}
-REQUIRED_COLUMNS = {"conversions": ("click_id", "payout"), "status": ("click_id", "status")}
-# Written by our rejection reports; silently ignored on input so a fixed report can be re-uploaded.
-REPORT_COLUMNS = ("line", "reason_code", "reason")
 
 _ALIAS_SPELLINGS = {
     "click_id": ("clickid", "click_id", "click id", "subid", "sub_id"),
@@ -143,9 +134,9 @@ def read_header(path: str | os.PathLike[str], kind: str) -> Header:
     Only the first lines are read. Bytes that cannot be decoded further down the file are found
     by `read_batches`, so an error there is reported by the pass that reads it, with its line.
     """
-    if kind not in _KIND_COLUMNS:
-        raise ValueError(f"kind must be one of {sorted(_KIND_COLUMNS)}, got {kind!r}")
-    columns_of_kind = _KIND_COLUMNS[kind]
+    if kind not in KIND_COLUMNS:
+        raise ValueError(f"kind must be one of {sorted(KIND_COLUMNS)}, got {kind!r}")
+    columns_of_kind = KIND_COLUMNS[kind]
     with open(path, "rb") as raw:
         encoding = _detect_encoding(raw)
         text = io.TextIOWrapper(raw, encoding, errors="surrogateescape", newline="")

@@ -22,10 +22,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipeline import inbox, reports, warehouse
-from pipeline.config import Config
-from pipeline.ingest import UNHASHED, FileResult, ingest_file, sha256_file
-from pipeline.reasons import CATALOGUE
+from pipeline import datadir, reports, warehouse
+from pipeline.core.model import Config
+from pipeline.core.reasons import CATALOGUE
+from pipeline.ingest import UNHASHED, ingest_file, sha256_file
+from pipeline.results import FileResult
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,20 @@ class Context:
 
     config: Config
     engine: Engine
-    layout: inbox.Layout
+    layout: datadir.Layout
 
 
-def claim_waiting(ctx: Context, hand_off: timedelta | None = None) -> list[inbox.Claimed]:
+def claim_waiting(ctx: Context, hand_off: timedelta | None = None) -> list[datadir.Claimed]:
     """Adopt claims of crashed runs, then claim everything waiting in the inbox.
 
     Within an offer source, conversion files come before status files: a status update dropped
     together with the conversions it updates must find them, whatever the file names.
-    ``hand_off``: the claims go to other processes (see ``inbox.claim``).
+    ``hand_off``: the claims go to other processes (see ``datadir.claim``).
     """
     ctx.layout.ensure(ctx.config.offer_sources)
-    claimed = list(inbox.recover(ctx.layout, hand_off=hand_off))
-    for waiting in inbox.scan(ctx.layout, ctx.config.offer_sources):
-        got = inbox.claim(ctx.layout, waiting, hand_off=hand_off)
+    claimed = list(datadir.recover(ctx.layout, hand_off=hand_off))
+    for waiting in datadir.scan(ctx.layout, ctx.config.offer_sources):
+        got = datadir.claim(ctx.layout, waiting, hand_off=hand_off)
         if got is not None:
             claimed.append(got)
     return sorted(claimed, key=lambda c: (c.offer_source or "", c.kind == "status", c.relative))
@@ -55,7 +56,7 @@ def claim_waiting(ctx: Context, hand_off: timedelta | None = None) -> list[inbox
 
 def process_claimed(
     ctx: Context,
-    claimed: inbox.Claimed,
+    claimed: datadir.Claimed,
     *,
     mode_override: str | None = None,
     dry_run: bool = False,
@@ -65,7 +66,7 @@ def process_claimed(
 
     A failure that will pass (the warehouse is down) puts the file back in the inbox for the
     next run, or, with ``release_on_failure=False``, re-raises and leaves the claim where it is:
-    an Airflow task does that so that its own retry takes the claim over (``inbox.take_over``);
+    an Airflow task does that so that its own retry takes the claim over (``datadir.take_over``);
     once its retries are spent, the next run recovers the claim of the dead task.
     """
     name = Path(claimed.relative).name
@@ -116,7 +117,7 @@ def process_claimed(
             f"{type(exc).__name__}: {_first_line(exc)}",
         )
     if result.state == "quarantined":
-        inbox.quarantine(
+        datadir.quarantine(
             ctx.layout,
             claimed,
             result.content_hash,
@@ -124,10 +125,10 @@ def process_claimed(
             result.detail or "",
         )
     elif dry_run:  # a rehearsal: the file stays in the inbox for the real run
-        inbox.release(ctx.layout, claimed, keep_received=False)
+        datadir.release(ctx.layout, claimed, keep_received=False)
     else:
         try:
-            inbox.archive(ctx.layout, claimed, result.content_hash)
+            datadir.archive(ctx.layout, claimed, result.content_hash)
         except OSError as exc:  # applied and committed: the next run archives it (see above)
             result.warnings.append(
                 f"applied, but archiving failed ({type(exc).__name__}: {_first_line(exc)}); "
@@ -137,15 +138,15 @@ def process_claimed(
     return result
 
 
-def _file_recorded(ctx: Context, claimed: inbox.Claimed, done: dict) -> FileResult:
+def _file_recorded(ctx: Context, claimed: datadir.Claimed, done: dict) -> FileResult:
     """File away a claim whose result the ledger already holds, without processing it again."""
     code = detail = None
     if done["state"] == "quarantined":  # the ledger's detail is "<reason code>: <detail>"
         code, _, detail = (done["detail"] or "").partition(": ")
         code = code if code in CATALOGUE else "invalid_file"
-        inbox.quarantine(ctx.layout, claimed, done["content_hash"], code, detail)
+        datadir.quarantine(ctx.layout, claimed, done["content_hash"], code, detail)
     else:
-        inbox.archive(ctx.layout, claimed, done["content_hash"])
+        datadir.archive(ctx.layout, claimed, done["content_hash"])
     return FileResult(
         Path(claimed.relative).name,
         claimed.offer_source,
@@ -163,7 +164,7 @@ def _file_recorded(ctx: Context, claimed: inbox.Claimed, done: dict) -> FileResu
     )
 
 
-def _remove_partials(ctx: Context, claimed: inbox.Claimed, content_hash: str | None) -> None:
+def _remove_partials(ctx: Context, claimed: datadir.Claimed, content_hash: str | None) -> None:
     """Remove what a worker killed mid-write left of this file: ``<name>.<token>.partial``.
 
     Reports, summaries and sidecars are written to a partial file and renamed into place; a
@@ -223,9 +224,9 @@ def _not_a_regular_file(path: Path) -> str | None:
     return f"not a regular file ({what}); it is never opened"
 
 
-def _release(ctx: Context, claimed: inbox.Claimed, exc: BaseException) -> FileResult:
+def _release(ctx: Context, claimed: datadir.Claimed, exc: BaseException) -> FileResult:
     """A failure that will pass (the warehouse is down): the file goes back to the inbox."""
-    inbox.release(ctx.layout, claimed)
+    datadir.release(ctx.layout, claimed)
     return FileResult(
         Path(claimed.relative).name,
         claimed.offer_source,
@@ -237,7 +238,7 @@ def _release(ctx: Context, claimed: inbox.Claimed, exc: BaseException) -> FileRe
 
 
 def _quarantine(
-    ctx: Context, claimed: inbox.Claimed, content_hash: str | None, code: str, detail: str
+    ctx: Context, claimed: datadir.Claimed, content_hash: str | None, code: str, detail: str
 ) -> FileResult:
     name = Path(claimed.relative).name
     result = FileResult(
@@ -250,7 +251,7 @@ def _quarantine(
         detail=detail,
         received_at=claimed.received_at.isoformat(),
     )
-    inbox.quarantine(ctx.layout, claimed, content_hash, code, detail)
+    datadir.quarantine(ctx.layout, claimed, content_hash, code, detail)
     # Names of its own: bytes applied the same day under the same name keep their summary.
     _, summary = reports.own_paths(
         *reports.report_paths(

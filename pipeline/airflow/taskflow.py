@@ -1,0 +1,240 @@
+"""The TaskFlow tasks the three DAGs share: thin wrappers over ``pipeline.airflow.tasks``.
+
+Only DAG files import this module (it imports Airflow); everything it calls is plain library code
+that the CLI and the tests use directly. Each task opens its own warehouse connection and closes
+it: tasks may run in different processes or on different machines.
+
+Secrets: the warehouse URL comes from the Airflow connection ``conversions_warehouse`` when there
+is one (Airflow masks its password in task logs), else from $CONVERSIONS_WAREHOUSE_URL or the
+config, whose password is registered with Airflow's masker too. Nothing here logs a URL other
+than ``runtime.redacted``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, AssetWatcher, Connection, get_current_context, task
+from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.log import mask_secret
+
+from pipeline import datadir, runner, runtime
+from pipeline.airflow import tasks
+
+CONNECTION_ID = "conversions_warehouse"
+SCHEDULE = os.environ.get("CONVERSIONS_SCHEDULE") or "*/10 * * * *"
+READY_POKE_SECONDS = float(os.environ.get("CONVERSIONS_READY_POKE_SECONDS") or 5)
+TAGS = ["conversions"]
+
+# Downstream DAGs schedule on this; one event per applied file (through the alias, so that a
+# file that was quarantined or already applied emits nothing).
+CONVERSIONS = Asset("conversions")
+APPLIED = AssetAlias("conversions_applied")
+
+log = logging.getLogger(__name__)
+
+
+def ready_asset() -> Asset:
+    """The asset a sender's ``_READY`` marker in the inbox updates (see conversions_file_drop).
+
+    Imported lazily: the standard provider's trigger is only needed by the file-drop DAG.
+    """
+    from airflow.providers.standard.triggers.file import DirectoryFileDeleteTrigger
+
+    trigger = DirectoryFileDeleteTrigger(
+        directory=str(datadir.Layout(runtime.airflow_home()).inbox),
+        filename=datadir.READY_MARKER,
+        poke_interval=READY_POKE_SECONDS,
+    )
+    return Asset(
+        "conversions_inbox_ready",
+        watchers=[AssetWatcher(name="conversions_ready_marker", trigger=trigger)],
+    )
+
+
+def warehouse_url() -> str | None:
+    """The URL of the ``conversions_warehouse`` connection, or None if it is not defined."""
+    try:
+        conn = Connection.get(CONNECTION_ID)
+    except AirflowNotFoundException:
+        return None
+    return runtime.url_from_connection(
+        conn.conn_type,
+        host=conn.host,
+        login=conn.login,
+        password=conn.password,
+        port=conn.port,
+        schema=conn.schema,
+        extra=conn.extra_dejson,
+    )
+
+
+@contextmanager
+def _context() -> Iterator[runner.Context]:
+    ctx = runtime.airflow_context(warehouse_url())
+    password = ctx.engine.url.password
+    if password:
+        mask_secret(str(password))
+    log.info(
+        "warehouse %s, data directory %s", runtime.redacted(str(ctx.engine.url)), ctx.layout.home
+    )
+    try:
+        yield ctx
+    finally:
+        ctx.engine.dispose()
+
+
+def _log_story(summary: Mapping[str, Any]) -> None:
+    for line in tasks.story(summary):
+        log.info("%s", line)
+
+
+@task(multiple_outputs=False)
+def claim_files() -> dict[str, list[dict[str, Any]]]:
+    """Claim every waiting file (atomic rename); conversion files and status files apart."""
+    with _context() as ctx:
+        claimed = tasks.claim(ctx)
+    for kind, tickets in claimed.items():
+        log.info("claimed %d %s file(s): %s", len(tickets), kind, [t["file"] for t in tickets])
+    return claimed
+
+
+@task
+def pick(claimed: dict[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+    """One list of claim_files' result (Airflow maps over a task's whole return value only)."""
+    return claimed[kind]
+
+
+def _process(ticket: dict[str, Any], outlet_events: Any) -> dict[str, Any]:
+    get_current_context()["conversions_file"] = ticket["file"]  # names the mapped task in the UI
+    with _context() as ctx:
+        summary = tasks.process(ctx, ticket)
+    _log_story(summary)
+    if summary["state"] == "applied":
+        outlet_events[APPLIED].add(
+            CONVERSIONS,
+            extra={
+                key: summary.get(key)
+                for key in ("file", "offer_source", "kind", "file_id", "content_hash", "outcomes")
+            },
+        )
+    return summary
+
+
+_PROCESS = dict(
+    multiple_outputs=False,  # a dict return is one XCom, not one per key
+    retries=2,
+    retry_delay=timedelta(seconds=30),
+    outlets=[APPLIED],
+    map_index_template="{{ conversions_file }}",
+)
+
+
+@task(**_PROCESS)
+def process_file(ticket: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+    """Ingest one conversion file and archive or quarantine it; retried on its own."""
+    return _process(ticket, outlet_events)
+
+
+@task(trigger_rule="all_done", **_PROCESS)
+def process_status_file(ticket: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+    """Ingest one status file, after every conversion file of this run (whatever their fate)."""
+    return _process(ticket, outlet_events)
+
+
+@task(trigger_rule="all_done", multiple_outputs=False)
+def summarise(
+    tickets: list[Sequence[dict[str, Any]] | None], results: list[Sequence[dict[str, Any]] | None]
+) -> dict[str, Any]:
+    """Log the run's table and totals, and fail the run if a file's task failed.
+
+    This is the DAG's last task and runs whatever happened upstream, so it must carry a failure
+    on: a file whose task failed (after its retries) has no result. Quarantined files are not
+    failures; they are reported, and their senders fix them.
+    """
+    if any(group is None for group in tickets):  # the claiming/selecting task failed
+        raise RuntimeError("no files were claimed or selected: see the first task's log")
+    summaries = [item for group in results for item in _items(group)]
+    wanted = [item for group in tickets for item in _items(group)]
+    total = tasks.summarise(summaries)
+    log.info("run summary:\n%s", total.pop("table"))
+    log.info("files by state %s; rows by outcome %s", total["states"], total["outcomes"])
+    done = {summary.get("file") for summary in summaries}
+    failed = [ticket["file"] for ticket in wanted if ticket["file"] not in done]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} file(s) could not be processed (see their task logs): {failed}"
+        )
+    return total
+
+
+def _items(group: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    # Indexing up to len() reads each stored value once; iterating would also ask for one past
+    # the end, which Airflow logs as an error. A mapped task that failed stores nothing.
+    return [group[i] for i in range(len(group))] if group else []
+
+
+def process_inbox() -> None:
+    """Wire one pass over the inbox into the current DAG (conversions_inbox, file_drop)."""
+    claimed = claim_files()
+    conversion_files = pick.override(task_id="conversion_files")(claimed, "conversions")
+    status_files = pick.override(task_id="status_files")(claimed, "status")
+    conversions = process_file.expand(ticket=conversion_files)
+    status = process_status_file.expand(ticket=status_files)
+    conversions >> status
+    summarise([conversion_files, status_files], [conversions, status])
+
+
+@task
+def select_archived(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The archived originals the replay's params select, oldest first."""
+    params = params or {}
+    with _context() as ctx:
+        found = tasks.select_archived(
+            ctx,
+            date.fromisoformat(params["start_date"]),
+            date.fromisoformat(params["end_date"]),
+            params.get("offer_source") or None,
+            params.get("kind") or None,
+        )
+    log.info("replaying %d archived file(s): %s", len(found), [t["file"] for t in found])
+    return found
+
+
+@task(retries=0, multiple_outputs=False)
+def replay_files(
+    tickets: list[dict[str, Any]],
+    *,
+    params: dict[str, Any] | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Re-process the selected files one after another, oldest first, in one task.
+
+    Not one mapped task per file, unlike the inbox: a replay exists to reproduce an order (with
+    ``edit``, the last file wins), and mapped tasks run in whatever order Airflow picks. Never
+    retried: a forced re-apply that failed after its commit must not apply twice. A failure
+    stops the replay at that file; the files before it stay applied (each file is its own
+    transaction), and the log says which they were.
+    """
+    params = params or {}
+    summaries = []
+    with _context() as ctx:
+        for ticket in tickets:
+            summary = tasks.replay(
+                ctx,
+                ticket,
+                run_id=run_id or "replay",
+                mode_override=params.get("duplicate_mode") or None,
+                dry_run=bool(params.get("dry_run", True)),
+                force=bool(params.get("force", False)),
+            )
+            _log_story(summary)
+            summaries.append(summary)
+    total = tasks.summarise(summaries)
+    log.info("replay summary:\n%s", total.pop("table"))
+    return total

@@ -1,0 +1,77 @@
+"""The frozen configuration the rules take: accounts, offer sources, settings.
+
+`pipeline.config` builds these from TOML and refuses every mistake; the core only reads them.
+Defaults are written here once, as the dataclass defaults, and the loader takes them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
+DEFAULT_FUTURE_TOLERANCE_SECONDS = 300
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, located by file and key."""
+
+    def __init__(self, path: str | Path, key: str, reason: str):
+        self.path, self.key, self.reason = str(path), key, reason
+        super().__init__(f"{path}: {key}: {reason}" if key else f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    timezone: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class OfferSource:
+    name: str
+    account: Account
+    duplicate_mode: str = "ignore"
+    default_status: str = "approved"
+    file_times: str = "account"
+    allow_negative_payout: bool = False
+    click_id_pattern: str | None = None
+    nonexistent_times: str = "reject"
+    ambiguous_times: str = "reject"
+    time_format: str | None = None
+    allowed_conversion_types: tuple[str, ...] | None = None
+    type_modes: Mapping[str, str] = field(default_factory=dict)
+
+    def mode_for(self, conversion_type: str, override: str | None = None) -> str:
+        """The run's override wins, then the type's own mode, then the offer source's."""
+        if override:
+            return override
+        return self.type_modes.get(conversion_type, self.duplicate_mode)
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    future_tolerance_seconds: int = DEFAULT_FUTURE_TOLERANCE_SECONDS
+    warehouse_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    accounts: Mapping[str, Account]
+    offer_sources: Mapping[str, OfferSource]
+    settings: Settings = Settings()
+
+    def offer_source(self, name: str) -> OfferSource:
+        try:
+            return self.offer_sources[name]
+        except KeyError:
+            known = ", ".join(sorted(self.offer_sources)) or "none"
+            raise ConfigError(
+                self.path, f"offer_sources.{name}", f"no such offer source (configured: {known})"
+            ) from None

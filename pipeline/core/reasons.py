@@ -1,0 +1,188 @@
+"""The catalogue of reason codes: why a row or a whole file was not applied, and how to fix it.
+
+Codes are a public, stable contract: reports, the `rejected_rows` table and users' own scripts key
+on them. Add codes freely; never rename or reuse one. The README's catalogue is generated from
+this table (`python -m pipeline.core.reasons`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    scope: str  # "row" or "file"
+    message: str
+    hint: str
+
+
+_ROW = [
+    (
+        "malformed_row",
+        "the row has a different number of cells than the header",
+        "check for an unquoted delimiter inside a value, or a missing/extra delimiter",
+    ),
+    ("missing_click_id", "click_id is empty", "fill in the tracker's click id"),
+    (
+        "invalid_click_id",
+        "click_id has characters other than A-Za-z0-9._~- or is over 128 "
+        "characters, or does not match the offer source's click_id_pattern",
+        "copy the click id exactly as the tracker shows it",
+    ),
+    (
+        "click_id_mangled_by_spreadsheet",
+        "click_id looks like a number a spreadsheet rewrote (e.g. 6.21E+23)",
+        "re-export the file with the click_id column formatted as text",
+    ),
+    (
+        "missing_payout",
+        "payout is empty but this row creates a conversion or adds to its payout",
+        "fill in the payout (e.g. 12.50)",
+    ),
+    (
+        "invalid_payout",
+        "payout is not a plain decimal number with '.' and at most 6 decimals",
+        "write the payout like 12.50: no currency sign, thousands separator or decimal comma",
+    ),
+    (
+        "negative_payout",
+        "payout is negative and the offer source does not allow negative payouts",
+        "use a positive payout, or set allow_negative_payout = true for this offer source",
+    ),
+    (
+        "payout_out_of_range",
+        "adding this row's payout would take the conversion's payout past 12 digits "
+        "(999999999999.999999 either way); the conversion keeps its payout",
+        "check the payout and its unit (cents instead of dollars?)",
+    ),
+    (
+        "invalid_time",
+        "conversion_time is not YYYY-MM-DD HH:MM:SS[.ffffff][Z|+HH:MM] "
+        "(or the offer source's time_format)",
+        "write the time like 2026-03-08 14:00:00; day-first or month-first dates are never guessed",
+    ),
+    (
+        "nonexistent_local_time",
+        "conversion_time falls in the account's daylight-saving gap (the clock skipped that hour)",
+        'add the UTC offset (e.g. +01:00) or set nonexistent_times = "shift_forward"',
+    ),
+    (
+        "ambiguous_local_time",
+        "conversion_time happens twice in the account's time zone (the clock fell back)",
+        'add the UTC offset (e.g. -04:00) or set ambiguous_times = "earliest" or "latest"',
+    ),
+    (
+        "time_in_future",
+        "conversion_time is more than 5 minutes after the file was received",
+        "check the time zone of the file (file_times) and the date",
+    ),
+    (
+        "invalid_status",
+        "status is not approved, pending, declined or other",
+        "use one of approved, pending, declined, other (any case) or leave it empty",
+    ),
+    (
+        "missing_status",
+        "status is empty in a status update file",
+        "fill in approved, pending, declined or other",
+    ),
+    (
+        "unknown_conversion_type",
+        "conversion_type is not one of the offer source's allowed_conversion_types",
+        "use an allowed type (names are case-sensitive) or leave it empty for the default",
+    ),
+    (
+        "invalid_conversion_type",
+        "conversion_type is longer than 64 characters or has control characters",
+        "shorten the type name",
+    ),
+    (
+        "invalid_currency",
+        "currency is not an ISO 4217 code",
+        "use a code like USD or EUR, or leave it empty for the account's currency",
+    ),
+    (
+        "missing_event_id",
+        "event_id is empty but the duplicate mode is ignore_by_event_id",
+        "fill in the network's order/transaction id",
+    ),
+    (
+        "invalid_event_id",
+        "event_id is longer than 255 characters or has control characters",
+        "copy the order/transaction id exactly",
+    ),
+    (
+        "unknown_conversion",
+        "no conversion matches this click_id (and type/event_id)",
+        "check the click id; status files can only change conversions already in the warehouse",
+    ),
+    (
+        "ambiguous_conversion",
+        "several conversions match this click_id",
+        "add conversion_type and/or event_id to pick exactly one conversion",
+    ),
+]
+
+_FILE = [
+    (
+        "unreadable_file",
+        "the file is not CSV in UTF-8 (with or without BOM) or UTF-16 with BOM",
+        "save the file as CSV UTF-8",
+    ),
+    (
+        "missing_required_column",
+        "a required column is missing from the header",
+        "add the column (see `conversions template`)",
+    ),
+    (
+        "duplicate_column",
+        "two header cells name the same column (aliases count)",
+        "remove or rename one of them",
+    ),
+    (
+        "file_too_large",
+        "the file exceeds the configured max_file_bytes",
+        "split the file, or raise max_file_bytes",
+    ),
+    (
+        "unknown_offer_source",
+        "the file is not inside a configured offer source's inbox folder",
+        "move it to inbox/<offer_source>/ (or inbox/<offer_source>/status/)",
+    ),
+    ("empty_file", "the file has no header line", "export the file again with its header"),
+    (
+        "internal_error",
+        "the pipeline failed on this file (a bug); nothing was applied",
+        "report it together with the quarantined file; drop it again once fixed",
+    ),
+    (
+        "invalid_file",
+        "the file cannot be processed with the current configuration",
+        "read the report's detail, fix the file or the configuration, and drop it again",
+    ),
+]
+
+CATALOGUE: dict[str, Reason] = {
+    code: Reason(code, "row", message, hint) for code, message, hint in _ROW
+} | {code: Reason(code, "file", message, hint) for code, message, hint in _FILE}
+
+
+def describe(code: str) -> str:
+    """One line for a report's `reason` column: what is wrong, then how to fix it."""
+    reason = CATALOGUE[code]
+    return f"{reason.message}; fix: {reason.hint}"
+
+
+def markdown_table() -> str:
+    """The catalogue as the README's table (a test keeps the README in step with it)."""
+    lines = ["| code | applies to | what is wrong | how to fix it |", "|---|---|---|---|"]
+    for r in CATALOGUE.values():
+        message, hint = (t.replace("|", "\\|") for t in (r.message, r.hint))
+        lines.append(f"| `{r.code}` | {r.scope} | {message} | {hint} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,1 @@
+"""Pandera schemas of the rows a file carries: conversion uploads and status updates."""

@@ -1,0 +1,67 @@
+"""The domain's words, each defined once: every other module imports them from here.
+
+Open this file first to find a rule: a mode, status, kind, time policy, row outcome or file state
+named here is spelt the same in the config, the warehouse, the reports and the README. The
+behaviour behind each word lives in the module named beside it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Duplicate postback modes (README "Duplicate postback modes"; resolved in core/duplicates.py).
+# The mode comes from the run's override, else the conversion type's, else the offer source's.
+MODES = (
+    "create_new",
+    "new_or_repeated",
+    "ignore",
+    "edit",
+    "increment_payout",
+    "ignore_by_event_id",
+)
+# Conversion statuses; the offer source's `default_status` is one of them.
+STATUSES = ("approved", "pending", "declined", "other")
+# What a file holds: conversion uploads (inbox/<source>/) or status updates (.../status/).
+KINDS = ("conversions", "status")
+# Offer source names are also inbox folder names.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# How times without an offset are read (core/timezones.py), and the DST policies.
+FILE_TIMES = ("account", "utc")
+NONEXISTENT_POLICIES = ("reject", "shift_forward")  # a wall time inside a DST gap
+AMBIGUOUS_POLICIES = ("reject", "earliest", "latest")  # a wall time inside a DST overlap
+
+# Every data line ends in exactly one of these (the accounting invariant, core/duplicates.py).
+OUTCOMES = ("inserted", "updated", "incremented", "status_updated", "ignored_duplicate", "rejected")
+
+# What happens to a file as a whole (core/file_outcome.py decides; the ledger records it).
+APPLIED = "applied"
+DRY_RUN = "dry_run"
+QUARANTINED = "quarantined"
+DUPLICATE_FILE = "duplicate_file"
+FAILED = "failed"  # a failure that will pass: the file went back to the inbox
+TAKEN_OVER = "taken_over"  # an Airflow task whose claim another run recovered and processed
+PROCESSING = "processing"  # a ledger row inside the file's open transaction, never committed so
+# The states a ledger row can end in, and all states a result can report.
+LEDGER_STATES = (APPLIED, DRY_RUN, QUARANTINED, DUPLICATE_FILE)
+FILE_STATES = (*LEDGER_STATES, FAILED, TAKEN_OVER)
+
+# Upload columns, as canonical field names (headers are mapped to these by the reader).
+CONVERSION_COLUMNS = (
+    "click_id",
+    "payout",
+    "conversion_time",
+    "conversion_type",
+    "status",
+    "event_id",
+    "currency",
+)
+STATUS_COLUMNS = ("click_id", "status", "conversion_type", "event_id")
+KIND_COLUMNS = {"conversions": CONVERSION_COLUMNS, "status": STATUS_COLUMNS}
+REQUIRED_COLUMNS = {"conversions": ("click_id", "payout"), "status": ("click_id", "status")}
+# Written by our rejection reports; silently ignored on input so a fixed report can be re-uploaded.
+REPORT_COLUMNS = ("line", "reason_code", "reason")
+
+# A conversion's fields that a later row may change (edit, increment, status update), in the
+# order the history table records them as old_<field>/new_<field>.
+MUTABLE_FIELDS = ("payout", "status", "converted_at", "currency", "event_id")

@@ -1,0 +1,236 @@
+"""The Airflow tasks' library side, without Airflow: settings, tickets, stories, replays.
+
+The DAG-level behaviour is in test_airflow_dags.py; these pin down the pieces by hand-worked
+examples, including the hand-off between a claiming process and the processing one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from pipeline import datadir, runner, runtime
+from pipeline.airflow import tasks
+from pipeline.core.model import ConfigError
+from tests.conftest import REPO, make_config, write_csv
+
+
+@pytest.fixture
+def ctx(tmp_path, engine) -> runner.Context:
+    return runner.Context(make_config(), engine, datadir.Layout(tmp_path / "home"))
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_postgres_connection_fields_become_a_psycopg_url_with_libpq_extras():
+    url = runtime.url_from_connection(
+        "postgres",
+        host="db.internal",
+        login="loader",
+        password="p@ss:w/rd",
+        port=5433,
+        schema="warehouse",
+        extra={"sslmode": "require", "cursor": "realdictcursor"},  # the hook's own: dropped
+    )
+    parsed = make_url(url)
+    assert (parsed.drivername, parsed.host, parsed.port, parsed.database) == (
+        "postgresql+psycopg",
+        "db.internal",
+        5433,
+        "warehouse",
+    )
+    assert (parsed.username, parsed.password) == ("loader", "p@ss:w/rd")
+    assert dict(parsed.query) == {"sslmode": "require"}
+
+
+def test_other_connection_types():
+    assert runtime.url_from_connection("sqlite", host="/data/w.db") == "sqlite:////data/w.db"
+    assert (
+        runtime.url_from_connection("mysql", extra={"sqlalchemy_url": "sqlite:///x.db"})
+        == "sqlite:///x.db"
+    )
+    with pytest.raises(ValueError, match="not supported"):
+        runtime.url_from_connection("mysql", host="h")
+    with pytest.raises(ValueError, match="host"):
+        runtime.url_from_connection("sqlite")
+
+
+def test_redacted_never_shows_a_password():
+    assert runtime.redacted("postgresql+psycopg://u:s3cret@h/db") == (
+        "postgresql+psycopg://u:***@h/db"
+    )
+    assert "s3cret" not in runtime.redacted("not a url s3cret")
+
+
+def test_airflow_context_defaults_to_a_folder_in_airflow_home(tmp_path, monkeypatch):
+    home = tmp_path / "airflow" / "conversions"
+    home.mkdir(parents=True)
+    (home / "conversions.toml").write_text(
+        '[accounts.a]\ntimezone = "UTC"\n[offer_sources.s]\naccount = "a"\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    for name in ("CONVERSIONS_HOME", "CONVERSIONS_CONFIG", "CONVERSIONS_WAREHOUSE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = runtime.airflow_context()
+    try:
+        assert ctx.layout.home == home
+        assert list(ctx.config.offer_sources) == ["s"]
+        assert ctx.engine.url.database == str(home / "warehouse.db")
+    finally:
+        ctx.engine.dispose()
+    explicit = runtime.airflow_context(f"sqlite:///{tmp_path / 'other.db'}")  # the connection
+    try:
+        assert explicit.engine.url.database == str(tmp_path / "other.db")
+    finally:
+        explicit.engine.dispose()
+
+
+# --- claim and process --------------------------------------------------------------------------
+
+CLAIM_IN_ANOTHER_PROCESS = """
+import json, sys
+from pathlib import Path
+from pipeline import datadir, runner
+from pipeline.airflow import tasks
+from tests.conftest import make_config
+ctx = runner.Context(make_config(), None, datadir.Layout(Path(sys.argv[1])))
+print(json.dumps(tasks.claim(ctx)))
+"""
+
+
+def test_tickets_claimed_by_an_exited_process_are_processed_by_this_one(ctx):
+    write_csv(ctx.layout.inbox / "maxbounty/status/s.csv", "click_id,status\nm1,declined\n")
+    write_csv(ctx.layout.inbox / "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
+    write_csv(ctx.layout.inbox / "stray.csv", "click_id,payout\nz,1\n")
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", CLAIM_IN_ANOTHER_PROCESS, str(ctx.layout.home)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    claimed = json.loads(done.stdout)
+    assert [t["file"] for t in claimed["conversions"]] == ["stray.csv", "maxbounty/a.csv"]
+    assert [t["file"] for t in claimed["status"]] == ["maxbounty/status/s.csv"]
+    assert datadir.recover(ctx.layout) == []  # the claimer exited, but the hand-off holds
+
+    states = [
+        (s["file"], s["state"])
+        for s in map(lambda t: tasks.process(ctx, t), [*claimed["conversions"], *claimed["status"]])
+    ]
+    assert states == [
+        ("stray.csv", "quarantined"),
+        ("maxbounty/a.csv", "applied"),
+        ("maxbounty/status/s.csv", "applied"),
+    ]
+    assert list(ctx.layout.processing.iterdir()) == []
+    again = tasks.process(ctx, claimed["conversions"][1])  # a second delivery of the ticket
+    assert again["state"] == "taken_over"
+
+
+def test_a_transient_failure_keeps_the_claim_for_the_tasks_retry(ctx, tmp_path):
+    write_csv(ctx.layout.inbox / "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
+    [ticket] = tasks.claim(ctx)["conversions"]
+    broken = runner.Context(
+        ctx.config,
+        runtime.open_context(ctx.config, tmp_path, f"sqlite:///{tmp_path / 'w.db'}").engine,
+        ctx.layout,
+    )
+    broken.engine.dispose()
+    (tmp_path / "w.db").unlink()
+    (tmp_path / "w.db").mkdir()  # the database file is now a folder: cannot be opened
+    with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
+        tasks.process(broken, ticket)
+    [left] = list(ctx.layout.processing.iterdir())  # still claimed, not back in the inbox
+    assert (left / "a.csv").exists()
+    retry = tasks.process(ctx, ticket)  # the retry knows only the original ticket
+    assert retry["state"] == "applied"
+    assert list(ctx.layout.processing.iterdir()) == []
+
+
+# --- replay -------------------------------------------------------------------------------------
+
+
+def test_select_archived_refuses_bad_ranges_and_unknown_offer_sources(ctx):
+    with pytest.raises(ValueError, match="before the start"):
+        tasks.select_archived(ctx, date(2026, 3, 2), date(2026, 3, 1))
+    with pytest.raises(ConfigError):
+        tasks.select_archived(ctx, date(2026, 3, 1), date(2026, 3, 2), "nosuchsource")
+    assert tasks.select_archived(ctx, date(2026, 3, 1), date(2026, 3, 2)) == []
+
+
+def test_replay_only_reads_from_the_archive(ctx, tmp_path):
+    outside = write_csv(tmp_path / "elsewhere.csv", "click_id,payout\nm1,5.00\n")
+    ticket = {
+        "path": str(outside),
+        "file": "maxbounty/elsewhere.csv",
+        "offer_source": "maxbounty",
+        "kind": "conversions",
+        "received_at": "2026-03-01T00:00:00+00:00",
+    }
+    with pytest.raises(ValueError, match="not an archived file"):
+        tasks.replay(ctx, ticket, run_id="manual__x")
+    sneaky = ticket | {"path": str(ctx.layout.archive / ".." / ".." / "elsewhere.csv")}
+    with pytest.raises(ValueError, match="not an archived file"):
+        tasks.replay(ctx, sneaky, run_id="manual__x")
+
+
+# --- stories and summaries ----------------------------------------------------------------------
+
+
+def test_story_tells_counts_top_reasons_with_examples_and_paths():
+    summary = {
+        "file": "maxbounty/a.csv",
+        "kind": "conversions",
+        "state": "applied",
+        "data_lines": 10,
+        "outcomes": {"inserted": 5, "ignored_duplicate": 1, "rejected": 4},
+        "reasons": {"invalid_payout": 2, "invalid_time": 1, "missing_click_id": 1, "x_y": 0},
+        "examples": {"invalid_payout": [3, 7], "invalid_time": [4], "missing_click_id": [9]},
+        "warnings": ["ignored unknown column 'note'"],
+        "report_path": "/r/a.rejected.csv",
+        "summary_path": "/r/a.summary.json",
+    }
+    lines = tasks.story(summary)
+    assert lines[0] == "maxbounty/a.csv (conversions): applied"
+    assert lines[1] == ("  10 data lines: 5 ins, 0 upd, 0 inc, 0 status, 1 ignored, 4 rejected")
+    assert lines[2].startswith("  rejected 2 x invalid_payout (e.g. lines 3, 7): ")
+    assert lines[3].startswith("  rejected 1 x invalid_time (e.g. lines 4): ")
+    assert lines[4].startswith("  rejected 1 x missing_click_id (e.g. lines 9): ")
+    assert lines[5] == "  ... and 1 more reasons (see the report)"
+    assert lines[6:] == [
+        "  warning: ignored unknown column 'note'",
+        "  rejection report: /r/a.rejected.csv",
+        "  summary: /r/a.summary.json",
+    ]
+
+
+def test_summarise_counts_states_and_outcomes():
+    total = tasks.summarise(
+        [
+            {"name": "a", "offer_source": "s", "kind": "conversions", "state": "applied",
+             "outcomes": {"inserted": 2, "rejected": 1}},
+            {"name": "b", "offer_source": "s", "kind": "conversions", "state": "applied",
+             "outcomes": {"inserted": 1}},
+            {"name": "c", "offer_source": None, "kind": "conversions", "state": "quarantined"},
+            None,
+        ]
+    )  # fmt: skip
+    assert total["files"] == 3
+    assert total["states"] == {"applied": 2, "quarantined": 1}
+    assert total["outcomes"] == {
+        "inserted": 3,
+        "updated": 0,
+        "incremented": 0,
+        "status_updated": 0,
+        "ignored_duplicate": 0,
+        "rejected": 1,
+    }
+    assert "3 file(s)" in total["table"]

@@ -1,0 +1,715 @@
+"""Workers running at once never apply one file twice, and per offer source they produce the
+result of some serial order of the files (DOMAIN.md §9; README "Guarantees").
+
+How it is shown, on both warehouses:
+
+* Real concurrency. Four `conversions inbox` workers (eight in soak), each a separate OS
+  process running the CLI's entry point `pipeline.cli.main` (forked after the imports, which
+  would cost a second each; nothing is opened before the fork), warm up (a first connection:
+  they create the warehouse's schema together), wait at a start barrier and are released at
+  the same moment onto one inbox. A third of the 40 files is waiting then; the rest
+  arrives in small waves while they run, and each worker runs passes until one started after
+  the last wave. Why not all 40 waiting: a pass claims everything it sees before processing
+  anything, so released onto a full inbox the first worker to scan claims nearly every file
+  (measured: in 8 runs out of 8 one worker claimed 35 to 40 of the 40) and files of one offer
+  source would hardly ever meet at the merge lock. The test fails if no offer source's files
+  were spread over two workers. The Airflow stand-in: `tasks.claim`, then two processes running
+  `tasks.process` (the mapped task's body) over half the tickets each, both starting on a copy
+  of the same bytes.
+* Files that make the order matter: three offer sources with different duplicate modes
+  (`ignore` with `Purchase` as `increment_payout`, `edit`, `new_or_repeated`), every file
+  re-sending the same two "hot" click ids plus ids from a small shared pool, with a payout unique
+  to the file and row, other times, statuses and currencies. Seeded, so a failure replays.
+* Each file once: the ledger has one `applied` row per dropped file (content hash worked out
+  here with hashlib) and nothing else (no `quarantined`; `duplicate_file` only for the re-drop
+  of the Airflow test); each file is in the archive once with its bytes; the inbox,
+  `processing/` and `quarantine/` are empty; the workers' own tables (summaries) name each file
+  once between them; no "database is locked".
+* Some serial order. The order is the ledger's `file_id` per offer source: the row is inserted
+  inside the file's transaction right *after* the offer source's merge lock is taken
+  (PostgreSQL's advisory lock; SQLite's `BEGIN IMMEDIATE`, one writer), so within an offer source
+  it is the commit order (`processed_at`, stamped at the same moment, must agree). The same
+  files are applied one after another in that order by `conversions ingest` into a fresh
+  warehouse; `conversions export --offer-source X` of the two warehouses must be identical, and
+  every file's outcome counts in the two ledgers too.
+* The comparison can fail: for every offer source, its first two files applied the other way
+  round give a different export (by construction: the hot keys' first, last and "new" rows
+  move). Checked by mutation, in a copy of the repository: without the PostgreSQL merge lock
+  the inbox test's exports differ and the Airflow one's twins collide (UniqueViolation); with
+  SQLite's deferred `BEGIN` both fail with "database is locked"; with a claim that copies the
+  file instead of renaming it, two workers process one file (the second is recorded as
+  `duplicate_file`) and the inbox test fails.
+
+Every subprocess is bounded by a timeout and runs in its own session, killed on failure.
+`CONVERSIONS_SOAK=1` runs more workers, files and rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from pipeline import config as config_module
+from pipeline import datadir, export, runtime, warehouse
+from pipeline.airflow import tasks
+from pipeline.ingest import ingest_file
+from tests.conftest import REPO, _postgres_schema_url, soak_or
+
+CONFIG_TOML = """\
+[accounts.ny]
+timezone = "America/New_York"
+currency = "USD"
+
+[accounts.dubai]
+timezone = "Asia/Dubai"
+currency = "AED"
+
+[offer_sources.maxbounty]
+account = "ny"
+duplicate_mode = "ignore"
+
+[offer_sources.maxbounty.conversion_types.Purchase]
+duplicate_mode = "increment_payout"
+
+[offer_sources.clickbank]
+account = "dubai"
+duplicate_mode = "edit"
+file_times = "utc"
+
+[offer_sources.fresh]
+account = "ny"
+duplicate_mode = "new_or_repeated"
+"""
+SOURCES = ("maxbounty", "clickbank", "fresh")
+HEADER = "click_id,payout,conversion_time,conversion_type,status,currency"
+LEDGER_COUNTS = ("data_lines", *warehouse.OUTCOMES)
+WAVE, WAVE_EVERY_S = 3, 0.1  # how the sender drops files while the workers run
+WAIT_S = soak_or(120, 900)  # any one step; a healthy CI run needs a few seconds
+
+
+# --- the files ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A file as it was dropped: the pristine copy (the inbox's is moved away) and its hash."""
+
+    source: str
+    name: str
+    original: Path
+    content_hash: str
+
+
+def make_files(folder: Path, seed: int, n_files: int, pool: int) -> list[Dropped]:
+    """`n_files` conversion files, round robin over SOURCES, all re-sending the same click ids.
+
+    Rows 1-2 of every file are the offer source's two hot click ids (default type), the rest
+    come from a pool of `pool` ids (repeats within a file too). A payout is unique to its file
+    and row, so whichever file comes first or last for a key shows in the result. Times are
+    always explicit (an empty time would take the received time, which differs between runs).
+    """
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n_files):
+        source = SOURCES[i % len(SOURCES)]
+        lines = [HEADER]
+        for row in range(rng.randint(5, 9)):
+            if row < 2:
+                click, ctype = f"{source[:2]}-hot-{row}", ""
+            else:
+                click = f"{source[:2]}-{rng.randrange(pool):03d}"
+                purchase = source == "maxbounty" and rng.random() < 0.4
+                ctype = "Purchase" if purchase else ""
+            payout = f"{i + 1}.{row:02d}"
+            if row >= 2 and source == "clickbank" and rng.random() < 0.2:
+                payout = ""  # edit keeps the old payout; missing_payout if nothing exists yet
+            elif row >= 2 and rng.random() < 0.04:
+                payout = "12,50"  # invalid_payout, whatever the order
+            when = (
+                f"2025-06-{rng.randint(1, 28):02d} {rng.randrange(24):02d}:"
+                f"{rng.randrange(60):02d}:{rng.randrange(60):02d}"
+                + rng.choice(["", "", "Z", "+02:00"])
+            )
+            status = rng.choice(["approved", "pending", "declined", "", "Declined"])
+            currency = rng.choice(["", "", "", "EUR", "usd"])
+            lines.append(",".join([click, payout, when, ctype, status, currency]))
+        content = "\n".join(lines) + "\n"
+        name = f"{i:04d}_{source}.csv"
+        original = folder / source / name
+        original.parent.mkdir(parents=True, exist_ok=True)
+        original.write_text(content, encoding="utf-8")
+        files.append(Dropped(source, name, original, hashlib.sha256(content.encode()).hexdigest()))
+    assert len({f.content_hash for f in files}) == n_files  # every file is a different upload
+    return files
+
+
+def drop_all(home: Path, files: Sequence[Dropped]) -> None:
+    """Play the sender: a temporary name first, then the rename (the sender contract)."""
+    for f in files:
+        target = home / "inbox" / f.source / f.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(f.original, partial)
+        os.rename(partial, target)
+
+
+# --- bounded subprocesses -----------------------------------------------------------------------
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSIONS_")}
+    return clean | (extra or {})
+
+
+@contextlib.contextmanager
+def process_group(logs: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start subprocesses, each in its own session; whatever is still running at exit is killed."""
+    started: list[subprocess.Popen] = []
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def start(name: str, cmd: Sequence[str], env: dict[str, str] | None = None):
+        with open(logs / f"{name}.out", "wb") as out, open(logs / f"{name}.err", "wb") as err:
+            proc = subprocess.Popen(
+                list(cmd),
+                cwd=REPO,
+                env=_env(env),
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        proc.log_name = name  # type: ignore[attr-defined]
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def finish(procs: Sequence[subprocess.Popen], logs: Path) -> list[tuple[int, str, str]]:
+    """Wait for all (bounded); (exit code, stdout, stderr) each. A timeout fails the test (the
+    group is killed by `process_group` on the way out)."""
+    deadline = time.monotonic() + WAIT_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{proc.log_name} still running after {WAIT_S} s: stuck or deadlocked")
+    return [
+        (
+            proc.returncode,
+            (logs / f"{proc.log_name}.out").read_text(errors="replace"),
+            (logs / f"{proc.log_name}.err").read_text(errors="replace"),
+        )
+        for proc in procs
+    ]
+
+
+# Imports everything once, then forks `n` workers: separate OS processes (own pid, own warehouse
+# connections: nothing is opened before the fork) that skip a second of imports each. Worker `i`
+# writes its stdout/stderr to `<logs>/<name><i>.out/.err`, says `ready-<i>` in the barrier folder
+# and waits there for `go`. Exits with the first non-zero exit code of its workers.
+FORKED = """
+import gc, json, os, sys, time, traceback
+from pathlib import Path
+from pipeline import cli, runtime
+from pipeline.airflow import tasks
+n, logs, name, barrier = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+args = sys.argv[5:]
+
+
+def wait_for_start(i):
+    (barrier / f"ready-{i}").touch()
+    deadline = time.monotonic() + 60
+    while not (barrier / "go").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("no start signal")
+        time.sleep(0.002)
+
+
+%s
+
+
+children = []
+for i in range(n):
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            out, err = open(logs / f"{name}{i}.out", "w"), open(logs / f"{name}{i}.err", "w")
+            with out, err:
+                sys.stdout, sys.stderr = out, err
+                try:
+                    code = work(i, args)
+                except BaseException:
+                    traceback.print_exc()
+                    code = 70
+                out.flush(), err.flush()
+        finally:
+            os._exit(code)
+    children.append(pid)
+worst = 0
+for pid in children:
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    worst = worst or code
+sys.exit(worst)
+"""
+
+# An inbox worker: warms up (a first connection, which creates or upgrades the warehouse: the
+# workers do that at the same time too), waits for the start, then runs `conversions inbox`
+# passes (the CLI's entry point, what `conversions` and `python -m pipeline` run) one after
+# another, as a scheduler on several machines would, until a pass that started after the
+# sender had finished. Returns the worst exit code of its passes.
+INBOX_WORKER = (
+    FORKED
+    % """
+def work(i, args):
+    if cli.main(["export", *args[1:], "--output", os.devnull]) != 0:
+        return 71
+    gc.collect()
+    wait_for_start(i)
+    worst = 0
+    while True:
+        last = (barrier / "sent").exists()  # the sender is done: this pass sees all that is left
+        worst = max(worst, cli.main(args))
+        gc.collect()  # each pass opens an engine of its own, as a new process would: close it
+        if last:
+            return worst
+        time.sleep(0.01)
+"""
+)
+
+# An Airflow worker slot running `process_file`'s mapped instances one after another: each
+# opens the task's own context (airflow_tasks._context: runtime.airflow_context with the
+# connection's URL), runs `tasks.process` on its ticket and closes it. Prints the summaries.
+MAPPED_TASK_SLOT = (
+    FORKED
+    % """
+def work(i, args):
+    tickets = json.loads((barrier / f"tickets{i}.json").read_text())
+    wait_for_start(i)
+    summaries = []
+    for ticket in tickets:
+        ctx = runtime.airflow_context(args[0])
+        try:
+            summaries.append(tasks.process(ctx, ticket))
+        finally:
+            ctx.engine.dispose()
+    print(json.dumps(summaries))
+    return 0
+"""
+)
+
+
+def _nothing() -> None:
+    pass
+
+
+def run_forked(
+    script: str,
+    n: int,
+    name: str,
+    work: Path,
+    args: Sequence[str],
+    during: Callable[[], None] = _nothing,
+    env: dict[str, str] | None = None,
+) -> list[tuple[str, str]]:
+    """Start `n` forked workers, release them together once all are ready, run `during` (the
+    sender), wait for them (bounded); fail unless all exit 0; (stdout, stderr) of each."""
+    barrier, logs = work / "barrier", work / "logs"
+    barrier.mkdir(exist_ok=True)
+    with process_group(logs) as start:
+        argv = [sys.executable, "-c", script, str(n), str(logs), name, str(barrier), *args]
+        parent = start(f"{name}s", argv, env)
+        deadline = time.monotonic() + WAIT_S
+        while len(list(barrier.glob("ready-*"))) < n:
+            if parent.poll() is not None or time.monotonic() > deadline:
+                errors = [p.read_text(errors="replace") for p in sorted(logs.glob("*.err"))]
+                pytest.fail(f"the {name}s did not all get ready:\n" + "\n".join(errors))
+            time.sleep(0.01)
+        (barrier / "go").touch()
+        try:
+            during()
+        finally:
+            (barrier / "sent").touch()
+        [(code, _, err)] = finish([parent], logs)
+    outputs = [
+        (
+            (logs / f"{name}{i}.out").read_text(errors="replace"),
+            (logs / f"{name}{i}.err").read_text(errors="replace"),
+        )
+        for i in range(n)
+    ]
+    assert code == 0, f"{name}s exited {code}:\n{err}\n" + "\n".join(o + e for o, e in outputs)
+    return outputs
+
+
+# --- the warehouses -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_warehouse(warehouse_url: str, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """More empty warehouses on the same backend as `warehouse_url`, by name."""
+    with contextlib.ExitStack() as stack:
+
+        def make(name: str) -> str:
+            if warehouse_url.startswith("sqlite"):
+                return f"sqlite:///{tmp_path / f'{name}.db'}"
+            return stack.enter_context(contextlib.contextmanager(_postgres_schema_url)())
+
+        yield make
+
+
+def ledger(url: str) -> list[dict]:
+    engine = warehouse.connect(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(warehouse.ingested_files).order_by(warehouse.ingested_files.c.file_id)
+            )
+            return [dict(r) for r in rows.mappings()]
+    finally:
+        engine.dispose()
+
+
+def exported(url: str, config: config_module.Config, source: str) -> str:
+    """In-process `conversions export --offer-source SOURCE` (the same `export.write`)."""
+    engine = warehouse.connect(url)
+    try:
+        out = io.StringIO()
+        export.write(engine, config, out, offer_source=source)
+        return out.getvalue()
+    finally:
+        engine.dispose()
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if not p.is_dir())
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def assert_each_file_applied_once(
+    home: Path, rows: list[dict], files: Sequence[Dropped], twins: Sequence[Dropped] = ()
+) -> None:
+    """Ledger, archive, inbox and claims all say: every file applied exactly once.
+
+    ``twins``: files whose bytes another file of ``files`` has; recorded as ``duplicate_file``.
+    """
+    assert Counter(r["state"] for r in rows) == {"applied": len(files)} | (
+        {"duplicate_file": len(twins)} if twins else {}
+    ), Counter(r["state"] for r in rows)
+    assert sorted(r["original_name"] for r in rows if r["state"] == "duplicate_file") == sorted(
+        f.name for f in twins
+    )
+    rows = [r for r in rows if r["state"] == "applied"]
+    assert sorted((r["offer_source"], r["original_name"], r["content_hash"]) for r in rows) == (
+        sorted((f.source, f.name, f.content_hash) for f in files)
+    )
+    for row in rows:
+        assert sum(row[o] for o in warehouse.OUTCOMES) == row["data_lines"] > 0
+
+    archived = [p for p in files_in(home / "archive") if not p.name.endswith(".json")]
+    expected = {f"{f.content_hash[:16]}_{f.name}": f for f in [*files, *twins]}
+    assert sorted(p.name for p in archived) == sorted(expected)  # each once, nothing else
+    for path in archived:
+        f = expected[path.name]
+        assert path.parent.parent.name == f.source
+        assert path.read_bytes() == f.original.read_bytes()
+    assert files_in(home / "inbox") == []
+    assert list((home / "processing").iterdir()) == []
+    assert files_in(home / "quarantine") == []
+
+
+def ledger_order(rows: list[dict], files: Sequence[Dropped]) -> dict[str, list[Dropped]]:
+    """Per offer source, the files in the order the ledger recorded them (by file_id)."""
+    by_hash = {f.content_hash: f for f in files}
+    order: dict[str, list[Dropped]] = defaultdict(list)
+    last_time: dict[str, object] = {}
+    for row in rows:  # ordered by file_id
+        if row["state"] != "applied":
+            continue
+        source = row["offer_source"]
+        if source in last_time:  # the commit order, as the clock saw it, agrees
+            assert row["processed_at"] >= last_time[source]
+        last_time[source] = row["processed_at"]
+        order[source].append(by_hash[row["content_hash"]])
+    return order
+
+
+def counts_by_hash(rows: list[dict]) -> dict[str, tuple[int, ...]]:
+    return {
+        r["content_hash"]: tuple(r[c] for c in LEDGER_COUNTS)
+        for r in rows
+        if r["state"] == "applied"
+    }
+
+
+def serial_exports(
+    url: str, config: config_module.Config, order: dict[str, list[Dropped]], reports: Path
+) -> dict[str, str]:
+    """In-process reference: each offer source's files one after another, then its export."""
+    engine = warehouse.connect(url)
+    try:
+        for source, in_order in order.items():
+            for f in in_order:
+                result = ingest_file(
+                    f.original,
+                    config=config,
+                    engine=engine,
+                    reports_dir=reports,
+                    offer_source=source,
+                )
+                assert result.state == "applied"
+    finally:
+        engine.dispose()
+    return {source: exported(url, config, source) for source in order}
+
+
+def assert_order_matters(
+    config: config_module.Config,
+    order: dict[str, list[Dropped]],
+    fresh_warehouse: Callable[[str], str],
+    tag: str,
+    reports: Path,
+) -> None:
+    """The comparison means something: for every offer source, its first two files applied the
+    other way round give another export (the hot keys' first, last and "new" rows change)."""
+    pairs = {source: files[:2] for source, files in order.items()}
+    swapped = {source: files[::-1] for source, files in pairs.items()}
+    one = serial_exports(fresh_warehouse(f"pair-{tag}"), config, pairs, reports)
+    other = serial_exports(fresh_warehouse(f"swapped-{tag}"), config, swapped, reports)
+    for source in order:
+        assert one[source] != other[source], source
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def write_config(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "conversions.toml"
+    path.write_text(CONFIG_TOML, encoding="utf-8")
+    return path
+
+
+def table_files(stdout: str) -> list[tuple[str, str]]:
+    """(offer_source/name, state) of each file row of a `conversions` summary table."""
+    found = []
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 10 and "/" in parts[0] and all(p.isdigit() for p in parts[3:10]):
+            found.append((parts[0], parts[2]))
+    return found
+
+
+# Runs `conversions` commands one after another in one process, through the CLI's entry point
+# (what `conversions ...` runs), each with its own stdout/stderr: a subprocess per command would
+# cost a second of imports each. Prints [[exit code, stdout, stderr], ...] as JSON.
+CLI_SEQUENCE = """
+import contextlib, io, json, sys
+from pathlib import Path
+from pipeline import cli
+results = []
+for argv in json.loads(Path(sys.argv[1]).read_text()):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_inbox_workers_started_together_apply_each_file_once_in_some_serial_order(
+    tmp_path: Path, warehouse_url: str, fresh_warehouse: Callable[[str], str]
+) -> None:
+    """`conversions inbox` x4 at the same moment, 40 files (soak: x8, 200 files, 3 rounds)."""
+    n_workers, n_files, rounds = soak_or(4, 8), soak_or(40, 200), soak_or(1, 3)
+    pool = soak_or(10, 30)
+    for round_ in range(rounds):
+        url = warehouse_url if round_ == 0 else fresh_warehouse(f"concurrent{round_}")
+        _inbox_round(
+            tmp_path / f"round{round_}", 20261127 + round_, n_workers, n_files, pool, url,
+            fresh_warehouse,
+        )  # fmt: skip
+
+
+def _inbox_round(
+    work: Path,
+    seed: int,
+    n_workers: int,
+    n_files: int,
+    pool: int,
+    url: str,
+    fresh_warehouse: Callable[[str], str],
+) -> None:
+    config_path = write_config(work / "cfg")
+    config = config_module.load(config_path)
+    files = make_files(work / "originals", seed, n_files, pool)
+    home = work / "home"
+    waiting = len(files) // 3
+    drop_all(home, files[:waiting])
+    logs = work / "logs"
+    common = ["--config", str(config_path), "--home", str(home), "--warehouse", url]
+
+    def sender() -> None:  # the rest of the files arrives while the workers run
+        for wave in range(waiting, len(files), WAVE):
+            time.sleep(WAVE_EVERY_S)
+            drop_all(home, files[wave : wave + WAVE])
+
+    done = run_forked(INBOX_WORKER, n_workers, "worker", work, ["inbox", *common], sender)
+
+    seen: list[tuple[str, str]] = []
+    workers_of: dict[str, set[int]] = defaultdict(set)
+    for i, (out, err) in enumerate(done):
+        assert "locked" not in err and "deadlock" not in err, err
+        seen += table_files(out)
+        for file, _ in table_files(out):
+            workers_of[file.split("/")[0]].add(i)
+    # Between them the workers report each file once, applied (a claim is won by one worker).
+    assert sorted(seen) == sorted((f"{f.source}/{f.name}", "applied") for f in files)
+    assert max(len(w) for w in workers_of.values()) >= 2, (
+        f"no offer source's files were shared between workers ({dict(workers_of)}): "
+        "the merge lock was never contended, the run proved nothing"
+    )
+
+    rows = ledger(url)
+    assert_each_file_applied_once(home, rows, files)
+    order = ledger_order(rows, files)
+
+    # The same files, one after another in the ledger's order, through `conversions ingest`
+    # into a fresh warehouse; then `conversions export` of both warehouses.
+    serial_url = fresh_warehouse(f"serial-{seed}")
+    serial_common = ["--config", str(config_path), "--home", str(work / "serial-home")]
+    commands = [
+        ["ingest", "--offer-source", source, *serial_common, "--warehouse", serial_url]
+        + [str(f.original) for f in in_order]
+        for source, in_order in order.items()
+    ] + [
+        ["export", "--offer-source", source, *serial_common, "--warehouse", where]
+        for where in (url, serial_url)
+        for source in SOURCES
+    ]
+    (work / "commands.json").write_text(json.dumps(commands), encoding="utf-8")
+    with process_group(logs) as start:
+        serial_run = start(
+            "serial", [sys.executable, "-c", CLI_SEQUENCE, str(work / "commands.json")]
+        )
+        # Meanwhile (the machine has two cores): the comparison can fail at all.
+        assert_order_matters(config, order, fresh_warehouse, str(seed), work / "pair-reports")
+        [(code, out, err)] = finish([serial_run], logs)
+    assert code == 0, err
+    results = json.loads(out)
+    ingests, exports = results[: len(order)], results[len(order) :]
+    for (code, out, err), (source, in_order) in zip(ingests, order.items(), strict=True):
+        assert code == 0, f"{out}\n{err}"
+        assert table_files(out) == [(f"{source}/{f.name}", "applied") for f in in_order]
+    assert [code for code, _, _ in exports] == [0] * len(exports)
+    concurrent = {source: out for source, (_, out, _) in zip(SOURCES, exports[:3], strict=True)}
+    serial = {source: out for source, (_, out, _) in zip(SOURCES, exports[3:], strict=True)}
+    for source in SOURCES:
+        assert len(list(csv.reader(io.StringIO(serial[source])))) > 3  # header and conversions
+        assert concurrent[source] == serial[source], source
+    assert counts_by_hash(ledger(serial_url)) == counts_by_hash(rows)
+
+
+@pytest.mark.slow
+def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_order(
+    tmp_path: Path,
+    warehouse_url: str,
+    fresh_warehouse: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`claim_files` then two `process_file` instances at once, as Airflow's executor runs them.
+
+    `dag.test()` runs mapped task instances one after another in one process, so it cannot show
+    concurrency. A LocalExecutor (or Celery/Kubernetes) runs each mapped instance in its own OS
+    process, whose task body is `tasks.process(ctx, ticket)` with a warehouse connection of its
+    own: two such processes started together, each with half of the tickets (alternately, so
+    both hold files of every offer source), are two worker slots running the mapped instances.
+    Left out is Airflow's bookkeeping (XComs, the asset event, the log story), which touches
+    neither the inbox nor the warehouse. The serial reference runs in-process (`ingest_file`,
+    what `conversions ingest` calls). That the files' order shows in the export is the inbox
+    test's `assert_order_matters`; the same generator guarantees it here (hot keys).
+
+    One file is dropped twice (same bytes, another name), and each process starts on one copy:
+    exactly one applies, the other is recorded as `duplicate_file` and changes nothing.
+    """
+    n_files, rounds = soak_or(12, 48), soak_or(1, 4)
+    for round_ in range(rounds):
+        work = tmp_path / f"round{round_}"
+        config_path = write_config(work / "cfg")
+        config = config_module.load(config_path)
+        files = make_files(work / "originals", 7 + round_, n_files, pool=6)
+        # The first file's bytes again under another name: the two slots start on one copy each.
+        first = files[0]
+        twin = Dropped(first.source, f"again_{first.name}", first.original, first.content_hash)
+        home = work / "home"
+        drop_all(home, [*files, twin])
+        url = warehouse_url if round_ == 0 else fresh_warehouse(f"tasks{round_}")
+        monkeypatch.setenv("CONVERSIONS_HOME", str(home))
+        monkeypatch.setenv("CONVERSIONS_CONFIG", str(config_path))
+
+        ctx = runtime.airflow_context(url)  # the claim_files task
+        try:
+            tickets = tasks.claim(ctx)
+        finally:
+            ctx.engine.dispose()
+        assert tickets["status"] == []
+        by_file = {t["file"]: t for t in tickets["conversions"]}
+        copies = [by_file.pop(f"{first.source}/{f.name}") for f in (first, twin)]
+        rest = list(by_file.values())
+        assert len(rest) == n_files - 1
+
+        (work / "barrier").mkdir()
+        for i, half in enumerate(([copies[0], *rest[0::2]], [copies[1], *rest[1::2]])):
+            (work / "barrier" / f"tickets{i}.json").write_text(json.dumps(half), encoding="utf-8")
+        env = {"CONVERSIONS_HOME": str(home), "CONVERSIONS_CONFIG": str(config_path)}
+        done = run_forked(MAPPED_TASK_SLOT, 2, "slot", work, [url], env=env)
+
+        summaries = [summary for out, _ in done for summary in json.loads(out)]
+        states = {s["file"]: s["state"] for s in summaries}
+        assert len(summaries) == len(states) == n_files + 1
+        # Whichever copy's transaction took the lock first applied; the other changed nothing.
+        first_won = states[f"{first.source}/{first.name}"] == "applied"
+        won, lost = (first, twin) if first_won else (twin, first)
+        assert states.pop(f"{lost.source}/{lost.name}") == "duplicate_file"
+        applied = [won, *files[1:]]
+        expected = sorted((f"{f.source}/{f.name}", "applied") for f in applied)
+        assert sorted(states.items()) == expected
+        assert datadir.recover(datadir.Layout(home)) == []  # no claim left for anyone to adopt
+
+        rows = ledger(url)
+        assert_each_file_applied_once(home, rows, applied, twins=[lost])
+        order = ledger_order(rows, applied)
+        serial_url = fresh_warehouse(f"tasks-serial{round_}")
+        serial = serial_exports(serial_url, config, order, work / "serial-reports")
+        for source in SOURCES:
+            assert len(list(csv.reader(io.StringIO(serial[source])))) > 3
+            assert exported(url, config, source) == serial[source], source
+        assert counts_by_hash(ledger(serial_url)) == counts_by_hash(rows)

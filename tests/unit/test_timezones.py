@@ -1,0 +1,412 @@
+"""Tests for pipeline.core.timezones.
+
+Expected instants are worked out by hand (comments give the offsets) or, in the property test,
+by a small reference built on `zoneinfo`/`datetime` alone, never by the code under test.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.core.timezones import REASONS, format_local, format_utc, to_utc
+
+NY = "America/New_York"
+
+
+def one(value, **kw):
+    """Convert a single cell: (utc Timestamp or NaT, reason or None)."""
+    result = to_utc(pd.Series([value]), **{"zone": NY, **kw})
+    reason = result.reason.iloc[0]
+    return result.utc.iloc[0], None if pd.isna(reason) else reason
+
+
+def ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text)  # the expected strings below all end in Z
+
+
+def instants(*texts: str | None, index=None) -> pd.Series:
+    """A datetime64[us, UTC] Series, as `to_utc` returns, from ISO strings (None -> NaT)."""
+    parsed = pd.to_datetime(list(texts), utc=True, format="ISO8601").as_unit("us")
+    return pd.Series(parsed, index=index)
+
+
+# --- the seed's worked example -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "zone", "file_times", "expected"),
+    [
+        ("2026-07-01 14:00:00", NY, "account", "2026-07-01T18:00:00Z"),  # EDT, UTC-4
+        ("2026-07-01 18:00:00", NY, "utc", "2026-07-01T18:00:00Z"),
+        ("2026-07-01 14:00:00", "Asia/Dubai", "account", "2026-07-01T10:00:00Z"),  # UTC+4
+        ("2026-01-15 14:00:00", NY, "account", "2026-01-15T19:00:00Z"),  # EST, UTC-5
+    ],
+)
+def test_worked_examples(value, zone, file_times, expected):
+    assert one(value, zone=zone, file_times=file_times) == (ts(expected), None)
+
+
+# --- DST edges under each policy ---------------------------------------------------------------
+
+GAP, OVERLAP = "nonexistent_local_time", "ambiguous_local_time"
+SHIFT = {"nonexistent": "shift_forward"}
+EARLIEST, LATEST = {"ambiguous": "earliest"}, {"ambiguous": "latest"}
+BERLIN, SYDNEY, LORD_HOWE = "Europe/Berlin", "Australia/Sydney", "Australia/Lord_Howe"
+
+
+@pytest.mark.parametrize(
+    ("zone", "wall", "policy", "expected"),
+    [
+        # New York, 2026-03-08: 02:00 EST -> 03:00 EDT, so 02:30 does not exist.
+        (NY, "2026-03-08 02:30:00", {}, GAP),
+        (NY, "2026-03-08 02:30:00", SHIFT, "2026-03-08T07:00:00Z"),
+        (NY, "2026-03-08 02:00:00", SHIFT, "2026-03-08T07:00:00Z"),
+        (NY, "2026-03-08 02:59:59.5", SHIFT, "2026-03-08T07:00:00Z"),
+        (NY, "2026-03-08 01:59:59.999999", {}, "2026-03-08T06:59:59.999999Z"),  # still EST
+        (NY, "2026-03-08 03:00:00", {}, "2026-03-08T07:00:00Z"),  # EDT
+        # New York, 2026-11-01: 02:00 EDT -> 01:00 EST, so 01:00-01:59 happen twice.
+        (NY, "2026-11-01 01:30:00", {}, OVERLAP),
+        (NY, "2026-11-01 01:30:00", EARLIEST, "2026-11-01T05:30:00Z"),
+        (NY, "2026-11-01 01:30:00", LATEST, "2026-11-01T06:30:00Z"),
+        (NY, "2026-11-01 01:00:00", {}, OVERLAP),
+        (NY, "2026-11-01 00:59:59", {}, "2026-11-01T04:59:59Z"),  # EDT only
+        (NY, "2026-11-01 02:00:00", {}, "2026-11-01T07:00:00Z"),  # EST only
+        # Berlin, 2026-03-29: 02:00 CET -> 03:00 CEST; 2026-10-25: 03:00 CEST -> 02:00 CET.
+        (BERLIN, "2026-03-29 02:30:00", {}, GAP),
+        (BERLIN, "2026-03-29 02:30:00", SHIFT, "2026-03-29T01:00:00Z"),
+        (BERLIN, "2026-10-25 02:30:00", {}, OVERLAP),
+        (BERLIN, "2026-10-25 02:30:00", EARLIEST, "2026-10-25T00:30:00Z"),
+        (BERLIN, "2026-10-25 02:30:00", LATEST, "2026-10-25T01:30:00Z"),
+        # Sydney (southern hemisphere), 2026-04-05: 03:00 AEDT(+11) -> 02:00 AEST(+10);
+        # 2026-10-04: 02:00 AEST -> 03:00 AEDT.
+        (SYDNEY, "2026-04-05 02:30:00", {}, OVERLAP),
+        (SYDNEY, "2026-04-05 02:30:00", EARLIEST, "2026-04-04T15:30:00Z"),
+        (SYDNEY, "2026-04-05 02:30:00", LATEST, "2026-04-04T16:30:00Z"),
+        (SYDNEY, "2026-10-04 02:30:00", {}, GAP),
+        (SYDNEY, "2026-10-04 02:30:00", SHIFT, "2026-10-03T16:00:00Z"),
+        # Lord Howe shifts by 30 minutes: 2026-04-05 02:00 +11 -> 01:30 +10:30;
+        # 2026-10-04 02:00 +10:30 -> 02:30 +11 (pandas' own shift_forward says 03:00 here).
+        (LORD_HOWE, "2026-04-05 01:45:00", {}, OVERLAP),
+        (LORD_HOWE, "2026-04-05 01:45:00", EARLIEST, "2026-04-04T14:45:00Z"),
+        (LORD_HOWE, "2026-04-05 01:45:00", LATEST, "2026-04-04T15:15:00Z"),
+        (LORD_HOWE, "2026-10-04 02:15:00", {}, GAP),
+        (LORD_HOWE, "2026-10-04 02:15:00", SHIFT, "2026-10-03T15:30:00Z"),
+        (LORD_HOWE, "2026-10-04 02:30:00", {}, "2026-10-03T15:30:00Z"),
+    ],
+)
+def test_dst_edges(zone, wall, policy, expected):
+    utc, reason = one(wall, zone=zone, **policy)
+    if expected in REASONS:
+        assert (utc is pd.NaT, reason) == (True, expected)
+    else:
+        assert (utc, reason) == (ts(expected), None)
+
+
+def test_policies_do_not_touch_ordinary_times_or_utc_files():
+    """file_times="utc" has no gaps or overlaps; an explicit offset is never a local time."""
+    assert one("2026-03-08 02:30:00", file_times="utc") == (ts("2026-03-08T02:30:00Z"), None)
+    assert one("2026-03-08 02:30:00-05:00") == (ts("2026-03-08T07:30:00Z"), None)
+    assert one("2026-11-01 01:30:00-04:00") == (ts("2026-11-01T05:30:00Z"), None)
+
+
+# --- explicit offsets and accepted shapes ------------------------------------------------------
+
+
+TOKYO = "Asia/Tokyo"  # UTC+9: would visibly move any value wrongly read as local
+
+
+@pytest.mark.parametrize(
+    ("value", "zone", "expected"),
+    [
+        ("2026-07-01T18:00:00Z", TOKYO, "2026-07-01T18:00:00Z"),
+        ("2026-07-01 20:00:00+02:00", TOKYO, "2026-07-01T18:00:00Z"),
+        ("2026-07-01 12:30:00-0530", TOKYO, "2026-07-01T18:00:00Z"),
+        ("2026-07-01 23:00:00+05", TOKYO, "2026-07-01T18:00:00Z"),
+        ("2026-07-01 18:00:00-00:00", TOKYO, "2026-07-01T18:00:00Z"),
+        ("2026-07-02 03:00:00+09:00", TOKYO, "2026-07-01T18:00:00Z"),  # crosses midnight
+        ("2026-07-01T18:00:00.5+00:00", TOKYO, "2026-07-01T18:00:00.500000Z"),
+        ("2026-07-01T14:00:00", NY, "2026-07-01T18:00:00Z"),  # T separator, local
+        ("  2026-07-01 14:00:00\t", NY, "2026-07-01T18:00:00Z"),  # trimmed
+        ("2026-07-01 14:00:00.25", NY, "2026-07-01T18:00:00.250000Z"),
+        ("2026-07-01 14:00:00.1", NY, "2026-07-01T18:00:00.100000Z"),
+        ("2026-07-01 14:00:00.123456789", NY, "2026-07-01T18:00:00.123456Z"),  # truncated
+        ("2026-07-01 14:00:00.999999999", NY, "2026-07-01T18:00:00.999999Z"),  # not rounded up
+    ],
+)
+def test_accepted_shapes(value, zone, expected):
+    assert one(value, zone=zone) == (ts(expected), None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "03/04/2026 10:00:00",  # day-first or month-first: never guessed
+        "04/03/2026",
+        "2026-02-30 10:00:00",
+        "2026-13-01 00:00:00",
+        "2026-03-08 24:00:00",
+        "2026-03-08 10:60:00",
+        "2026-03-08 10:00:60",  # no leap seconds
+        "2026-03-08",
+        "2026-03-08 14:00",
+        "2026-3-8 14:00:00",
+        "2026-03-08  14:00:00",
+        "2026-03-08t14:00:00",
+        "2026-03-08 14:00:00z",
+        "2026-03-08 14:00:00 Z",
+        "2026-03-08 14:00:00 +02:00",
+        "2026-03-08 14:00:00+2:00",
+        "2026-03-08 14:00:00+24:00",
+        "2026-03-08 14:00:00+02:60",
+        "2026-03-08 14:00:00.",
+        "2026-03-08 14:00:00.1234567890",
+        "2026-03-08 14:00:00,5",
+        "2026-03-08 14:00:00 EST",
+        "0000-01-01 00:00:00",  # outside Python's datetime: refused, not a crash
+        "9999-12-31 23:59:59",
+        "٢٠٢٦-03-08 14:00:00",  # Arabic-Indic digits
+        "1e10",
+        "1773000000",
+        "yesterday",
+        "NaT",
+    ],
+)
+def test_invalid(value):
+    utc, reason = one(value, nonexistent="shift_forward", ambiguous="earliest")
+    assert (utc is pd.NaT, reason) == (True, "invalid_time")
+
+
+def test_time_format_is_tried_only_where_the_standard_shapes_do_not_match():
+    values = pd.Series(["03/04/2026 10:00", "2026-04-03 10:00:00", "31/04/2026 10:00", "x"])
+    result = to_utc(values, zone="Europe/Berlin", time_format="%d/%m/%Y %H:%M")
+    # 3 April 10:00 CEST (+2) twice; 31 April does not exist.
+    assert result.utc.tolist()[:2] == [ts("2026-04-03T08:00:00Z")] * 2
+    assert result.reason.tolist() == [pd.NA, pd.NA, "invalid_time", "invalid_time"]
+
+
+def test_time_format_local_times_follow_file_times_and_policies():
+    values = pd.Series(["08/03/2026 02:30", "08/03/2026 10:00"])
+    result = to_utc(values, zone=NY, time_format="%d/%m/%Y %H:%M")
+    assert result.reason.tolist() == [GAP, pd.NA]
+    assert result.utc.iloc[1] == ts("2026-03-08T14:00:00Z")
+    result = to_utc(values, zone=NY, file_times="utc", time_format="%d/%m/%Y %H:%M")
+    assert result.utc.tolist() == [ts("2026-03-08T02:30:00Z"), ts("2026-03-08T10:00:00Z")]
+
+
+def test_time_format_with_offset_uses_the_offset():
+    values = pd.Series(["03/04/2026 10:00 +0200", "03/04/2026 10:00 -0500", "2026-04-03 10:00:00"])
+    result = to_utc(values, zone="Asia/Tokyo", time_format="%d/%m/%Y %H:%M %z")
+    assert result.utc.tolist() == [
+        ts("2026-04-03T08:00:00Z"),
+        ts("2026-04-03T15:00:00Z"),
+        ts("2026-04-03T01:00:00Z"),  # standard shape, local Tokyo time (+9)
+    ]
+    assert result.reason.isna().all()
+
+
+# --- the future, empties, the contract of the result -------------------------------------------
+
+
+def test_time_in_future_is_strictly_after_not_after():
+    limit = pd.Timestamp("2026-07-01T14:05:00-04:00")  # 18:05Z, any zone will do
+    values = pd.Series(
+        [
+            "2026-07-01 14:04:59.999999",  # just under
+            "2026-07-01 14:05:00",  # exactly at: fine
+            "2026-07-01 14:05:00.000001",  # just over
+            "2026-07-01T18:05:00.000001Z",  # just over, written in UTC
+        ]
+    )
+    result = to_utc(values, zone=NY, not_after=limit)
+    assert result.reason.tolist() == [pd.NA, pd.NA, "time_in_future", "time_in_future"]
+    assert result.utc.tolist()[:2] == [ts("2026-07-01T18:04:59.999999Z"), ts("2026-07-01T18:05Z")]
+    assert result.utc.isna().tolist() == [False, False, True, True]
+
+
+def test_naive_not_after_is_refused():
+    with pytest.raises(ValueError, match="not_after"):
+        to_utc(pd.Series(["2026-07-01 14:00:00"]), zone=NY, not_after=pd.Timestamp("2026-07-02"))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"zone": "Mars/Olympus_Mons"},
+        {"zone": NY, "file_times": "local"},
+        {"zone": NY, "nonexistent": "shift_backward"},
+        {"zone": NY, "ambiguous": "raise"},
+        {"zone": NY, "time_format": "%Q"},
+    ],
+)
+def test_configuration_mistakes_raise(kw):
+    with pytest.raises(ValueError):
+        to_utc(pd.Series(["03/04/2026 10:00:00"]), **kw)
+
+
+def test_empty_cells_and_index_and_dtypes():
+    values = pd.Series(
+        ["", "   ", None, np.nan, "2026-07-01 14:00:00", "bad"], index=[7, 7, 3, 9, 1, 0]
+    )
+    result = to_utc(values, zone=NY)
+    for series in (result.utc, result.reason, result.empty):
+        assert series.index.equals(values.index)
+    assert result.utc.dtype == "datetime64[us, UTC]"
+    assert result.reason.dtype == "string"
+    assert result.empty.dtype == bool
+    assert result.empty.tolist() == [True, True, True, True, False, False]
+    assert result.reason.tolist() == [pd.NA] * 5 + ["invalid_time"]
+    assert result.utc.isna().tolist() == [True] * 4 + [False, True]
+
+
+@pytest.mark.parametrize("dtype", [object, "string", "str"])
+def test_empty_and_all_empty_input(dtype):
+    result = to_utc(pd.Series([], dtype=dtype), zone=NY, not_after=pd.Timestamp.now(tz="UTC"))
+    assert (len(result.utc), len(result.reason), len(result.empty)) == (0, 0, 0)
+    assert result.utc.dtype == "datetime64[us, UTC]"
+    assert format_utc(result.utc).tolist() == format_local(result.utc, NY).tolist() == []
+    result = to_utc(pd.Series(["", None], dtype=dtype), zone=NY)
+    assert result.empty.all() and result.utc.isna().all() and result.reason.isna().all()
+
+
+# --- property test against a zoneinfo reference ------------------------------------------------
+
+ZONES = [
+    NY,
+    "Europe/Berlin",
+    "Europe/London",  # transitions at UTC+0
+    "Europe/Dublin",  # "negative DST" in tzdata: winter is the daylight-saving time
+    "Australia/Sydney",
+    "Australia/Lord_Howe",  # 30-minute shift
+    "America/Santiago",  # changes at midnight
+    "Antarctica/Troll",  # 2-hour shift
+    "Pacific/Apia",  # skipped 2011-12-30 entirely
+    "Asia/Kolkata",  # no DST
+]
+
+
+def reference(wall: datetime, zone: str, nonexistent: str, ambiguous: str):
+    """What a wall time means in `zone`, from zoneinfo alone: a UTC datetime or a reason."""
+    tz = ZoneInfo(zone)
+
+    def exists(w: datetime) -> bool:  # a real wall time survives a round trip through UTC
+        return w.replace(tzinfo=tz).astimezone(UTC).astimezone(tz).replace(tzinfo=None) == w
+
+    first, second = (wall.replace(tzinfo=tz, fold=fold) for fold in (0, 1))
+    if not exists(wall):
+        if nonexistent == "reject":
+            return "nonexistent_local_time"
+        probe = wall.replace(second=0, microsecond=0)  # transitions fall on whole minutes
+        while not exists(probe := probe + timedelta(minutes=1)):
+            pass
+        return probe.replace(tzinfo=tz).astimezone(UTC)
+    if first.utcoffset() != second.utcoffset():
+        if ambiguous == "reject":
+            return "ambiguous_local_time"
+        return (first if ambiguous == "earliest" else second).astimezone(UTC)
+    return first.astimezone(UTC)
+
+
+@functools.cache
+def transitions(zone: str) -> tuple[datetime, ...]:
+    """Offset changes between 1990 and 2045 (UTC, naive), found by probing zoneinfo."""
+    tz, found = ZoneInfo(zone), []
+    offset = lambda t: t.replace(tzinfo=UTC).astimezone(tz).utcoffset()  # noqa: E731
+    day = datetime(1990, 1, 1)
+    while day < datetime(2045, 1, 1):
+        lo, hi = day, day + timedelta(days=1)
+        if offset(lo) != offset(hi):
+            while hi - lo > timedelta(seconds=1):
+                mid = lo + (hi - lo) / 2
+                lo, hi = (lo, mid) if offset(mid) != offset(lo) else (mid, hi)
+            found.append(hi.replace(microsecond=0))
+        day += timedelta(days=1)
+    return tuple(found)
+
+
+@st.composite
+def wall_times(draw, zone: str):
+    """Mostly wall times within two hours of a transition, where the edge cases are."""
+    tz, near = ZoneInfo(zone), transitions(zone)
+    if near and draw(st.booleans()):
+        instant = draw(st.sampled_from(near)).replace(tzinfo=UTC)
+        before = (instant - timedelta(seconds=1)).astimezone(tz).replace(tzinfo=None)
+        return before + draw(st.timedeltas(timedelta(hours=-2), timedelta(hours=3)))
+    return draw(st.datetimes(datetime(1990, 1, 1), datetime(2045, 1, 1)))
+
+
+@st.composite
+def cases(draw):
+    zone = draw(st.sampled_from(ZONES))
+    walls = draw(st.lists(wall_times(zone), max_size=12))
+    return zone, walls
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    case=cases(),
+    nonexistent=st.sampled_from(["reject", "shift_forward"]),
+    ambiguous=st.sampled_from(["reject", "earliest", "latest"]),
+)
+def test_local_times_match_zoneinfo(case, nonexistent, ambiguous):
+    zone, walls = case
+    values = pd.Series([w.isoformat(sep=" ") for w in walls], dtype=object)
+    result = to_utc(values, zone=zone, nonexistent=nonexistent, ambiguous=ambiguous)
+    for wall, utc, reason in zip(walls, result.utc, result.reason, strict=True):
+        expected = reference(wall, zone, nonexistent, ambiguous)
+        if isinstance(expected, str):
+            assert utc is pd.NaT and reason == expected, wall
+        else:
+            assert utc == pd.Timestamp(expected) and reason is pd.NA, wall
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def test_format_utc():
+    utc = instants(
+        "2026-07-01T18:00:00Z",
+        "2026-07-01T18:00:00.25Z",
+        "2026-07-01T18:00:00.000001Z",
+        None,
+        index=list("abcd"),
+    )
+    expected = ["2026-07-01T18:00:00Z", "2026-07-01T18:00:00.250000Z",
+                "2026-07-01T18:00:00.000001Z", pd.NA]  # fmt: skip
+    formatted = format_utc(utc)
+    assert formatted.tolist() == expected
+    assert formatted.dtype == "string" and formatted.index.equals(utc.index)
+    # Any time zone in, UTC out.
+    assert format_utc(utc.dt.tz_convert("Asia/Tokyo")).tolist() == expected
+
+
+def test_format_local_across_a_dst_change():
+    # 2026-11-01 05:30Z and 06:30Z are both 01:30 in New York: the offset tells them apart.
+    utc = instants("2026-11-01T05:30:00Z", "2026-11-01T06:30:00.5Z", "2026-07-01T18:00:00Z", None)
+    assert format_local(utc, NY).tolist() == [
+        "2026-11-01T01:30:00-04:00",
+        "2026-11-01T01:30:00.500000-05:00",
+        "2026-07-01T14:00:00-04:00",
+        pd.NA,
+    ]
+    assert format_local(utc, "Asia/Kolkata").tolist()[2] == "2026-07-01T23:30:00+05:30"
+    assert format_local(utc, "UTC").tolist()[2] == "2026-07-01T18:00:00+00:00"
+
+
+def test_format_round_trips_through_to_utc():
+    values = pd.Series(["2026-11-01 01:30:00", "2026-03-08 03:00:00.123456", "2026-01-15 14:00:00"])
+    utc = to_utc(values, zone=NY, ambiguous="latest").utc
+    assert to_utc(format_local(utc, "Europe/Berlin"), zone=NY).utc.equals(utc)
+    assert to_utc(format_utc(utc), zone="Asia/Tokyo").utc.equals(utc)
+
+
+def test_format_refuses_naive_datetimes():
+    with pytest.raises(TypeError):
+        format_utc(pd.Series(pd.to_datetime(["2026-07-01 18:00:00"])))
