@@ -13,7 +13,7 @@ peak RSS is its own:
   pandas   a hand-written pandas loader (read_csv, to_datetime, tz_localize, drop_duplicates,
            to_sql(method="multi")) on the first min(N, 100,000) rows, its time scaled to N
   sqlite   `ingest_file` into a fresh SQLite warehouse
-  dry      `ingest_file(dry_run=True)` into a fresh PostgreSQL warehouse
+  dry      `ingest_file` with a dry-run `Upload` into a fresh PostgreSQL warehouse
   big      with --big-warehouse M: a warehouse holding M conversions (COPYed straight into the
            `conversions` table), then a --second K-row file with ~30% of its click ids already
            there, timed against the same file into an empty warehouse; the plans of the
@@ -112,6 +112,8 @@ def step_ingest(spec: dict) -> dict:
     import generate
 
     from pipeline import ingest, warehouse
+    from pipeline.context import Context
+    from pipeline.datadir import LocalDataDir
 
     t = time.perf_counter()
     engine = warehouse.connect(spec["url"])
@@ -120,15 +122,17 @@ def step_ingest(spec: dict) -> dict:
     if spec.get("explain"):
         plans = _auto_explain(engine)
     started = time.perf_counter()
+    reports = Path(spec["reports"])
     result = ingest.ingest_file(
-        Path(spec["path"]),
-        config=config,
-        engine=engine,
-        reports_dir=Path(spec["reports"]),
-        offer_source=OFFER_SOURCE,
-        kind="conversions",
-        received_at=datetime.fromisoformat(generate.RECEIVED_AT),
-        dry_run=spec.get("dry_run", False),
+        Context(config, engine, LocalDataDir(reports.parent)),
+        ingest.Upload(
+            Path(spec["path"]),
+            OFFER_SOURCE,
+            "conversions",
+            received_at=datetime.fromisoformat(generate.RECEIVED_AT),
+            dry_run=spec.get("dry_run", False),
+            reports_dir=reports,
+        ),
     )
     wall = time.perf_counter() - started
     engine.dispose()

@@ -16,7 +16,15 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from pipeline.airflow.taskflow import TAGS, process_inbox, ready_asset
+from pipeline.airflow.taskflow import (
+    TAGS,
+    claim_files,
+    pick,
+    process_file,
+    process_status_file,
+    ready_asset,
+    summarise,
+)
 
 
 @dag(
@@ -28,7 +36,14 @@ from pipeline.airflow.taskflow import TAGS, process_inbox, ready_asset
     doc_md=__doc__,
 )
 def conversions_file_drop() -> None:
-    process_inbox()
+    # claim -> pick each kind -> one mapped task per file, status after conversions -> summarise
+    claimed = claim_files()
+    conversion_files = pick.override(task_id="conversion_files")(claimed, "conversions")
+    status_files = pick.override(task_id="status_files")(claimed, "status")
+    conversions = process_file.expand(ticket=conversion_files)
+    status = process_status_file.expand(ticket=status_files)
+    conversions >> status  # a status update finds the conversions dropped with it
+    summarise([conversion_files, status_files], [conversions, status])
 
 
 conversions_file_drop()

@@ -22,7 +22,15 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from pipeline.airflow.taskflow import SCHEDULE, TAGS, process_inbox
+from pipeline.airflow.taskflow import (
+    SCHEDULE,
+    TAGS,
+    claim_files,
+    pick,
+    process_file,
+    process_status_file,
+    summarise,
+)
 
 
 @dag(
@@ -34,7 +42,14 @@ from pipeline.airflow.taskflow import SCHEDULE, TAGS, process_inbox
     doc_md=__doc__,
 )
 def conversions_inbox() -> None:
-    process_inbox()
+    # claim -> pick each kind -> one mapped task per file, status after conversions -> summarise
+    claimed = claim_files()
+    conversion_files = pick.override(task_id="conversion_files")(claimed, "conversions")
+    status_files = pick.override(task_id="status_files")(claimed, "status")
+    conversions = process_file.expand(ticket=conversion_files)
+    status = process_status_file.expand(ticket=status_files)
+    conversions >> status  # a status update finds the conversions dropped with it
+    summarise([conversion_files, status_files], [conversions, status])
 
 
 conversions_inbox()

@@ -18,9 +18,10 @@ from sqlalchemy.exc import DBAPIError
 from pipeline import __version__, export, runner, runtime, warehouse
 from pipeline.config import load
 from pipeline.console import Console
+from pipeline.context import Context
 from pipeline.core.model import ConfigError
-from pipeline.core.vocabulary import KINDS, MODES
-from pipeline.ingest import ingest_file
+from pipeline.core.vocabulary import FAILED, KINDS, MODES
+from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
 
 EXIT_OK, EXIT_FILES, EXIT_USAGE = 0, 1, 2
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _context(args, offer_source: str | None = None) -> runner.Context:
+def _context(args, offer_source: str | None = None) -> Context:
     home = runtime.resolve_home(args.home)
     config = load(runtime.resolve_config_path(args.config))
     if offer_source:  # refuse an unknown name before touching the warehouse
@@ -133,22 +134,22 @@ def _ingest(args, console: Console) -> int:
                 console.error(f"{name}: no such file")
                 results.append(
                     FileResult(
-                        path.name, args.offer_source, args.kind, "failed", detail="no such file"
+                        path.name, args.offer_source, args.kind, FAILED, detail="no such file"
                     )
                 )
                 continue
             results.append(
                 ingest_file(
-                    path,
-                    config=ctx.config,
-                    engine=ctx.engine,
-                    reports_dir=ctx.layout.reports,
-                    offer_source=args.offer_source,
-                    kind=args.kind,
-                    received_at=received,
-                    mode_override=args.mode,
-                    dry_run=args.dry_run,
-                    force=args.force,
+                    ctx,
+                    Upload(
+                        path,
+                        args.offer_source,
+                        args.kind,
+                        received_at=received,
+                        mode_override=args.mode,
+                        dry_run=args.dry_run,
+                        force=args.force,
+                    ),
                 )
             )
             advance(results[-1])

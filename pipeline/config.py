@@ -11,24 +11,16 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import pandas as pd
 
 from pipeline.core.currencies import ISO_4217
-from pipeline.core.model import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_FUTURE_TOLERANCE_SECONDS,
-    DEFAULT_MAX_FILE_BYTES,
-    Account,
-    Config,
-    ConfigError,
-    OfferSource,
-    Settings,
-)
+from pipeline.core.model import Account, Config, ConfigError, OfferSource, Settings, defaults
 from pipeline.core.timezones import to_utc
 from pipeline.core.vocabulary import (
     AMBIGUOUS_POLICIES,
@@ -38,6 +30,20 @@ from pipeline.core.vocabulary import (
     NONEXISTENT_POLICIES,
     STATUSES,
 )
+
+# The keys of each table are the model's fields (whose defaults are the defaults), except that an
+# account's and an offer source's name is its table's name, and an offer source's type_modes come
+# from its [conversion_types.<type>] tables.
+_ACCOUNT_KEYS = {f.name for f in fields(Account)} - {"name"}
+_SOURCE_KEYS = {f.name for f in fields(OfferSource)} - {"name", "type_modes"} | {"conversion_types"}
+# The offer source's options that name one of a few words: the words, and what an error calls one.
+_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "duplicate_mode": (MODES, "mode"),
+    "default_status": (STATUSES, "status"),
+    "file_times": (FILE_TIMES, "value"),
+    "nonexistent_times": (NONEXISTENT_POLICIES, "policy"),
+    "ambiguous_times": (AMBIGUOUS_POLICIES, "policy"),
+}
 
 # How a wrong type is named to the user, in TOML's words.
 _TOML_TYPES = {int: "an integer", str: "a string", bool: "true or false", list: "an array"}
@@ -161,20 +167,14 @@ class _Reader:
     def settings(self, table: Any) -> Settings:
         if not isinstance(table, dict):
             raise self.fail("settings", "must be a table")
-        self.only_keys(
-            table,
-            "settings",
-            {"batch_size", "max_file_bytes", "future_tolerance_seconds", "warehouse_url"},
-        )
+        default = defaults(Settings)
+        self.only_keys(table, "settings", set(default))
+        kinds = get_type_hints(Settings)
         out = Settings(
-            batch_size=self.value(table, "settings", "batch_size", int, DEFAULT_BATCH_SIZE),
-            max_file_bytes=self.value(
-                table, "settings", "max_file_bytes", int, DEFAULT_MAX_FILE_BYTES
-            ),
-            future_tolerance_seconds=self.value(
-                table, "settings", "future_tolerance_seconds", int, DEFAULT_FUTURE_TOLERANCE_SECONDS
-            ),
-            warehouse_url=self.value(table, "settings", "warehouse_url", str),
+            **{
+                key: self.value(table, "settings", key, _toml_kind(kinds[key]), value)
+                for key, value in default.items()
+            }
         )
         for key in ("batch_size", "max_file_bytes"):
             if getattr(out, key) < 1:
@@ -188,7 +188,7 @@ class _Reader:
         self.name(where, name)
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
-        self.only_keys(table, where, {"timezone", "currency"})
+        self.only_keys(table, where, _ACCOUNT_KEYS)
         zone = self.value(table, where, "timezone", str, required=True)
         try:
             if zone not in _zones():
@@ -198,7 +198,7 @@ class _Reader:
             raise self.fail(
                 f"{where}.timezone", f"unknown IANA time zone {zone!r} (e.g. America/New_York)"
             ) from None
-        currency = self.value(table, where, "currency", str, "USD")
+        currency = self.value(table, where, "currency", str, defaults(Account)["currency"])
         if currency not in ISO_4217:
             raise self.fail(f"{where}.currency", f"{currency!r} is not an ISO 4217 code")
         return Account(name, zone, currency)
@@ -208,23 +208,13 @@ class _Reader:
         self.name(where, name)
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
-        self.only_keys(
-            table,
-            where,
-            {
-                "account",
-                "duplicate_mode",
-                "default_status",
-                "file_times",
-                "allow_negative_payout",
-                "click_id_pattern",
-                "nonexistent_times",
-                "ambiguous_times",
-                "time_format",
-                "allowed_conversion_types",
-                "conversion_types",
-            },
-        )
+        self.only_keys(table, where, _SOURCE_KEYS)
+        default = defaults(OfferSource)
+
+        def one_of(key: str) -> str:
+            words, what = _CHOICES[key]
+            return self.choice(table, where, key, words, default[key], what=what)
+
         account_name = self.value(table, where, "account", str, required=True)
         if account_name not in accounts:
             raise self.fail(
@@ -268,21 +258,15 @@ class _Reader:
         return OfferSource(
             name=name,
             account=accounts[account_name],
-            duplicate_mode=self.choice(
-                table, where, "duplicate_mode", MODES, "ignore", what="mode"
+            duplicate_mode=one_of("duplicate_mode"),
+            default_status=one_of("default_status"),
+            file_times=one_of("file_times"),
+            allow_negative_payout=self.value(
+                table, where, "allow_negative_payout", bool, default["allow_negative_payout"]
             ),
-            default_status=self.choice(
-                table, where, "default_status", STATUSES, "approved", what="status"
-            ),
-            file_times=self.choice(table, where, "file_times", FILE_TIMES, "account"),
-            allow_negative_payout=self.value(table, where, "allow_negative_payout", bool, False),
             click_id_pattern=pattern,
-            nonexistent_times=self.choice(
-                table, where, "nonexistent_times", NONEXISTENT_POLICIES, "reject", what="policy"
-            ),
-            ambiguous_times=self.choice(
-                table, where, "ambiguous_times", AMBIGUOUS_POLICIES, "reject", what="policy"
-            ),
+            nonexistent_times=one_of("nonexistent_times"),
+            ambiguous_times=one_of("ambiguous_times"),
             time_format=time_format,
             allowed_conversion_types=allowed,
             type_modes=type_modes,
@@ -318,6 +302,11 @@ class _Reader:
                 f"{shown} reads back as {read:%Y-%m-%d %H:%M:%S}: the time of day is lost "
                 "(%I needs %p)",
             )
+
+
+def _toml_kind(hint: Any) -> type:
+    """The TOML type of a field annotated `int`, `str` or `str | None`."""
+    return next(kind for kind in (*get_args(hint), hint) if kind is not type(None))
 
 
 _ZONES: frozenset[str] | None = None

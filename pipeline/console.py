@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+from pipeline.core.vocabulary import DUPLICATE_FILE, FAILED, QUARANTINED
 from pipeline.results import FileResult
 
 # C0/C1 controls (newline, ESC...), bidi marks/overrides/isolates, and lone surrogates (bytes
@@ -86,7 +87,7 @@ def rows(results: Sequence[FileResult]) -> list[list[str]]:
     out = []
     for r in results:
         detail = r.report_path or r.summary_path or ""
-        if r.state in ("quarantined", "failed", "duplicate_file"):
+        if r.state in (QUARANTINED, FAILED, DUPLICATE_FILE):
             detail = f"{r.reason_code or r.state}: {r.detail or ''}"
         out.append(
             [

@@ -2,7 +2,9 @@
 
 This is the only place that sequences the functional core (`reader`, `normalise`, `duplicates`)
 with the edges (`warehouse`, `reports`). The CLI's `ingest`, the inbox runner and the Airflow
-tasks all come through `ingest_file`, so every route applies a file the same way.
+tasks all come through `ingest_file`, so every route applies a file the same way. What happens
+to the file as a whole (quarantined, a duplicate, a dry run, applied) and what its reports are
+called is decided by `core.file_outcome`; this module gathers the facts and carries it out.
 
 The whole file is applied in one database transaction together with its ledger row, under the
 offer source's merge lock; reports are written before that transaction commits and removed if it
@@ -16,20 +18,31 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection
 
-from pipeline import reader, reports, warehouse
-from pipeline.core import duplicates, normalise
-from pipeline.core.model import Config, OfferSource
+from pipeline import reader, warehouse
+from pipeline.context import Context
+from pipeline.core import duplicates, file_outcome, normalise
+from pipeline.core.model import OfferSource
 from pipeline.core.reasons import describe
-from pipeline.core.vocabulary import OUTCOMES
+from pipeline.core.vocabulary import (
+    APPLIED,
+    DRY_RUN,
+    DUPLICATE_FILE,
+    OUTCOMES,
+    PROCESSING,
+    QUARANTINED,
+)
+from pipeline.datadir.layout import UNHASHED, own_paths, report_paths, sha256_file
 from pipeline.reader import FileRejected
+from pipeline.reports import RejectionReport, write_summary
 from pipeline.results import FileResult
 
 EXAMPLES_PER_REASON = 3
@@ -39,9 +52,21 @@ class AccountingError(RuntimeError):
     """Outcomes did not add up to the file's data lines: a bug, so nothing is applied."""
 
 
-# The ledger's content hash of a file over max_file_bytes, which is never read (so never
-# hashed); its FileResult and summary say null. No SHA-256 digest is all zeros.
-UNHASHED = "0" * 64
+@dataclass(frozen=True)
+class Upload:
+    """One file to ingest, and what is known about it besides its bytes."""
+
+    path: Path
+    offer_source: str
+    kind: str = "conversions"
+    received_at: datetime | None = None  # when it was received (default: now)
+    name: str | None = None  # the name it was dropped under (default: the path's)
+    mode_override: str | None = None  # the run's duplicate mode, over the type's and source's
+    dry_run: bool = False
+    force: bool = False  # apply even if the same bytes were applied before
+    claim_id: str | None = None  # the inbox claim it came from, recorded in the ledger
+    reports_dir: Path | None = None  # default: the data directory's reports/
+    batch_size: int | None = None  # default: settings.batch_size
 
 
 def _storable(name: str) -> str:
@@ -53,141 +78,99 @@ def _storable(name: str) -> str:
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class _DryRun(Exception):
     """Raised inside the transaction to roll back everything a dry run did."""
 
 
-def ingest_file(
-    path: Path,
-    *,
-    config: Config,
-    engine: Engine,
-    reports_dir: Path,
-    offer_source: str,
-    kind: str = "conversions",
-    received_at: datetime | None = None,
-    original_name: str | None = None,
-    mode_override: str | None = None,
-    dry_run: bool = False,
-    force: bool = False,
-    claim_id: str | None = None,
-    batch_size: int | None = None,
-) -> FileResult:
+@dataclass
+class _Published:
+    """The reports of one result as they become visible, so a failed commit takes them back."""
+
+    csv_path: Path
+    json_path: Path
+    report: RejectionReport | None = None
+    written: list[Path] = field(default_factory=list)
+
+    def rename(self, tag: str | None) -> None:
+        if tag is not None:
+            self.csv_path, self.json_path = own_paths(self.csv_path, self.json_path, tag)
+
+    def drop_report(self) -> None:
+        if self.report is not None:
+            self.report.discard()
+            self.report = None
+
+    def commit_report(self) -> None:
+        if self.report is not None:
+            self.written.append(self.report.commit(self.csv_path))
+
+    def summary(self, result: FileResult, started: float) -> None:
+        result.timings["total_s"] = round(time.perf_counter() - started, 3)
+        self.written.append(write_summary(self.json_path, result.to_dict()))
+
+    def take_back(self) -> None:
+        """Best effort (the caller re-raises): the result these reports describe was not
+        recorded."""
+        self.drop_report()
+        for done in self.written:
+            with contextlib.suppress(OSError):
+                done.unlink(missing_ok=True)
+
+
+def ingest_file(ctx: Context, upload: Upload) -> FileResult:
     """Apply one file (or, with `dry_run`, work out exactly what it would do and roll back).
 
     Whole-file problems (unreadable, missing column, too large...) return a `quarantined`
     result and change nothing but the ledger. Row problems go to the rejection report.
     """
-    path = Path(path)
+    path = Path(upload.path)
     started = time.perf_counter()
-    received = pd.Timestamp(received_at or datetime.now(UTC)).tz_convert(UTC).floor("s")
-    name = original_name or path.name
-    result = FileResult(name, offer_source, kind, "quarantined", received_at=received.isoformat())
-    source = config.offer_sources.get(offer_source)  # None: removed since; quarantined below
-    size = path.stat().st_size  # first: a file over the limit is never read, not even hashed
-    if size <= config.settings.max_file_bytes:
-        result.content_hash = sha256_file(path)
-    csv_path, json_path = reports.report_paths(
-        reports_dir, received.to_pydatetime(), name, result.content_hash or UNHASHED
+    received = pd.Timestamp(upload.received_at or datetime.now(UTC)).tz_convert(UTC).floor("s")
+    name = upload.name or path.name
+    settings = ctx.config.settings
+    result = FileResult(
+        name, upload.offer_source, upload.kind, QUARANTINED, received_at=received.isoformat()
     )
-    result.report_path, result.summary_path = str(csv_path), str(json_path)
+    size = path.stat().st_size  # first: a file over the limit is never read, not even hashed
+    if size <= settings.max_file_bytes:
+        result.content_hash = sha256_file(path)
+    published = _Published(
+        *report_paths(
+            upload.reports_dir or ctx.datadir.reports,
+            received.to_pydatetime(),
+            name,
+            result.content_hash or UNHASHED,
+        )
+    )
+    result.report_path, result.summary_path = str(published.csv_path), str(published.json_path)
     ledger = dict(
         content_hash=result.content_hash or UNHASHED,
         original_name=_storable(name),
-        offer_source=offer_source,
-        kind=kind,
+        offer_source=upload.offer_source,
+        kind=upload.kind,
         received_at=received,
-        duplicate_mode_override=mode_override,
-        forced=force,
-        claim_id=claim_id,
+        duplicate_mode_override=upload.mode_override,
+        forced=upload.force,
+        claim_id=upload.claim_id,
     )
-    report: reports.RejectionReport | None = None
-    written: list[Path] = []  # reports this call made visible; removed if its commit fails
     try:
-        if size > config.settings.max_file_bytes:
-            raise FileRejected(
-                "file_too_large",
-                f"the file has {size:,} bytes; the limit "
-                f"(settings.max_file_bytes) is {config.settings.max_file_bytes:,}",
-            )
-        if source is None:
-            raise FileRejected(
-                "unknown_offer_source",
-                f"the offer source {offer_source!r} is not in the configuration (configured: "
-                f"{', '.join(sorted(config.offer_sources)) or 'none'})",
-            )
-        header = reader.read_header(path, kind)
+        refusal = file_outcome.refused_unread(
+            size, settings.max_file_bytes, upload.offer_source, ctx.config.offer_sources
+        )
+        if refusal is not None:
+            raise FileRejected(refusal.code, refusal.detail)
+        header = reader.read_header(path, upload.kind)
         result.warnings += [f"ignored unknown column {c!r}" for c in header.unknown]
-        report = reports.RejectionReport(csv_path, header.names, header.delimiter)
-        with warehouse.file_transaction(engine, offer_source) as conn:
-            applied_before = warehouse.applied_count(conn, result.content_hash, offer_source, kind)
-            if applied_before and not force:
-                result.state = "duplicate_file"
-                result.detail = (
-                    "the same bytes were already applied for this offer source "
-                    "and kind; nothing changed (a replay with force re-applies)"
-                )
-                result.file_id = warehouse.record_file(
-                    conn, state="duplicate_file", detail=result.detail, **ledger
-                )
-                report.discard()
-                report = None
-                result.report_path = None
-                # Its own summary: the file it repeats may have been received the same day
-                # under the same name, and that file's summary must stay as it was.
-                _, json_path = reports.own_paths(csv_path, json_path, f"duplicate-{result.file_id}")
-                result.summary_path = str(json_path)
-                warehouse.finish_file(conn, result.file_id, summary_path=result.summary_path)
-                _write_summary(result, json_path, started)
-                written.append(json_path)
-            else:
-                _apply_file(
-                    conn,
-                    path,
-                    header,
-                    source,
-                    result,
-                    report,
-                    ledger,
-                    received=received,
-                    mode_override=mode_override,
-                    sequence=applied_before + 1,
-                    batch_size=batch_size or config.settings.batch_size,
-                    future_tolerance=config.settings.future_tolerance_seconds,
-                    dry_run=dry_run,
-                )
-                if dry_run:
-                    raise _DryRun
-                result.state = "applied"
-                if _names_taken(conn, result.content_hash, json_path, result.file_id):
-                    # A forced re-apply, or the same bytes for another offer source or kind,
-                    # the same day under the same name: the first application keeps its names.
-                    csv_path, json_path = reports.own_paths(
-                        csv_path, json_path, f"applied-{result.file_id}"
-                    )
-                    result.report_path, result.summary_path = str(csv_path), str(json_path)
-                warehouse.finish_file(
-                    conn, result.file_id, state="applied", **_ledger_counts(result)
-                )
-                written.append(report.commit(csv_path))
-                _write_summary(result, json_path, started)
-                written.append(json_path)
+        published.report = RejectionReport(published.csv_path, header.names, header.delimiter)
+        with warehouse.file_transaction(ctx.engine, upload.offer_source) as conn:
+            _apply_or_skip(conn, ctx, upload, header, result, published, ledger, received)
+            published.summary(result, started)
     except _DryRun:
-        result.state = "dry_run"
+        result.state = DRY_RUN
     except FileRejected as rejected:
-        if report is not None:
-            report.discard()
-            report = None
+        published.drop_report()
         result.state, result.reason_code, result.detail = (
-            "quarantined",
+            QUARANTINED,
             rejected.code,
             rejected.detail,
         )
@@ -197,148 +180,200 @@ def ingest_file(
         result.data_lines = 0
         result.outcomes = dict.fromkeys(OUTCOMES, 0)
     except BaseException:
-        _unpublish(report, written)  # the transaction did not commit: no report for it
+        published.take_back()  # the transaction did not commit: no report for it
         raise
-    if result.state in ("dry_run", "quarantined"):
-        # Recorded after the file's transaction; the reports get names of their own (a dry run
-        # or a quarantine of bytes applied the same day under the same name must not write over
-        # the applied file's), and the ledger row commits only once they are written.
-        try:
-            with engine.begin() as conn:
-                detail = f"{result.reason_code}: {result.detail}" if result.reason_code else None
-                counts = _ledger_counts(result) if result.state == "dry_run" else {}
-                result.file_id = warehouse.record_file(
-                    conn, state=result.state, detail=detail, **ledger, **counts
-                )
-                tag = "dry-run" if result.state == "dry_run" else "quarantined"
-                csv_path, json_path = reports.own_paths(
-                    csv_path, json_path, f"{tag}-{result.file_id}"
-                )
-                if report is not None:
-                    result.report_path = str(csv_path)
-                result.summary_path = str(json_path)
-                warehouse.finish_file(
-                    conn,
-                    result.file_id,
-                    report_path=result.report_path,
-                    summary_path=result.summary_path,
-                )
-                if report is not None:
-                    written.append(report.commit(csv_path))
-                _write_summary(result, json_path, started)
-                written.append(json_path)
-        except BaseException:
-            _unpublish(report, written)
-            raise
+    if result.state in (DRY_RUN, QUARANTINED):
+        _record_unapplied(ctx, result, published, ledger, started)
     return result
 
 
-def _names_taken(conn, content_hash: str, json_path: Path, file_id: int | None) -> bool:
-    """Whether another ledger row (of these bytes) owns this summary's name."""
-    f = warehouse.ingested_files.c
-    return (
-        conn.execute(
-            select(f.file_id)
-            .where(f.content_hash == content_hash, f.summary_path == str(json_path))
-            .where(f.file_id != file_id)
-            .limit(1)
-        ).first()
-        is not None
-    )
-
-
-def _unpublish(report: reports.RejectionReport | None, written: list[Path]) -> None:
-    """Take back the reports of a result that was not recorded (best effort: re-raising)."""
-    if report is not None:
-        report.discard()
-    for done in written:
-        with contextlib.suppress(OSError):
-            done.unlink(missing_ok=True)
-
-
-def _apply_file(
-    conn,
-    path: Path,
+def _apply_or_skip(
+    conn: Connection,
+    ctx: Context,
+    upload: Upload,
     header: reader.Header,
-    source: OfferSource,
     result: FileResult,
-    report: reports.RejectionReport,
+    published: _Published,
     ledger: dict[str, Any],
-    *,
     received: pd.Timestamp,
-    mode_override: str | None,
-    sequence: int,
-    batch_size: int,
-    future_tolerance: int,
-    dry_run: bool,
 ) -> None:
-    """Stream the batches through the core into a staging table, then merge it chunk by chunk.
+    """Inside the file's transaction: a duplicate of applied bytes is recorded and skipped;
+    anything else is applied (a dry run raises `_DryRun` at the end, to roll it all back)."""
+    applied_before = warehouse.applied_count(
+        conn, result.content_hash, upload.offer_source, upload.kind
+    )
+    state = file_outcome.state_after_ledger_check(applied_before, upload.force, upload.dry_run)
+    if state == DUPLICATE_FILE:
+        result.state, result.detail = DUPLICATE_FILE, file_outcome.DUPLICATE_DETAIL
+        result.file_id = warehouse.record_file(
+            conn, state=DUPLICATE_FILE, detail=result.detail, **ledger
+        )
+        published.drop_report()
+        result.report_path = None
+        published.rename(file_outcome.report_tag(DUPLICATE_FILE, result.file_id))
+        result.summary_path = str(published.json_path)
+        warehouse.finish_file(conn, result.file_id, summary_path=result.summary_path)
+        return
+    result.file_id = warehouse.record_file(conn, state=PROCESSING, **ledger)
+    _FileRun(
+        conn,
+        upload,
+        header,
+        ctx.config.offer_sources[upload.offer_source],
+        result,
+        published.report,
+        received,
+        sequence=applied_before + 1,
+        batch_size=upload.batch_size or ctx.config.settings.batch_size,
+        future_tolerance=ctx.config.settings.future_tolerance_seconds,
+    ).apply()
+    if state == DRY_RUN:
+        raise _DryRun
+    result.state = APPLIED
+    taken = warehouse.names_taken(conn, result.content_hash, published.json_path, result.file_id)
+    published.rename(file_outcome.report_tag(APPLIED, result.file_id, taken))
+    result.report_path, result.summary_path = str(published.csv_path), str(published.json_path)
+    warehouse.finish_file(conn, result.file_id, state=APPLIED, **_ledger_counts(result))
+    published.commit_report()
+
+
+def _record_unapplied(
+    ctx: Context,
+    result: FileResult,
+    published: _Published,
+    ledger: dict[str, Any],
+    started: float,
+) -> None:
+    """Record a dry run or a quarantine, after the file's transaction: the reports get names
+    of their own (a dry run or a quarantine of bytes applied the same day under the same name
+    must not write over the applied file's), and the ledger row commits only once they are
+    written."""
+    try:
+        with ctx.engine.begin() as conn:
+            detail = f"{result.reason_code}: {result.detail}" if result.reason_code else None
+            counts = _ledger_counts(result) if result.state == DRY_RUN else {}
+            result.file_id = warehouse.record_file(
+                conn, state=result.state, detail=detail, **ledger, **counts
+            )
+            published.rename(file_outcome.report_tag(result.state, result.file_id))
+            if published.report is not None:
+                result.report_path = str(published.csv_path)
+            result.summary_path = str(published.json_path)
+            warehouse.finish_file(
+                conn,
+                result.file_id,
+                report_path=result.report_path,
+                summary_path=result.summary_path,
+            )
+            published.commit_report()
+            published.summary(result, started)
+    except BaseException:
+        published.take_back()
+        raise
+
+
+class _FileRun:
+    """One file's rows through the core, inside its transaction: read and validate in batches
+    into a staging table, then resolve and merge chunk by chunk.
 
     Memory holds one batch while reading and one merge chunk (rows of whole click ids) while
     merging, whatever the size of the file.
     """
-    result.file_id = warehouse.record_file(conn, state="processing", **ledger)
-    t0 = time.perf_counter()
-    reason_counts: Counter[str] = Counter()
-    examples: dict[str, list[int]] = {}
-    blank = 0
-    stage = warehouse.stage_create(conn, result.kind)
-    for batch in reader.read_batches(path, header, batch_size):
-        blank += batch.blank_lines
-        result.data_lines += len(batch.lines) + len(batch.malformed)
-        cells = header.canonical(batch.cells)
-        if result.kind == "status":
-            part = normalise.statuses(cells, batch.lines, source)
-        else:
-            part = normalise.conversions(
-                cells,
-                batch.lines,
-                source,
-                received_at=received,
-                future_tolerance_seconds=future_tolerance,
-                mode_override=mode_override,
-            )
-        warehouse.stage_append(conn, stage, result.kind, part.accepted)
-        rejected = _with_cells(part.rejected, batch, header)
-        if batch.malformed:
-            rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
-            rejected = rejected.sort_values("line", kind="stable", ignore_index=True)
-        _reject(conn, result, report, rejected, reason_counts, examples)
-    if blank:
-        result.warnings.append(f"skipped {blank} blank line(s)")
-    result.timings["read_validate_s"] = round(time.perf_counter() - t0, 3)
 
-    t1 = time.perf_counter()
-    late: list[pd.DataFrame] = []
-    for rows in warehouse.staged_chunks(conn, stage, result.kind, batch_size):
-        resolution = _resolve(conn, rows, source, result, received, sequence)
-        if not dry_run:
-            warehouse.apply(conn, resolution, file_id=result.file_id, offer_source=source.name)
-        outcome = resolution.outcomes["outcome"]
-        late.append(resolution.outcomes.loc[outcome == "rejected", ["line", "reason_code"]])
-        for name, count in outcome[outcome != "rejected"].value_counts().items():
-            result.outcomes[str(name)] += int(count)
-    warehouse.stage_drop(conn, stage)
-    late_rows = pd.concat(late, ignore_index=True) if late else pd.DataFrame()
-    if len(late_rows):
-        late_rows = late_rows.sort_values("line", ignore_index=True)
-        _reject(
-            conn,
-            result,
-            report,
-            _cells_for_lines(path, header, batch_size, late_rows),
-            reason_counts,
-            examples,
+    def __init__(
+        self,
+        conn: Connection,
+        upload: Upload,
+        header: reader.Header,
+        source: OfferSource,
+        result: FileResult,
+        report: RejectionReport,
+        received: pd.Timestamp,
+        *,
+        sequence: int,
+        batch_size: int,
+        future_tolerance: int,
+    ):
+        self.conn, self.upload, self.header, self.source = conn, upload, header, source
+        self.result, self.report, self.received = result, report, received
+        self.sequence, self.batch_size, self.future_tolerance = (
+            sequence,
+            batch_size,
+            future_tolerance,
         )
-    result.reasons = dict(reason_counts.most_common())
-    result.examples = examples
-    result.timings["merge_s"] = round(time.perf_counter() - t1, 3)
-    total = sum(result.outcomes.values())
-    if total != result.data_lines:
-        raise AccountingError(
-            f"{result.name}: outcomes add up to {total}, but the file has {result.data_lines} "
-            f"data lines ({result.outcomes}); nothing was applied"
-        )
+        self.reason_counts: Counter[str] = Counter()
+        self.examples: dict[str, list[int]] = {}
+
+    def apply(self) -> None:
+        result = self.result
+        t0 = time.perf_counter()
+        stage = warehouse.stage_create(self.conn, result.kind)
+        self._read_into(stage)
+        result.timings["read_validate_s"] = round(time.perf_counter() - t0, 3)
+        t1 = time.perf_counter()
+        self._merge_from(stage)
+        warehouse.stage_drop(self.conn, stage)
+        result.reasons = dict(self.reason_counts.most_common())
+        result.examples = self.examples
+        result.timings["merge_s"] = round(time.perf_counter() - t1, 3)
+        total = sum(result.outcomes.values())
+        if total != result.data_lines:
+            raise AccountingError(
+                f"{result.name}: outcomes add up to {total}, but the file has "
+                f"{result.data_lines} data lines ({result.outcomes}); nothing was applied"
+            )
+
+    def _read_into(self, stage: str) -> None:
+        result, header = self.result, self.header
+        blank = 0
+        for batch in reader.read_batches(self.upload.path, header, self.batch_size):
+            blank += batch.blank_lines
+            result.data_lines += len(batch.lines) + len(batch.malformed)
+            cells = header.canonical(batch.cells)
+            if result.kind == "status":
+                part = normalise.statuses(cells, batch.lines, self.source)
+            else:
+                part = normalise.conversions(
+                    cells,
+                    batch.lines,
+                    self.source,
+                    received_at=self.received,
+                    future_tolerance_seconds=self.future_tolerance,
+                    mode_override=self.upload.mode_override,
+                )
+            warehouse.stage_append(self.conn, stage, result.kind, part.accepted)
+            rejected = _with_cells(part.rejected, batch, header)
+            if batch.malformed:
+                rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
+                rejected = rejected.sort_values("line", kind="stable", ignore_index=True)
+            self._reject(rejected)
+        if blank:
+            result.warnings.append(f"skipped {blank} blank line(s)")
+
+    def _merge_from(self, stage: str) -> None:
+        result = self.result
+        late: list[pd.DataFrame] = []
+        for rows in warehouse.staged_chunks(self.conn, stage, result.kind, self.batch_size):
+            resolution = _resolve(
+                self.conn, rows, self.source, result, self.received, self.sequence
+            )
+            if not self.upload.dry_run:
+                warehouse.apply(
+                    self.conn, resolution, file_id=result.file_id, offer_source=self.source.name
+                )
+            outcome = resolution.outcomes["outcome"]
+            late.append(resolution.outcomes.loc[outcome == "rejected", ["line", "reason_code"]])
+            for name, count in outcome[outcome != "rejected"].value_counts().items():
+                result.outcomes[str(name)] += int(count)
+        late_rows = pd.concat(late, ignore_index=True) if late else pd.DataFrame()
+        if len(late_rows):
+            late_rows = late_rows.sort_values("line", ignore_index=True)
+            self._reject(
+                _cells_for_lines(self.upload.path, self.header, self.batch_size, late_rows)
+            )
+
+    def _reject(self, rejected: pd.DataFrame) -> None:
+        _reject(self.conn, self.result, self.report, rejected, self.reason_counts, self.examples)
 
 
 def _resolve(
@@ -403,7 +438,7 @@ def _cells_for_lines(
 def _reject(
     conn,
     result: FileResult,
-    report: reports.RejectionReport,
+    report: RejectionReport,
     rejected: pd.DataFrame,
     reason_counts: Counter[str],
     examples: dict[str, list[int]],
@@ -444,8 +479,3 @@ def _ledger_counts(result: FileResult) -> dict[str, int]:
         "report_path": result.report_path,
         "summary_path": result.summary_path,
     }
-
-
-def _write_summary(result: FileResult, path: str | Path, started: float) -> None:
-    result.timings["total_s"] = round(time.perf_counter() - started, 3)
-    reports.write_summary(Path(path), result.to_dict())

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import URL, make_url
 
-from pipeline import datadir, runner, warehouse
-from pipeline.config import load
-from pipeline.core.model import Config
+from pipeline.context import Context
+from pipeline.datadir import LocalDataDir
+
+if TYPE_CHECKING:
+    from pipeline.core.model import Config
 
 # Extras of an Airflow postgres connection that are libpq connection settings.
 LIBPQ_EXTRAS = frozenset(
@@ -58,11 +60,13 @@ def default_warehouse_url(home: Path) -> str:
     return f"sqlite:///{home / 'warehouse.db'}"
 
 
-def open_context(config: Config, home: Path, url: str) -> runner.Context:
+def open_context(config: Config, home: Path, url: str) -> Context:
     """Connect (creating or upgrading the schema) and bundle what a run needs."""
+    from pipeline import warehouse  # here, not at the top: a DAG file's parse needs none of it
+
     if url == default_warehouse_url(home):  # the default: a fresh home has no folder yet
         home.mkdir(parents=True, exist_ok=True)
-    return runner.Context(config, warehouse.connect(url), datadir.Layout(home))
+    return Context(config, warehouse.connect(url), LocalDataDir(home))
 
 
 def airflow_home() -> Path:
@@ -72,11 +76,13 @@ def airflow_home() -> Path:
     return resolve_home(None, airflow / "conversions")
 
 
-def airflow_context(warehouse_url: str | None = None) -> runner.Context:
+def airflow_context(warehouse_url: str | None = None) -> Context:
     """The context of an Airflow task: the connection's URL if any, else as the CLI resolves.
 
     The config is $CONVERSIONS_CONFIG, else ``conversions.toml`` in the data directory.
     """
+    from pipeline.config import load  # as above: only a task's body loads the config
+
     home = airflow_home()
     config = load(resolve_config_path(None, home / "conversions.toml"))
     return open_context(config, home, resolve_warehouse_url(warehouse_url, config, home))

@@ -1,8 +1,10 @@
-"""The TaskFlow tasks the three DAGs share: thin wrappers over ``pipeline.airflow.tasks``.
+"""The TaskFlow tasks the three DAGs wire together: thin ``@task`` wrappers over ``steps``.
 
-Only DAG files import this module (it imports Airflow); everything it calls is plain library code
-that the CLI and the tests use directly. Each task opens its own warehouse connection and closes
-it: tasks may run in different processes or on different machines.
+Only DAG files import this module (it imports Airflow). It is imported every time a DAG file is
+parsed, so its top level imports Airflow's SDK and nothing of the engine: ``steps``, ``runtime``
+and through them pandas, pandera and the warehouse are imported inside the task bodies, as in
+Airflow's object-storage tutorial. Each task opens its own warehouse connection and closes it:
+tasks may run in different processes or on different machines.
 
 Secrets: the warehouse URL comes from the Airflow connection ``conversions_warehouse`` when there
 is one (Airflow masks its password in task logs), else from $CONVERSIONS_WAREHOUSE_URL or the
@@ -17,14 +19,15 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, AssetWatcher, Connection, get_current_context, task
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
-from pipeline import datadir, runner, runtime
-from pipeline.airflow import tasks
+if TYPE_CHECKING:
+    from pipeline.airflow.steps import FileResultDict, RunTotals, Ticket
+    from pipeline.context import Context
 
 CONNECTION_ID = "conversions_warehouse"
 SCHEDULE = os.environ.get("CONVERSIONS_SCHEDULE") or "*/10 * * * *"
@@ -42,9 +45,12 @@ log = logging.getLogger(__name__)
 def ready_asset() -> Asset:
     """The asset a sender's ``_READY`` marker in the inbox updates (see conversions_file_drop).
 
-    Imported lazily: the standard provider's trigger is only needed by the file-drop DAG.
+    Called when the file-drop DAG is parsed, so it imports only what names the inbox (no
+    pandas, no warehouse); the standard provider's trigger is only needed by that DAG.
     """
     from airflow.providers.standard.triggers.file import DirectoryFileDeleteTrigger
+
+    from pipeline import datadir, runtime
 
     trigger = DirectoryFileDeleteTrigger(
         directory=str(datadir.Layout(runtime.airflow_home()).inbox),
@@ -59,6 +65,8 @@ def ready_asset() -> Asset:
 
 def warehouse_url() -> str | None:
     """The URL of the ``conversions_warehouse`` connection, or None if it is not defined."""
+    from pipeline import runtime
+
     try:
         conn = Connection.get(CONNECTION_ID)
     except AirflowNotFoundException:
@@ -75,13 +83,17 @@ def warehouse_url() -> str | None:
 
 
 @contextmanager
-def _context() -> Iterator[runner.Context]:
+def _context() -> Iterator[Context]:
+    from pipeline import runtime
+
     ctx = runtime.airflow_context(warehouse_url())
     password = ctx.engine.url.password
     if password:
         mask_secret(str(password))
     log.info(
-        "warehouse %s, data directory %s", runtime.redacted(str(ctx.engine.url)), ctx.layout.home
+        "warehouse %s, data directory %s",
+        runtime.redacted(str(ctx.engine.url)),
+        ctx.datadir.location,
     )
     try:
         yield ctx
@@ -89,41 +101,47 @@ def _context() -> Iterator[runner.Context]:
         ctx.engine.dispose()
 
 
-def _log_story(summary: Mapping[str, Any]) -> None:
-    for line in tasks.story(summary):
+def _log_story(result: Mapping[str, Any]) -> None:
+    from pipeline.airflow import steps
+
+    for line in steps.story(result):
         log.info("%s", line)
 
 
 @task(multiple_outputs=False)
-def claim_files() -> dict[str, list[dict[str, Any]]]:
+def claim_files() -> dict[str, list[Ticket]]:
     """Claim every waiting file (atomic rename); conversion files and status files apart."""
+    from pipeline.airflow import steps
+
     with _context() as ctx:
-        claimed = tasks.claim(ctx)
+        claimed = steps.claim(ctx)
     for kind, tickets in claimed.items():
         log.info("claimed %d %s file(s): %s", len(tickets), kind, [t["file"] for t in tickets])
     return claimed
 
 
 @task
-def pick(claimed: dict[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+def pick(claimed: dict[str, list[Ticket]], kind: str) -> list[Ticket]:
     """One list of claim_files' result (Airflow maps over a task's whole return value only)."""
     return claimed[kind]
 
 
-def _process(ticket: dict[str, Any], outlet_events: Any) -> dict[str, Any]:
+def _process(ticket: Ticket, outlet_events: Any) -> FileResultDict:
+    from pipeline.airflow import steps
+
     get_current_context()["conversions_file"] = ticket["file"]  # names the mapped task in the UI
     with _context() as ctx:
-        summary = tasks.process(ctx, ticket)
-    _log_story(summary)
-    if summary["state"] == "applied":
+        result = steps.process(ctx, ticket)
+    _log_story(result)
+    if result["state"] == "applied":
         outlet_events[APPLIED].add(
             CONVERSIONS,
             extra={
-                key: summary.get(key)
+                key: result.get(key)
                 for key in ("file", "offer_source", "kind", "file_id", "content_hash", "outcomes")
             },
         )
-    return summary
+    return result
 
 
 _PROCESS = dict(
@@ -136,36 +154,38 @@ _PROCESS = dict(
 
 
 @task(**_PROCESS)
-def process_file(ticket: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+def process_file(ticket: Ticket, *, outlet_events: Any = None) -> FileResultDict:
     """Ingest one conversion file and archive or quarantine it; retried on its own."""
     return _process(ticket, outlet_events)
 
 
 @task(trigger_rule="all_done", **_PROCESS)
-def process_status_file(ticket: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+def process_status_file(ticket: Ticket, *, outlet_events: Any = None) -> FileResultDict:
     """Ingest one status file, after every conversion file of this run (whatever their fate)."""
     return _process(ticket, outlet_events)
 
 
 @task(trigger_rule="all_done", multiple_outputs=False)
 def summarise(
-    tickets: list[Sequence[dict[str, Any]] | None], results: list[Sequence[dict[str, Any]] | None]
-) -> dict[str, Any]:
+    tickets: list[Sequence[Ticket] | None], results: list[Sequence[FileResultDict] | None]
+) -> RunTotals:
     """Log the run's table and totals, and fail the run if a file's task failed.
 
     This is the DAG's last task and runs whatever happened upstream, so it must carry a failure
     on: a file whose task failed (after its retries) has no result. Quarantined files are not
     failures; they are reported, and their senders fix them.
     """
+    from pipeline.airflow import steps
+
     if any(group is None for group in tickets):  # the claiming/selecting task failed
         raise RuntimeError("no files were claimed or selected: see the first task's log")
-    summaries = [item for group in results for item in _items(group)]
+    done = [item for group in results for item in _items(group)]
     wanted = [item for group in tickets for item in _items(group)]
-    total = tasks.summarise(summaries)
+    total = steps.totals(done)
     log.info("run summary:\n%s", total.pop("table"))
     log.info("files by state %s; rows by outcome %s", total["states"], total["outcomes"])
-    done = {summary.get("file") for summary in summaries}
-    failed = [ticket["file"] for ticket in wanted if ticket["file"] not in done]
+    processed = {result.get("file") for result in done}
+    failed = [ticket["file"] for ticket in wanted if ticket["file"] not in processed]
     if failed:
         raise RuntimeError(
             f"{len(failed)} file(s) could not be processed (see their task logs): {failed}"
@@ -179,23 +199,14 @@ def _items(group: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return [group[i] for i in range(len(group))] if group else []
 
 
-def process_inbox() -> None:
-    """Wire one pass over the inbox into the current DAG (conversions_inbox, file_drop)."""
-    claimed = claim_files()
-    conversion_files = pick.override(task_id="conversion_files")(claimed, "conversions")
-    status_files = pick.override(task_id="status_files")(claimed, "status")
-    conversions = process_file.expand(ticket=conversion_files)
-    status = process_status_file.expand(ticket=status_files)
-    conversions >> status
-    summarise([conversion_files, status_files], [conversions, status])
-
-
 @task
-def select_archived(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def select_archived(params: dict[str, Any] | None = None) -> list[Ticket]:
     """The archived originals the replay's params select, oldest first."""
+    from pipeline.airflow import steps
+
     params = params or {}
     with _context() as ctx:
-        found = tasks.select_archived(
+        found = steps.archived_tickets(
             ctx,
             date.fromisoformat(params["start_date"]),
             date.fromisoformat(params["end_date"]),
@@ -208,11 +219,11 @@ def select_archived(params: dict[str, Any] | None = None) -> list[dict[str, Any]
 
 @task(retries=0, multiple_outputs=False)
 def replay_files(
-    tickets: list[dict[str, Any]],
+    tickets: list[Ticket],
     *,
     params: dict[str, Any] | None = None,
     run_id: str | None = None,
-) -> dict[str, Any]:
+) -> RunTotals:
     """Re-process the selected files one after another, oldest first, in one task.
 
     Not one mapped task per file, unlike the inbox: a replay exists to reproduce an order (with
@@ -221,11 +232,13 @@ def replay_files(
     stops the replay at that file; the files before it stay applied (each file is its own
     transaction), and the log says which they were.
     """
+    from pipeline.airflow import steps
+
     params = params or {}
-    summaries = []
+    results = []
     with _context() as ctx:
         for ticket in tickets:
-            summary = tasks.replay(
+            result = steps.replay(
                 ctx,
                 ticket,
                 run_id=run_id or "replay",
@@ -233,8 +246,8 @@ def replay_files(
                 dry_run=bool(params.get("dry_run", True)),
                 force=bool(params.get("force", False)),
             )
-            _log_story(summary)
-            summaries.append(summary)
-    total = tasks.summarise(summaries)
+            _log_story(result)
+            results.append(result)
+    total = steps.totals(results)
     log.info("replay summary:\n%s", total.pop("table"))
     return total

@@ -5,9 +5,10 @@ for each duplicate key those rows touch, what the warehouse already holds. It re
 (conversions to insert, conversions to update, history rows) and one outcome per line. No I/O:
 `warehouse` fetches the existing side and applies the plan, and tests can work examples by hand.
 
-The rules (DOMAIN.md §6) read as if rows applied one at a time, but they only ever look at two
-things per key: whether the key existed before the file, and which row of the file first carries
-a payout. So every decision is a vector operation over rows grouped by key, never a loop:
+The rules (README "Duplicate postback modes"; each mode's action in `vocabulary.LATER_ROW_ACTION`)
+read as if rows applied one at a time, but they only ever look at two things per key: whether the
+key existed before the file, and which row of the file first carries a payout. So every decision
+is a vector operation over rows grouped by key, never a loop:
 
 - `create_new`, `new_or_repeated`: every row with a payout inserts.
 - `ignore`, `ignore_by_event_id`, `edit`, `increment_payout`: if the key exists, every row acts on
@@ -30,25 +31,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.vocabulary import (
+    EDIT,
+    IGNORE_BY_EVENT_ID,
+    INCREMENT,
+    INSERT,
+    LATER_ROW_ACTION,
+    MUTABLE_FIELDS,
+    NEW,
+    NEW_OR_REPEATED,
+    OUTCOME_OF,
+    REJECT,
+    REPEATED,
+    STATUS_UPDATE,
+    UNKNOWN,
+)
+
 KEY = ["click_id", "conversion_type", "key_event"]
-FIELDS = ["payout", "status", "converted_at", "currency", "event_id"]
+_FIELDS = list(MUTABLE_FIELDS)  # a list, so that it selects columns
 HISTORY_COLUMNS = ["conversion_id", "line", "action"] + [
-    f"{side}_{f}" for f in FIELDS for side in ("old", "new")
+    f"{side}_{f}" for f in _FIELDS for side in ("old", "new")
 ]
 MAX_PAYOUT_MICROS = 10**18 - 1  # 999999999999.999999, the most NUMERIC(18, 6) holds
-_AFTER_FIRST = {
-    "ignore": "ignore",
-    "ignore_by_event_id": "ignore",
-    "edit": "update",
-    "increment_payout": "increment",
-}
-_OUTCOME = {
-    "insert": "inserted",
-    "update": "updated",
-    "increment": "incremented",
-    "ignore": "ignored_duplicate",
-    "reject": "rejected",
-}
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,8 @@ class Resolution:
     outcomes: pd.DataFrame  # line, outcome, reason_code (<NA> unless rejected)
     inserts: (
         pd.DataFrame
-    )  # conversion_id, line, click_id, conversion_type, duplicate_status, FIELDS
-    updates: pd.DataFrame  # conversion_id, FIELDS (final values of existing conversions)
+    )  # conversion_id, line, click_id, conversion_type, duplicate_status, MUTABLE_FIELDS
+    updates: pd.DataFrame  # conversion_id, MUTABLE_FIELDS (final values of existing conversions)
     history: pd.DataFrame  # HISTORY_COLUMNS
 
 
@@ -90,7 +94,7 @@ def empty_existing() -> pd.DataFrame:
 
 def key_event(rows: pd.DataFrame) -> pd.Series:
     """The event id is part of the duplicate key only under `ignore_by_event_id`."""
-    return rows["event_id"].where(rows["mode"] == "ignore_by_event_id", "").fillna("")
+    return rows["event_id"].where(rows["mode"] == IGNORE_BY_EVENT_ID, "").fillna("")
 
 
 def resolve(
@@ -101,12 +105,12 @@ def resolve(
     `rows`: line, click_id, conversion_type ('' = default), event_id, payout (Int64 micros),
     status, converted_at (NaT = empty cell), currency, mode; any order, lines unique.
     `existing`: per duplicate key the warehouse already holds, `n_existing` and the most recent
-    conversion's id and FIELDS (see `empty_existing`). New conversions get the id
+    conversion's id and MUTABLE_FIELDS (see `empty_existing`). New conversions get the id
     `f"{id_prefix}-{line}"`, which makes a rerun of the same file reproduce the same ids.
     """
     r = rows.sort_values("line", kind="stable").reset_index(drop=True)
     r["key_event"] = key_event(r)
-    ex = existing.rename(columns={c: f"ex_{c}" for c in ["conversion_id", *FIELDS]})
+    ex = existing.rename(columns={c: f"ex_{c}" for c in ["conversion_id", *_FIELDS]})
     r = r.merge(ex, on=KEY, how="left", validate="many_to_one")
     r["n_existing"] = r["n_existing"].fillna(0).astype("int64")
     exists = r["n_existing"].to_numpy() > 0
@@ -118,35 +122,34 @@ def resolve(
     first_paid[~has_payout] = np.nan
     fpl = r.assign(_fp=first_paid).groupby(KEY, sort=False)["_fp"].transform("min").to_numpy()
 
-    mode = r["mode"].to_numpy()
-    inserts_all = np.isin(mode, ["create_new", "new_or_repeated"])
-    after = r["mode"].map(_AFTER_FIRST).fillna("insert").to_numpy()
+    after = r["mode"].map(LATER_ROW_ACTION).to_numpy()  # what a row of an existing key does
+    inserts_all = after == INSERT
     before_first = np.isnan(fpl) | (line < fpl)
-    role = np.select(
+    action = np.select(
         [inserts_all, exists, before_first, line == fpl],
-        [np.where(has_payout, "insert", "reject"), after, "reject", "insert"],
+        [np.where(has_payout, INSERT, REJECT), after, REJECT, INSERT],
         default=after,
     ).astype(object)
-    role[(role == "increment") & ~has_payout] = "reject"
-    overflow = _overflowing_increments(r, role, exists, line == fpl, groups.ngroup().to_numpy())
-    role[overflow] = "reject"
-    r["role"] = role
+    action[(action == INCREMENT) & ~has_payout] = REJECT
+    overflow = _overflowing_increments(r, action, exists, line == fpl, groups.ngroup().to_numpy())
+    action[overflow] = REJECT
+    r["action"] = action
 
     new_id = id_prefix + "-" + r["line"].astype("str")
-    r["conversion_id"] = new_id.where(r["role"] == "insert")
+    r["conversion_id"] = new_id.where(r["action"] == INSERT)
     first_id = id_prefix + "-" + pd.Series(fpl, dtype="float64").astype("Int64").astype("str")
     r["target_id"] = r["ex_conversion_id"].where(exists, first_id)
 
     inserted = _inserted_values(r, groups, defaults)
-    edits, edit_final = _fold(r, inserted, "update")
-    increments, increment_final = _fold(r, inserted, "increment")
+    edits, edit_final = _fold(r, inserted, EDIT)
+    increments, increment_final = _fold(r, inserted, INCREMENT)
     final = pd.concat([edit_final, increment_final], ignore_index=True)
 
     new_targets = _isin(final["conversion_id"], inserted["conversion_id"])
     inserts = _apply_final(inserted, final[new_targets])
     updates = final[~new_targets].reset_index(drop=True)
 
-    insert_history = _history(inserted, "insert", old=None)
+    insert_history = _history(inserted, INSERT, old=None)
     history = pd.concat(
         [frame for frame in (insert_history, edits, increments) if len(frame)] or [insert_history],
         ignore_index=True,
@@ -155,10 +158,10 @@ def resolve(
     outcomes = pd.DataFrame(
         {
             "line": r["line"],
-            "outcome": r["role"].map(_OUTCOME),
+            "outcome": r["action"].map(OUTCOME_OF),
             "reason_code": pd.Series(
                 np.where(
-                    r["role"] == "reject",
+                    r["action"] == REJECT,
                     np.where(overflow, "payout_out_of_range", "missing_payout"),
                     None,
                 ),
@@ -170,7 +173,7 @@ def resolve(
 
 
 def _overflowing_increments(
-    r: pd.DataFrame, role: np.ndarray, exists: np.ndarray, inserts: np.ndarray, key: np.ndarray
+    r: pd.DataFrame, action: np.ndarray, exists: np.ndarray, inserts: np.ndarray, key: np.ndarray
 ) -> np.ndarray:
     """Increments that would take their conversion's payout past NUMERIC(18, 6), in file order.
 
@@ -178,7 +181,7 @@ def _overflowing_increments(
     rows of the key go on from there. A float running sum finds the keys that come near the
     limit (rare); only those are added up exactly, row by row.
     """
-    increment = role == "increment"
+    increment = action == INCREMENT
     overflow = np.zeros(len(r), dtype=bool)
     if not increment.any():
         return overflow
@@ -201,65 +204,65 @@ def _overflowing_increments(
 
 def _inserted_values(r: pd.DataFrame, groups, defaults: Defaults) -> pd.DataFrame:
     """The rows that insert, with defaults filled in and their duplicate status."""
-    ins_mask = r["role"] == "insert"
+    ins_mask = r["action"] == INSERT
     ins = r[ins_mask].copy()
     rank = ins.groupby(KEY, sort=False).cumcount()
     fresh = (ins["n_existing"] == 0) & (rank == 0)
     ins["duplicate_status"] = np.where(
-        ins["mode"] == "new_or_repeated", np.where(fresh, "new", "repeated"), "unknown"
+        ins["mode"] == NEW_OR_REPEATED, np.where(fresh, NEW, REPEATED), UNKNOWN
     )
     ins["status"] = ins["status"].fillna(defaults.status)
     ins["currency"] = ins["currency"].fillna(defaults.currency)
     ins["converted_at"] = ins["converted_at"].fillna(defaults.converted_at)
-    columns = ["conversion_id", "line", "click_id", "conversion_type", "duplicate_status", *FIELDS]
+    columns = ["conversion_id", "line", "click_id", "conversion_type", "duplicate_status", *_FIELDS]
     return ins[columns].reset_index(drop=True)
 
 
-def _fold(r: pd.DataFrame, inserted: pd.DataFrame, role: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply the `role` rows (edits or increments) to their targets in file order.
+def _fold(
+    r: pd.DataFrame, inserted: pd.DataFrame, action: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply the rows whose `action` is EDIT or INCREMENT to their targets in file order.
 
-    Returns their history rows and the final state of each target. The state starts from the
-    existing conversion or the row that inserted it, then each row's non-empty fields replace
-    the state's (edit) or its payout is added (increment).
+    Returns their history rows (recording `action`) and the final state of each target. The
+    state starts from the existing conversion or the row that inserted it, then each row's
+    non-empty fields replace the state's (edit) or its payout is added (increment).
     """
-    events = r[r["role"] == role]
+    events = r[r["action"] == action]
     if events.empty:
         return _history(
-            events.iloc[0:0].assign(conversion_id=pd.Series(dtype="str")), "edit", old=None
+            events.iloc[0:0].assign(conversion_id=pd.Series(dtype="str")), action, old=None
         ).iloc[0:0], _final_empty()
     targets = events["target_id"].unique()
     base_existing = r[_isin(r["ex_conversion_id"], targets)].drop_duplicates("ex_conversion_id")
     base_existing = pd.DataFrame(
         {"target_id": base_existing["ex_conversion_id"], "line": -1}
-        | {f: base_existing[f"ex_{f}"] for f in FIELDS}
+        | {f: base_existing[f"ex_{f}"] for f in _FIELDS}
     )
     base_new = inserted[_isin(inserted["conversion_id"], targets)]
-    base_new = base_new[["conversion_id", "line", *FIELDS]].rename(
+    base_new = base_new[["conversion_id", "line", *_FIELDS]].rename(
         columns={"conversion_id": "target_id"}
     )
     steps = pd.concat(
-        [base_existing, base_new, events[["target_id", "line", *FIELDS]]], ignore_index=True
+        [base_existing, base_new, events[["target_id", "line", *_FIELDS]]], ignore_index=True
     ).sort_values(["target_id", "line"], kind="stable", ignore_index=True)
     is_event = steps["line"].isin(events["line"]).to_numpy() & (steps["line"] >= 0).to_numpy()
     by_target = steps.groupby("target_id", sort=False)
 
     state = steps[["target_id", "line"]].copy()
-    if role == "update":
-        for f in FIELDS:
+    if action == EDIT:
+        for f in _FIELDS:
             state[f] = by_target[f].ffill()
     else:
         payout = steps["payout"].astype("Int64")
         state["payout"] = payout.groupby(steps["target_id"], sort=False).cumsum()
-        for f in FIELDS[1:]:
+        for f in _FIELDS[1:]:
             state[f] = by_target[f].ffill()
-        for f in FIELDS[1:]:  # increments change only the payout; keep the base's fields
+        for f in _FIELDS[1:]:  # increments change only the payout; keep the base's fields
             state[f] = state.groupby("target_id", sort=False)[f].transform("first")
-    previous = state.groupby("target_id", sort=False)[FIELDS].shift(1)
+    previous = state.groupby("target_id", sort=False)[_FIELDS].shift(1)
 
     hist = state[is_event].rename(columns={"target_id": "conversion_id"})
-    old = previous[is_event]
-    action = "edit" if role == "update" else "increment"
-    history = _history(hist, action, old=old)
+    history = _history(hist, action, old=previous[is_event])
     final = state.drop_duplicates("target_id", keep="last").drop(columns="line")
     return history, final.rename(columns={"target_id": "conversion_id"}).reset_index(drop=True)
 
@@ -276,7 +279,7 @@ def _isin(values: pd.Series, candidates) -> np.ndarray:
 
 
 def _final_empty() -> pd.DataFrame:
-    return empty_existing()[["conversion_id", *FIELDS]]
+    return empty_existing()[["conversion_id", *_FIELDS]]
 
 
 def _apply_final(inserted: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
@@ -284,7 +287,7 @@ def _apply_final(inserted: pd.DataFrame, final: pd.DataFrame) -> pd.DataFrame:
     if final.empty:
         return inserted
     out = inserted.set_index("conversion_id")
-    out.update(final.set_index("conversion_id")[FIELDS])
+    out.update(final.set_index("conversion_id")[_FIELDS])
     return out.reset_index()[inserted.columns]
 
 
@@ -293,7 +296,7 @@ def _history(state: pd.DataFrame, action: str, old: pd.DataFrame | None) -> pd.D
         {"conversion_id": state["conversion_id"].to_numpy(), "line": state["line"].to_numpy()}
     )
     out["action"] = action
-    for f in FIELDS:
+    for f in _FIELDS:
         new = state[f].reset_index(drop=True)
         out[f"old_{f}"] = (
             old[f].reset_index(drop=True) if old is not None else new.iloc[0:0].reindex(out.index)
@@ -319,7 +322,7 @@ def resolve_status(rows: pd.DataFrame, matches: pd.DataFrame) -> Resolution:
     outcomes = pd.DataFrame(
         {
             "line": r["line"],
-            "outcome": np.where(ok, "status_updated", "rejected"),
+            "outcome": np.where(ok, OUTCOME_OF[STATUS_UPDATE], OUTCOME_OF[REJECT]),
             "reason_code": pd.Series(reason, dtype="str"),
         }
     )
@@ -327,8 +330,8 @@ def resolve_status(rows: pd.DataFrame, matches: pd.DataFrame) -> Resolution:
     previous = applied.groupby("conversion_id", sort=False)["status"].shift(1)
     old_status = previous.fillna(applied["current_status"])
     history = pd.DataFrame({"conversion_id": applied["conversion_id"], "line": applied["line"]})
-    history["action"] = "status"
-    for f in FIELDS:
+    history["action"] = STATUS_UPDATE
+    for f in _FIELDS:
         history[f"old_{f}"] = None
         history[f"new_{f}"] = None
     history["old_status"] = old_status

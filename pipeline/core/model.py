@@ -7,8 +7,9 @@ Defaults are written here once, as the dataclass defaults, and the loader takes 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
@@ -27,7 +28,7 @@ class ConfigError(ValueError):
 class Account:
     name: str
     timezone: str
-    currency: str
+    currency: str = "USD"
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,19 @@ class OfferSource:
     allowed_conversion_types: tuple[str, ...] | None = None
     type_modes: Mapping[str, str] = field(default_factory=dict)
 
-    def mode_for(self, conversion_type: str, override: str | None = None) -> str:
-        """The run's override wins, then the type's own mode, then the offer source's."""
+    def modes(self, override: str | None = None) -> tuple[Mapping[str, str], str]:
+        """The duplicate-mode precedence, the one place it is written: the run's override wins,
+        then the conversion type's own mode, then the offer source's. Returned as the modes of the
+        types that have their own, and the mode of every other type, so that `normalise` can
+        apply it to a whole column at once."""
         if override:
-            return override
-        return self.type_modes.get(conversion_type, self.duplicate_mode)
+            return {}, override
+        return self.type_modes, self.duplicate_mode
+
+    def mode_for(self, conversion_type: str, override: str | None = None) -> str:
+        """The duplicate mode of one conversion type (see `modes`)."""
+        by_type, other = self.modes(override)
+        return by_type.get(conversion_type, other)
 
 
 @dataclass(frozen=True)
@@ -75,3 +84,9 @@ class Config:
             raise ConfigError(
                 self.path, f"offer_sources.{name}", f"no such offer source (configured: {known})"
             ) from None
+
+
+def defaults(model: type) -> dict[str, Any]:
+    """The default of every field of a config dataclass that has a plain one: what the loader
+    uses for a key the TOML leaves out, so that each default is written once, above."""
+    return {f.name: f.default for f in fields(model) if f.default is not MISSING}

@@ -2,9 +2,10 @@
 
 Two steps, on purpose. First every column is *parsed* here (trim, case, Decimal micros, UTC
 instants, the duplicate mode of each row); a value that cannot be parsed becomes a reason and
-<NA>, never an exception. Then the typed frame is *validated* by the pandera schemas in `schemas/`
-with lazy validation, so every failing check of every row is collected (a failed coercion would
-otherwise hide a column's other checks). A row is accepted only if it has no reason at all.
+<NA>, never an exception. Then the typed frame is *validated* by the pandera schemas in
+`core/schemas/` with lazy validation, so every failing check of every row is collected (a failed
+coercion would otherwise hide a column's other checks): the required values, the shapes and the
+offer source's options are checks there. A row is accepted only if it has no reason at all.
 
 Pure functions over DataFrames and the config: no I/O, no per-row Python.
 """
@@ -18,21 +19,17 @@ import numpy as np
 import pandas as pd
 import pandera.errors
 
-from pipeline.core import money, timezones
+from pipeline.core import money, schemas, timezones
 from pipeline.core.model import OfferSource
 from pipeline.core.reasons import CATALOGUE
-from pipeline.core.schemas import conversions as conversion_schema
-from pipeline.core.schemas import status as status_schema
+from pipeline.core.vocabulary import IGNORE_BY_EVENT_ID, PAYOUT_MODES
 
-_MANGLED = r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$"
 _ORDER = {code: i for i, code in enumerate(CATALOGUE)}
 
 
 @dataclass(frozen=True)
 class Normalised:
-    accepted: (
-        pd.DataFrame
-    )  # typed rows, shaped like pipeline.core.schemas.conversions / pipeline.core.schemas.status
+    accepted: pd.DataFrame  # typed rows, shaped like schemas.ConversionRows / schemas.StatusRows
     rejected: pd.DataFrame  # line, reason_code ('|'-joined, catalogue order)
 
 
@@ -53,17 +50,12 @@ def conversions(
     source: OfferSource,
     *,
     received_at: pd.Timestamp,
-    future_tolerance_seconds: int = 300,
+    future_tolerance_seconds: int,
     mode_override: str | None = None,
 ) -> Normalised:
     """Upload rows: parse, decide each row's duplicate mode, validate."""
     cells = cells.reset_index(drop=True)
     reasons: dict[str, np.ndarray] = {}
-
-    click = _text(cells, "click_id")
-    reasons["missing_click_id"] = (click == "").to_numpy()
-    mangled = click.str.fullmatch(_MANGLED).to_numpy(dtype=bool)
-    reasons["click_id_mangled_by_spreadsheet"] = mangled
 
     payout, bad_payout, no_payout = money.parse_payouts(_text(cells, "payout"))
     reasons["invalid_payout"] = bad_payout.to_numpy()
@@ -81,19 +73,20 @@ def conversions(
         reasons[code] = (times.reason == code).fillna(False).to_numpy(dtype=bool)
 
     ctype = _text(cells, "conversion_type")
-    mode = ctype.map(dict(source.type_modes)).astype("str").fillna(source.duplicate_mode)
-    if mode_override:
-        mode = pd.Series(mode_override, index=cells.index, dtype="str")
+    by_type, other = source.modes(mode_override)
+    mode = ctype.map(dict(by_type)).astype("str").fillna(other)
+    # Not a schema check: the typed payout is <NA> both for an empty cell and for one that did
+    # not parse (`invalid_payout`), and only an empty one is missing.
+    reasons["missing_payout"] = (no_payout & mode.isin(PAYOUT_MODES)).to_numpy()
+    # Not a schema check either: `missing_event_id` reads two columns, and pandera reports a failed
+    # dataframe check once per cell of the row, several times slower on a file of such rows.
     event_id = _nullable(_text(cells, "event_id"))
-    reasons["missing_payout"] = (
-        no_payout & mode.isin(["create_new", "new_or_repeated", "increment_payout"])
-    ).to_numpy()
-    reasons["missing_event_id"] = (event_id.isna() & (mode == "ignore_by_event_id")).to_numpy()
+    reasons["missing_event_id"] = (event_id.isna() & (mode == IGNORE_BY_EVENT_ID)).to_numpy()
 
     typed = pd.DataFrame(
         {
             "line": np.asarray(lines, dtype="int64"),
-            "click_id": _nullable(click).where(~mangled, None),
+            "click_id": _nullable(_text(cells, "click_id")),
             "payout": payout,
             "converted_at": times.utc,
             "conversion_type": ctype,
@@ -103,31 +96,24 @@ def conversions(
             "mode": mode,
         }
     )
-    _validate(conversion_schema.for_offer_source(source), typed, reasons)
+    _validate(schemas.for_offer_source("conversions", source), typed, reasons)
     return _split(typed, reasons)
 
 
 def statuses(cells: pd.DataFrame, lines: np.ndarray, source: OfferSource) -> Normalised:
     """Status update rows: a click id (plus optional type/event id) and a target status."""
     cells = cells.reset_index(drop=True)
-    click = _text(cells, "click_id")
-    status = _text(cells, "status").str.lower()
-    mangled = click.str.fullmatch(_MANGLED).to_numpy(dtype=bool)
-    reasons = {
-        "missing_click_id": (click == "").to_numpy(),
-        "click_id_mangled_by_spreadsheet": mangled,
-        "missing_status": (status == "").to_numpy(),
-    }
     typed = pd.DataFrame(
         {
             "line": np.asarray(lines, dtype="int64"),
-            "click_id": _nullable(click).where(~mangled, None),
+            "click_id": _nullable(_text(cells, "click_id")),
             "conversion_type": _nullable(_text(cells, "conversion_type")),
             "event_id": _nullable(_text(cells, "event_id")),
-            "status": _nullable(status),
+            "status": _nullable(_text(cells, "status").str.lower()),
         }
     )
-    _validate(status_schema.for_offer_source(source), typed, reasons)
+    reasons: dict[str, np.ndarray] = {}
+    _validate(schemas.for_offer_source("status", source), typed, reasons)
     return _split(typed, reasons)
 
 

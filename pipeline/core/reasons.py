@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.core.model import DEFAULT_FUTURE_TOLERANCE_SECONDS
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -75,7 +77,9 @@ _ROW = [
     ),
     (
         "time_in_future",
-        "conversion_time is more than 5 minutes after the file was received",
+        "conversion_time is later than the file's received time plus the allowed tolerance"
+        f" (settings.future_tolerance_seconds, {DEFAULT_FUTURE_TOLERANCE_SECONDS} seconds"
+        " by default)",
         "check the time zone of the file (file_times) and the date",
     ),
     (

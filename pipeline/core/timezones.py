@@ -1,5 +1,5 @@
 """Turn a file's `conversion_time` cells into UTC instants (or a reason code), and format UTC
-instants for export (DOMAIN.md §5).
+instants for export (README "Times").
 
 Everything is vectorised over one file's column: one file belongs to one offer source, so the zone
 and the policies are scalars per call. The rules, in order:

@@ -9,16 +9,51 @@ from __future__ import annotations
 
 import re
 
-# Duplicate postback modes (README "Duplicate postback modes"; resolved in core/duplicates.py).
-# The mode comes from the run's override, else the conversion type's, else the offer source's.
-MODES = (
-    "create_new",
-    "new_or_repeated",
-    "ignore",
-    "edit",
-    "increment_payout",
-    "ignore_by_event_id",
-)
+# What a data line does in the merge (core/duplicates.py): its *action*. An action that changes a
+# conversion is also the `conversion_history.action` it records; each is counted as its outcome.
+INSERT = "insert"
+EDIT = "edit"
+INCREMENT = "increment"
+STATUS_UPDATE = "status"  # a row of a status update file (kind "status")
+IGNORE = "ignore"
+REJECT = "reject"
+OUTCOME_OF = {
+    INSERT: "inserted",
+    EDIT: "updated",
+    INCREMENT: "incremented",
+    STATUS_UPDATE: "status_updated",
+    IGNORE: "ignored_duplicate",
+    REJECT: "rejected",
+}
+# Every data line ends in exactly one of these (the accounting invariant, core/duplicates.py).
+# Stored in the ledger's counts and the reports: the spelling is a contract.
+OUTCOMES = tuple(OUTCOME_OF.values())
+HISTORY_ACTIONS = (INSERT, EDIT, INCREMENT, STATUS_UPDATE)
+
+# Duplicate postback modes (README "Duplicate postback modes"), each with what a row does when
+# its key already has a conversion (in the warehouse or from an earlier row of the file). The first
+# row of a new key inserts under every mode. The mode comes from the run's override, else the
+# conversion type's, else the offer source's (`OfferSource.modes`).
+NEW_OR_REPEATED = "new_or_repeated"  # its inserts are marked new or repeated (duplicate_status)
+IGNORE_BY_EVENT_ID = "ignore_by_event_id"  # the event id joins the duplicate key and is required
+LATER_ROW_ACTION = {
+    "create_new": INSERT,
+    NEW_OR_REPEATED: INSERT,
+    "ignore": IGNORE,
+    "edit": EDIT,
+    "increment_payout": INCREMENT,
+    IGNORE_BY_EVENT_ID: IGNORE,
+}
+# So `increment_payout` rows of a known key take the action INCREMENT, which the history records
+# as "increment" and the outcomes count as "incremented"; `edit` rows: EDIT, "edit", "updated".
+MODES = tuple(LATER_ROW_ACTION)
+# Modes in which every row needs a payout: each row inserts, or adds its payout.
+PAYOUT_MODES = tuple(m for m, action in LATER_ROW_ACTION.items() if action in (INSERT, INCREMENT))
+
+# A conversion's `duplicate_status`: new or repeated under new_or_repeated, unknown otherwise.
+NEW, REPEATED, UNKNOWN = "new", "repeated", "unknown"
+DUPLICATE_STATUSES = (NEW, REPEATED, UNKNOWN)
+
 # Conversion statuses; the offer source's `default_status` is one of them.
 STATUSES = ("approved", "pending", "declined", "other")
 # What a file holds: conversion uploads (inbox/<source>/) or status updates (.../status/).
@@ -30,9 +65,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FILE_TIMES = ("account", "utc")
 NONEXISTENT_POLICIES = ("reject", "shift_forward")  # a wall time inside a DST gap
 AMBIGUOUS_POLICIES = ("reject", "earliest", "latest")  # a wall time inside a DST overlap
-
-# Every data line ends in exactly one of these (the accounting invariant, core/duplicates.py).
-OUTCOMES = ("inserted", "updated", "incremented", "status_updated", "ignored_duplicate", "rejected")
 
 # What happens to a file as a whole (core/file_outcome.py decides; the ledger records it).
 APPLIED = "applied"

@@ -11,9 +11,12 @@ encoding of a value:
 
 - ``text``, ``int``, ``bool``: as they are.
 - ``payout``: int64 micro-units in the frame; NUMERIC(18,6) on PostgreSQL, canonical decimal text
-  on SQLite (the storage of `warehouse.Payout`).
+  on SQLite (the storage of `schema.Payout`).
 - ``time``: tz-aware UTC datetimes in the frame; timestamptz on PostgreSQL, sortable UTC text on
-  SQLite (the storage of `warehouse.UTCDateTime`).
+  SQLite (the storage of `schema.UTCDateTime`).
+
+A real table's kinds are read off its `Table` (`kinds_of`), so each table is described once, in
+`schema`; only temporary tables (staging, lookups) spell their kinds out.
 
 Reads come back as text for ``payout`` and ``time`` (see `payout_text`/`time_text`) and are
 decoded with the same vectorised parsers the input goes through, so no Decimal or datetime
@@ -34,12 +37,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import Connection
+from sqlalchemy import Boolean, Column, Connection, Integer, String, Table
 from sqlalchemy.exc import DBAPIError
 
 from pipeline.core import money
+from pipeline.warehouse.schema import SQLITE_TIME_FORMAT, Payout, UTCDateTime
 
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # as `warehouse.UTCDateTime` stores it
 _SQL_TYPES = {
     "postgresql": {
         "text": "TEXT",
@@ -58,6 +61,28 @@ _SQL_TYPES = {
 }
 COPY_BLOCK_ROWS = 200_000
 _CURSOR_NUMBERS = itertools.count()  # server-side cursors of one connection need unique names
+
+
+_KINDS_BY_TYPE = (
+    (Payout, "payout"),
+    (UTCDateTime, "time"),
+    (Boolean, "bool"),
+    (Integer, "int"),  # BigInteger too
+    (String, "text"),  # Text too
+)
+
+
+def kinds_of(table: Table) -> dict[str, str]:
+    """The kind of each column a bulk write fills, in the table's order: every column but a key
+    the database generates."""
+    return {c.name: _kind(c) for c in table.columns if c is not table.autoincrement_column}
+
+
+def _kind(column: Column) -> str:
+    for sql_type, kind in _KINDS_BY_TYPE:
+        if isinstance(column.type, sql_type):
+            return kind
+    raise TypeError(f"no bulk kind for {column.table.name}.{column.name} ({column.type!r})")
 
 
 def create_temp(conn: Connection, name: str, kinds: Mapping[str, str]) -> str:

@@ -20,8 +20,8 @@ from sqlalchemy import select
 
 from pipeline import export, warehouse
 from pipeline.config import load
-from tests.conftest import CONFIG_TOML as CONFIG
-from tests.conftest import REPO, write_csv
+from tests.helpers import REPO, write_csv
+from tests.helpers import SAMPLE_CONFIG as CONFIG
 from tests.integration.test_runner import CLICKBANK, MAXBOUNTY, STATUS  # the same files, by hand
 
 STRAY = "click_id,payout\nz9,1.00\n"
@@ -169,6 +169,29 @@ def test_the_dag_folder_holds_exactly_the_three_dags_with_schedules_params_and_t
         with pytest.raises(ParamValidationError):
             params.get_param(name).resolve(bad)
     assert params.get_param("duplicate_mode").resolve("edit") == "edit"
+
+
+def test_the_inbox_and_file_drop_dags_spell_out_the_same_graph(airflow_db, tmp_path, monkeypatch):
+    """Both DAG files write the pass over the inbox out in full: they must not drift apart."""
+    monkeypatch.setenv("CONVERSIONS_HOME", str(tmp_path / "data"))
+    bag = dagbag()
+
+    def graph(dag_id: str) -> dict[str, tuple[list[str], str]]:  # trigger rules are str enums
+        dag = bag.dags[dag_id]
+        return {t.task_id: (sorted(t.upstream_task_ids), t.trigger_rule) for t in dag.tasks}
+
+    inbox = graph("conversions_inbox")
+    assert graph("conversions_file_drop") == inbox
+    assert inbox["conversion_files"][0] == inbox["status_files"][0] == ["claim_files"]
+    assert inbox["process_file"][0] == ["conversion_files"]
+    assert inbox["process_status_file"][0] == ["process_file", "status_files"]
+    assert inbox["summarise"][0] == [
+        "conversion_files",
+        "process_file",
+        "process_status_file",
+        "status_files",
+    ]
+    assert inbox["process_status_file"][1] == inbox["summarise"][1] == "all_done"
 
 
 def test_the_schedule_is_configurable(airflow_db, monkeypatch):

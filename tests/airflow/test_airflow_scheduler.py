@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from pipeline import warehouse
+from pipeline.core.vocabulary import OUTCOMES
 
 POSTGRES_URL = os.environ.get("CONVERSIONS_TEST_POSTGRES_URL")
 REPO = Path(__file__).resolve().parents[2]
@@ -483,7 +484,7 @@ def test_marker_drop_runs_the_file_drop_dag_end_to_end(deployment: Deployment) -
     assert ledger[0]["state"] == "applied"
     assert ledger[0]["offer_source"] == OFFER_SOURCE
     assert ledger[0]["data_lines"] == 5
-    assert {o: ledger[0][o] for o in warehouse.OUTCOMES if ledger[0][o]} == EXPECTED_OUTCOMES
+    assert {o: ledger[0][o] for o in OUTCOMES if ledger[0][o]} == EXPECTED_OUTCOMES
 
     assert not marker.exists(), "the triggerer should have deleted the _READY marker"
     assert not (folder / FILE_NAME).exists(), "the file should have left the inbox"

@@ -13,8 +13,8 @@ How it is shown, on both warehouses:
   anything, so released onto a full inbox the first worker to scan claims nearly every file
   (measured: in 8 runs out of 8 one worker claimed 35 to 40 of the 40) and files of one offer
   source would hardly ever meet at the merge lock. The test fails if no offer source's files
-  were spread over two workers. The Airflow stand-in: `tasks.claim`, then two processes running
-  `tasks.process` (the mapped task's body) over half the tickets each, both starting on a copy
+  were spread over two workers. The Airflow stand-in: `steps.claim`, then two processes running
+  `steps.process` (the mapped task's body) over half the tickets each, both starting on a copy
   of the same bytes.
 * Files that make the order matter: three offer sources with different duplicate modes
   (`ignore` with `Purchase` as `increment_payout`, `edit`, `new_or_repeated`), every file
@@ -54,8 +54,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -68,40 +66,19 @@ from sqlalchemy import select
 
 from pipeline import config as config_module
 from pipeline import datadir, export, runtime, warehouse
-from pipeline.airflow import tasks
-from pipeline.ingest import ingest_file
-from tests.conftest import REPO, _postgres_schema_url, soak_or
+from pipeline.airflow import steps
+from pipeline.context import Context
+from pipeline.core.vocabulary import OUTCOMES
+from pipeline.datadir import LocalDataDir, claims
+from pipeline.ingest import Upload, ingest_file
+from tests.guarantees.harness import FORKED, finish, process_group, run_forked
+from tests.helpers import postgres_schema_url, sample_config, soak_or
 
-CONFIG_TOML = """\
-[accounts.ny]
-timezone = "America/New_York"
-currency = "USD"
-
-[accounts.dubai]
-timezone = "Asia/Dubai"
-currency = "AED"
-
-[offer_sources.maxbounty]
-account = "ny"
-duplicate_mode = "ignore"
-
-[offer_sources.maxbounty.conversion_types.Purchase]
-duplicate_mode = "increment_payout"
-
-[offer_sources.clickbank]
-account = "dubai"
-duplicate_mode = "edit"
-file_times = "utc"
-
-[offer_sources.fresh]
-account = "ny"
-duplicate_mode = "new_or_repeated"
-"""
+CONFIG_TOML = sample_config("concurrency.toml")
 SOURCES = ("maxbounty", "clickbank", "fresh")
 HEADER = "click_id,payout,conversion_time,conversion_type,status,currency"
-LEDGER_COUNTS = ("data_lines", *warehouse.OUTCOMES)
+LEDGER_COUNTS = ("data_lines", *OUTCOMES)
 WAVE, WAVE_EVERY_S = 3, 0.1  # how the sender drops files while the workers run
-WAIT_S = soak_or(120, 900)  # any one step; a healthy CI run needs a few seconds
 
 
 # --- the files ----------------------------------------------------------------------------------
@@ -171,112 +148,7 @@ def drop_all(home: Path, files: Sequence[Dropped]) -> None:
         os.rename(partial, target)
 
 
-# --- bounded subprocesses -----------------------------------------------------------------------
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSIONS_")}
-    return clean | (extra or {})
-
-
-@contextlib.contextmanager
-def process_group(logs: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start subprocesses, each in its own session; whatever is still running at exit is killed."""
-    started: list[subprocess.Popen] = []
-    logs.mkdir(parents=True, exist_ok=True)
-
-    def start(name: str, cmd: Sequence[str], env: dict[str, str] | None = None):
-        with open(logs / f"{name}.out", "wb") as out, open(logs / f"{name}.err", "wb") as err:
-            proc = subprocess.Popen(
-                list(cmd),
-                cwd=REPO,
-                env=_env(env),
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        proc.log_name = name  # type: ignore[attr-defined]
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def finish(procs: Sequence[subprocess.Popen], logs: Path) -> list[tuple[int, str, str]]:
-    """Wait for all (bounded); (exit code, stdout, stderr) each. A timeout fails the test (the
-    group is killed by `process_group` on the way out)."""
-    deadline = time.monotonic() + WAIT_S
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{proc.log_name} still running after {WAIT_S} s: stuck or deadlocked")
-    return [
-        (
-            proc.returncode,
-            (logs / f"{proc.log_name}.out").read_text(errors="replace"),
-            (logs / f"{proc.log_name}.err").read_text(errors="replace"),
-        )
-        for proc in procs
-    ]
-
-
-# Imports everything once, then forks `n` workers: separate OS processes (own pid, own warehouse
-# connections: nothing is opened before the fork) that skip a second of imports each. Worker `i`
-# writes its stdout/stderr to `<logs>/<name><i>.out/.err`, says `ready-<i>` in the barrier folder
-# and waits there for `go`. Exits with the first non-zero exit code of its workers.
-FORKED = """
-import gc, json, os, sys, time, traceback
-from pathlib import Path
-from pipeline import cli, runtime
-from pipeline.airflow import tasks
-n, logs, name, barrier = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
-args = sys.argv[5:]
-
-
-def wait_for_start(i):
-    (barrier / f"ready-{i}").touch()
-    deadline = time.monotonic() + 60
-    while not (barrier / "go").exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("no start signal")
-        time.sleep(0.002)
-
-
-%s
-
-
-children = []
-for i in range(n):
-    pid = os.fork()
-    if pid == 0:
-        code = 70
-        try:
-            out, err = open(logs / f"{name}{i}.out", "w"), open(logs / f"{name}{i}.err", "w")
-            with out, err:
-                sys.stdout, sys.stderr = out, err
-                try:
-                    code = work(i, args)
-                except BaseException:
-                    traceback.print_exc()
-                    code = 70
-                out.flush(), err.flush()
-        finally:
-            os._exit(code)
-    children.append(pid)
-worst = 0
-for pid in children:
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    worst = worst or code
-sys.exit(worst)
-"""
+# --- the workers (harness.FORKED runs `work` in each) ---------------------------------------
 
 # An inbox worker: warms up (a first connection, which creates or upgrades the warehouse: the
 # workers do that at the same time too), waits for the start, then runs `conversions inbox`
@@ -303,8 +175,8 @@ def work(i, args):
 )
 
 # An Airflow worker slot running `process_file`'s mapped instances one after another: each
-# opens the task's own context (airflow_tasks._context: runtime.airflow_context with the
-# connection's URL), runs `tasks.process` on its ticket and closes it. Prints the summaries.
+# opens the task's own context (taskflow._context: runtime.airflow_context with the
+# connection's URL), runs `steps.process` on its ticket and closes it. Prints the summaries.
 MAPPED_TASK_SLOT = (
     FORKED
     % """
@@ -315,56 +187,13 @@ def work(i, args):
     for ticket in tickets:
         ctx = runtime.airflow_context(args[0])
         try:
-            summaries.append(tasks.process(ctx, ticket))
+            summaries.append(steps.process(ctx, ticket))
         finally:
             ctx.engine.dispose()
     print(json.dumps(summaries))
     return 0
 """
 )
-
-
-def _nothing() -> None:
-    pass
-
-
-def run_forked(
-    script: str,
-    n: int,
-    name: str,
-    work: Path,
-    args: Sequence[str],
-    during: Callable[[], None] = _nothing,
-    env: dict[str, str] | None = None,
-) -> list[tuple[str, str]]:
-    """Start `n` forked workers, release them together once all are ready, run `during` (the
-    sender), wait for them (bounded); fail unless all exit 0; (stdout, stderr) of each."""
-    barrier, logs = work / "barrier", work / "logs"
-    barrier.mkdir(exist_ok=True)
-    with process_group(logs) as start:
-        argv = [sys.executable, "-c", script, str(n), str(logs), name, str(barrier), *args]
-        parent = start(f"{name}s", argv, env)
-        deadline = time.monotonic() + WAIT_S
-        while len(list(barrier.glob("ready-*"))) < n:
-            if parent.poll() is not None or time.monotonic() > deadline:
-                errors = [p.read_text(errors="replace") for p in sorted(logs.glob("*.err"))]
-                pytest.fail(f"the {name}s did not all get ready:\n" + "\n".join(errors))
-            time.sleep(0.01)
-        (barrier / "go").touch()
-        try:
-            during()
-        finally:
-            (barrier / "sent").touch()
-        [(code, _, err)] = finish([parent], logs)
-    outputs = [
-        (
-            (logs / f"{name}{i}.out").read_text(errors="replace"),
-            (logs / f"{name}{i}.err").read_text(errors="replace"),
-        )
-        for i in range(n)
-    ]
-    assert code == 0, f"{name}s exited {code}:\n{err}\n" + "\n".join(o + e for o, e in outputs)
-    return outputs
 
 
 # --- the warehouses -----------------------------------------------------------------------------
@@ -378,7 +207,7 @@ def fresh_warehouse(warehouse_url: str, tmp_path: Path) -> Iterator[Callable[[st
         def make(name: str) -> str:
             if warehouse_url.startswith("sqlite"):
                 return f"sqlite:///{tmp_path / f'{name}.db'}"
-            return stack.enter_context(contextlib.contextmanager(_postgres_schema_url)())
+            return stack.enter_context(contextlib.contextmanager(postgres_schema_url)())
 
         yield make
 
@@ -431,7 +260,7 @@ def assert_each_file_applied_once(
         sorted((f.source, f.name, f.content_hash) for f in files)
     )
     for row in rows:
-        assert sum(row[o] for o in warehouse.OUTCOMES) == row["data_lines"] > 0
+        assert sum(row[o] for o in OUTCOMES) == row["data_lines"] > 0
 
     archived = [p for p in files_in(home / "archive") if not p.name.endswith(".json")]
     expected = {f"{f.content_hash[:16]}_{f.name}": f for f in [*files, *twins]}
@@ -478,11 +307,8 @@ def serial_exports(
         for source, in_order in order.items():
             for f in in_order:
                 result = ingest_file(
-                    f.original,
-                    config=config,
-                    engine=engine,
-                    reports_dir=reports,
-                    offer_source=source,
+                    Context(config, engine, LocalDataDir(Path(reports).parent)),
+                    Upload(f.original, source, reports_dir=reports),
                 )
                 assert result.state == "applied"
     finally:
@@ -649,7 +475,7 @@ def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_o
 
     `dag.test()` runs mapped task instances one after another in one process, so it cannot show
     concurrency. A LocalExecutor (or Celery/Kubernetes) runs each mapped instance in its own OS
-    process, whose task body is `tasks.process(ctx, ticket)` with a warehouse connection of its
+    process, whose task body is `steps.process(ctx, ticket)` with a warehouse connection of its
     own: two such processes started together, each with half of the tickets (alternately, so
     both hold files of every offer source), are two worker slots running the mapped instances.
     Left out is Airflow's bookkeeping (XComs, the asset event, the log story), which touches
@@ -677,7 +503,7 @@ def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_o
 
         ctx = runtime.airflow_context(url)  # the claim_files task
         try:
-            tickets = tasks.claim(ctx)
+            tickets = steps.claim(ctx)
         finally:
             ctx.engine.dispose()
         assert tickets["status"] == []
@@ -702,7 +528,7 @@ def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_o
         applied = [won, *files[1:]]
         expected = sorted((f"{f.source}/{f.name}", "applied") for f in applied)
         assert sorted(states.items()) == expected
-        assert datadir.recover(datadir.Layout(home)) == []  # no claim left for anyone to adopt
+        assert claims.recover(datadir.Layout(home)) == []  # no claim left for anyone to adopt
 
         rows = ledger(url)
         assert_each_file_applied_once(home, rows, applied, twins=[lost])

@@ -50,30 +50,15 @@ from sqlalchemy.engine import make_url
 
 from pipeline import cli, datadir, export, reports, runner, warehouse
 from pipeline import config as config_module
-from pipeline.airflow import tasks
-from pipeline.ingest import ingest_file
-from tests.conftest import POSTGRES_URL, REPO, assert_accounted, write_csv
+from pipeline.airflow import steps
+from pipeline.context import Context
+from pipeline.core.vocabulary import OUTCOMES
+from pipeline.datadir import LocalDataDir, claims
+from pipeline.ingest import Upload, ingest_file
+from tests.guarantees.harness import clean_env, generate
+from tests.helpers import POSTGRES_URL, assert_accounted, sample_config, write_csv
 
-CONFIG = """\
-[accounts.ny]
-timezone = "America/New_York"
-currency = "USD"
-
-[accounts.utc]
-timezone = "UTC"
-currency = "EUR"
-
-[offer_sources.maxbounty]
-account = "ny"
-duplicate_mode = "ignore"
-
-[offer_sources.maxbounty.conversion_types.Purchase]
-duplicate_mode = "increment_payout"
-
-[offer_sources.clickbank]
-account = "utc"
-duplicate_mode = "edit"
-"""
+CONFIG = sample_config("faults.toml")
 
 # maxbounty: New York account time, GMT-4 in July. Purchase increments, so a second application
 # of this file would show in p1's payout.
@@ -125,7 +110,7 @@ class Site:
 
     def run(self, command: str, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
         """`conversions COMMAND` as a subprocess, with no CONVERSIONS_* variables."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSIONS_")}
+        env = clean_env()
         return subprocess.run(
             [sys.executable, "-m", "pipeline", command, *self.options(url), *args],
             cwd=self.root,
@@ -146,18 +131,20 @@ class Site:
         assert self.main("export", "-o", str(out)) == 0
         return out.read_bytes()
 
-    def context(self, engine, config: config_module.Config | None = None) -> runner.Context:
-        return runner.Context(config or self.config, engine, self.layout)
+    def context(self, engine, config: config_module.Config | None = None) -> Context:
+        return Context(config or self.config, engine, LocalDataDir(self.layout))
 
     def process_on(self, engine, relative: str, content: str, now: datetime):
         """Drop a file and run it through the inbox as if it had been claimed at ``now``."""
         ctx = self.context(engine)
-        ctx.layout.ensure(ctx.config.offer_sources)
+        ctx.datadir.layout.ensure(ctx.config.offer_sources)
         self.drop(relative, content)
         [waiting] = [
-            w for w in datadir.scan(ctx.layout, ctx.config.offer_sources) if w.relative == relative
+            w
+            for w in claims.scan(ctx.datadir.layout, ctx.config.offer_sources)
+            if w.relative == relative
         ]
-        claimed = datadir.claim(ctx.layout, waiting, now=now)
+        claimed = claims.claim(ctx.datadir.layout, waiting, now=now)
         return runner.process_claimed(ctx, claimed)
 
 
@@ -211,7 +198,7 @@ def files_left(folder: Path) -> list[str]:
 
 def waiting_files(layout: datadir.Layout) -> dict[str, bytes]:
     """The inbox as the scanner sees it (hidden bookkeeping files are not waiting files)."""
-    return {w.relative: w.path.read_bytes() for w in datadir.scan(layout, ())}
+    return {w.relative: w.path.read_bytes() for w in claims.scan(layout, ())}
 
 
 def summary(path: str | Path) -> dict:
@@ -266,7 +253,7 @@ def test_redrops_under_another_name_and_after_archiving_change_nothing(site, eng
         ("b.csv", "duplicate_file"),
     ]
     for row in rows[1:]:
-        assert row["data_lines"] == 0 and all(row[o] == 0 for o in warehouse.OUTCOMES)
+        assert row["data_lines"] == 0 and all(row[o] == 0 for o in OUTCOMES)
         assert row["content_hash"] == sha256(A_CSV)
     assert rows[1]["received_at"] == DAY1 + timedelta(hours=12)
     assert same_day.state == "duplicate_file"
@@ -297,10 +284,10 @@ def test_a_replay_without_force_is_a_duplicate_and_with_force_applies_again(site
     archive_before = tree(site.layout.archive)
     reports_before = tree(site.layout.reports)
     ctx = site.context(engine)
-    [ticket] = tasks.select_archived(ctx, date(2026, 7, 2), date(2026, 7, 2))
+    [ticket] = steps.archived_tickets(ctx, date(2026, 7, 2), date(2026, 7, 2))
     assert (ticket["received_at"], ticket["content_hash"]) == (DAY1.isoformat(), sha256(A_CSV))
 
-    plain = tasks.replay(ctx, ticket, run_id="manual__one", dry_run=False, force=False)
+    plain = steps.replay(ctx, ticket, run_id="manual__one", dry_run=False, force=False)
     assert (plain["state"], plain["data_lines"]) == ("duplicate_file", 0)
     assert site.export_bytes() == before_export
     assert Path(plain["summary_path"]).is_relative_to(
@@ -308,7 +295,7 @@ def test_a_replay_without_force_is_a_duplicate_and_with_force_applies_again(site
     )
     assert [r["state"] for r in ledger(engine)] == ["applied", "duplicate_file"]
 
-    forced = tasks.replay(ctx, ticket, run_id="manual__two", dry_run=False, force=True)
+    forced = steps.replay(ctx, ticket, run_id="manual__two", dry_run=False, force=True)
     assert (forced["state"], forced["outcomes"]["incremented"]) == ("applied", 1)
     assert (forced["outcomes"]["ignored_duplicate"], forced["outcomes"]["rejected"]) == (1, 1)
     assert exported_rows(site.export_bytes()) == [
@@ -473,11 +460,6 @@ pg_only = pytest.mark.skipif(not POSTGRES_URL, reason="CONVERSIONS_TEST_POSTGRES
 
 
 def generated(path: Path, rows: int) -> bytes:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import generate
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     generate.write(path, rows, seed=11)
     return path.read_bytes()
 
@@ -518,7 +500,7 @@ def test_a_connection_killed_mid_file_rolls_back_and_the_next_run_applies_it_onc
     site = Site(tmp_path, worker_url)
     site.drop("maxbounty/big.csv", content)
     admin = create_engine(POSTGRES_URL)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSIONS_")}
+    env = clean_env()
     worker = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "inbox", *site.options()],
         cwd=tmp_path,
@@ -567,13 +549,14 @@ def test_a_connection_killed_mid_file_rolls_back_and_the_next_run_applies_it_onc
     clean = warehouse.connect(f"sqlite:///{tmp_path / 'clean.db'}")
     try:
         reference = ingest_file(
-            tmp_path / "big.csv",
-            config=site.config,
-            engine=clean,
-            reports_dir=tmp_path / "clean-reports",
-            offer_source="maxbounty",
-            original_name="big.csv",
-            received_at=row["received_at"],
+            Context(site.config, clean, LocalDataDir(tmp_path)),
+            Upload(
+                tmp_path / "big.csv",
+                "maxbounty",
+                received_at=row["received_at"],
+                name="big.csv",
+                reports_dir=tmp_path / "clean-reports",
+            ),
         )
         assert_accounted(reference, tmp_path / "big.csv", clean)
         buffer = io.StringIO(newline="")
@@ -581,7 +564,7 @@ def test_a_connection_killed_mid_file_rolls_back_and_the_next_run_applies_it_onc
     finally:
         clean.dispose()
     assert recovered == buffer.getvalue().encode("utf-8")
-    assert {o: row[o] for o in warehouse.OUTCOMES} == reference.outcomes
+    assert {o: row[o] for o in OUTCOMES} == reference.outcomes
 
 
 # --- B3. reports cannot be written ----------------------------------------------------------
@@ -732,23 +715,7 @@ BEFORE_CHANGE = (
 account = "utc"
 """
 )
-AFTER_CHANGE = """\
-[accounts.ny]
-timezone = "America/New_York"
-currency = "USD"
-
-[accounts.utc]
-timezone = "America/New_York"   # was UTC: 2026-03-08 02:30 is now in the DST gap
-currency = "EUR"
-
-[offer_sources.maxbounty]
-account = "ny"
-duplicate_mode = "ignore_by_event_id"   # was ignore: rows without an event id are rejected
-
-[offer_sources.clickbank]
-account = "utc"
-duplicate_mode = "edit"
-"""  # and the offer source "gone" is gone
+AFTER_CHANGE = sample_config("faults_after_change.toml")  # and the offer source "gone" is gone
 
 CLICKBANK_OLD = (
     "click_id,payout,conversion_time\n"
@@ -772,9 +739,9 @@ def test_config_changes_make_old_files_reported_per_file_never_a_crash(
     # A file of "gone" claimed by a worker that died; the next run adopts it after the change.
     site.drop("gone/late.csv", "click_id,payout\ng9,9.00\n")
     ctx = site.context(engine)
-    [waiting] = datadir.scan(ctx.layout, ctx.config.offer_sources)
-    orphan = datadir.claim(ctx.layout, waiting)
-    claim_json = orphan.path.parent / datadir.CLAIM_FILE
+    [waiting] = claims.scan(ctx.datadir.layout, ctx.config.offer_sources)
+    orphan = claims.claim(ctx.datadir.layout, waiting)
+    claim_json = orphan.path.parent / claims.CLAIM_FILE
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
     )
@@ -803,9 +770,9 @@ def test_config_changes_make_old_files_reported_per_file_never_a_crash(
 
     # A forced replay of the three archived files under the new config, in one run.
     ctx = site.context(engine)
-    tickets = tasks.select_archived(ctx, date(2026, 7, 2), date(2026, 7, 2))
+    tickets = steps.archived_tickets(ctx, date(2026, 7, 2), date(2026, 7, 2))
     assert [t["file"] for t in tickets] == ["clickbank/c.csv", "gone/g.csv", "maxbounty/a.csv"]
-    got = [tasks.replay(ctx, t, run_id="after_change", dry_run=False, force=True) for t in tickets]
+    got = [steps.replay(ctx, t, run_id="after_change", dry_run=False, force=True) for t in tickets]
     assert [(g["state"], g["reason_code"]) for g in got] == [
         ("applied", None),
         ("quarantined", "unknown_offer_source"),

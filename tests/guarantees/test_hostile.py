@@ -54,39 +54,18 @@ from sqlalchemy.engine import make_url
 
 from pipeline import cli, datadir, export, runner, warehouse
 from pipeline import config as config_module
-from pipeline.ingest import ingest_file
+from pipeline.context import Context
+from pipeline.datadir import LocalDataDir, claims
+from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
-from tests.conftest import POSTGRES_URL, assert_accounted, write_csv
+from tests.guarantees.harness import clean_env
+from tests.helpers import POSTGRES_URL, assert_accounted, sample_config, write_csv
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, tzinfo=UTC)
 PASSWORD = "S3cr3t-Pa55"
 TABLES = {"conversions", "conversion_history", "ingested_files", "rejected_rows"}
 
-CONFIG_TOML = """\
-[accounts.ny]
-timezone = "America/New_York"
-currency = "USD"
-
-[offer_sources.maxbounty]
-account = "ny"
-duplicate_mode = "ignore"
-
-[offer_sources.many]
-account = "ny"
-duplicate_mode = "create_new"
-allow_negative_payout = true
-
-[offer_sources.events]
-account = "ny"
-duplicate_mode = "ignore_by_event_id"
-
-[offer_sources.fresh]
-account = "ny"
-duplicate_mode = "new_or_repeated"
-
-[offer_sources.plain]
-account = "ny"
-"""
+CONFIG_TOML = sample_config("hostile.toml")
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -108,8 +87,8 @@ class Setup:
         self.config = config_module.load(self.config_path)
         self.layout = datadir.Layout(self.home)
 
-    def context(self, engine) -> runner.Context:
-        return runner.Context(self.config, engine, self.layout)
+    def context(self, engine) -> Context:
+        return Context(self.config, engine, LocalDataDir(self.layout))
 
     def cli(self, *args: str, env: dict[str, str] | None = None):
         options = ["--config", str(self.config_path), "--home", str(self.home), "--warehouse"]
@@ -118,13 +97,7 @@ class Setup:
 
     def ingest(self, engine, path: Path, offer_source: str, **kw) -> FileResult:
         return ingest_file(
-            path,
-            config=self.config,
-            engine=engine,
-            reports_dir=self.layout.reports,
-            offer_source=offer_source,
-            received_at=RECEIVED,
-            **kw,
+            self.context(engine), Upload(path, offer_source, received_at=RECEIVED, **kw)
         )
 
     def outside_home(self) -> dict[str, tuple]:
@@ -136,11 +109,10 @@ class Setup:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
     """`python -m pipeline ARGS` with no CONVERSIONS_* variables but those given."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSIONS_")}
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=cwd,
-        env=clean | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])} | (env or {}),
+        env=clean_env() | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])} | (env or {}),
         capture_output=True,
         text=True,
         errors="surrogateescape",  # a name's raw bytes must not break the test's own decoding
@@ -617,10 +589,10 @@ def test_the_cli_ingests_files_named_like_options_after_a_double_dash(tmp_path):
 
 
 def test_an_airflow_task_log_shows_a_hostile_name_and_detail_on_one_line_each():
-    """The task log (`tasks.story`) escapes what could forge a log line or drive a terminal."""
-    from pipeline.airflow import tasks
+    """The task log (`steps.story`) escapes what could forge a log line or drive a terminal."""
+    from pipeline.airflow import steps
 
-    lines = tasks.story(
+    lines = steps.story(
         {
             "file": "maxbounty/a.csv\nmaxbounty/b.csv (conversions): applied\x1b[2J\u202e.csv",
             "kind": "conversions",
@@ -635,12 +607,13 @@ def test_an_airflow_task_log_shows_a_hostile_name_and_detail_on_one_line_each():
 
 
 def test_names_that_try_to_leave_the_reports_folder_stay_in_it(tmp_path, warehouse_url, engine):
-    """`original_name` comes from callers (the inbox, Airflow tickets): a path is never followed."""
+    """The name a file was dropped under comes from callers (the inbox, Airflow tickets): a
+    path is never followed."""
     setup = Setup(tmp_path, warehouse_url)
     path = write_csv(setup.cwd / "a.csv", "click_id,payout\nt1,1.00\nt2,x\n")
     outside = setup.outside_home()
     for name in ["../../outside/x.csv", "..\\..\\x.csv", "/etc/passwd", str(setup.outside / "y")]:
-        result = setup.ingest(engine, path, "maxbounty", original_name=name, force=True)
+        result = setup.ingest(engine, path, "maxbounty", name=name, force=True)
         for written in (result.report_path, result.summary_path):
             assert Path(written).parent.parent == setup.layout.reports
             assert Path(written).resolve().is_relative_to(setup.layout.reports)
@@ -777,12 +750,12 @@ def test_a_fifo_swapped_in_after_the_scan_is_quarantined_not_opened(
     entry is checked again, by lstat, before anything opens it."""
     setup = Setup(tmp_path, warehouse_url)
     ctx = setup.context(engine)
-    ctx.layout.ensure(ctx.config.offer_sources)
-    path = write_csv(ctx.layout.inbox / "maxbounty" / "x.csv", one_row("x1"))
-    [waiting] = datadir.scan(ctx.layout, ctx.config.offer_sources)
+    ctx.datadir.layout.ensure(ctx.config.offer_sources)
+    path = write_csv(ctx.datadir.layout.inbox / "maxbounty" / "x.csv", one_row("x1"))
+    [waiting] = claims.scan(ctx.datadir.layout, ctx.config.offer_sources)
     path.unlink()
     os.mkfifo(path)
-    claimed = datadir.claim(ctx.layout, waiting)
+    claimed = claims.claim(ctx.datadir.layout, waiting)
     assert claimed is not None
 
     with Tripwire(tmp_path) as wire:
@@ -791,7 +764,7 @@ def test_a_fifo_swapped_in_after_the_scan_is_quarantined_not_opened(
     assert wire.tripped == []
     assert (result.state, result.content_hash) == ("quarantined", None)
     assert "not a regular file (a FIFO)" in result.detail
-    [moved] = [p for p in files_in(ctx.layout.quarantine) if not p.name.endswith(".json")]
+    [moved] = [p for p in files_in(ctx.datadir.layout.quarantine) if not p.name.endswith(".json")]
     assert stat.S_ISFIFO(moved.lstat().st_mode)
 
 

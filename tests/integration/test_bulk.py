@@ -1,7 +1,8 @@
 """Bulk moves in and out of the database keep every value exactly, on both backends.
 
 The expectations are the Python values themselves, read back through SQLAlchemy's ordinary
-(slow, per-value) path: a second implementation of the round trip.
+(slow, per-value) path: a second implementation of the round trip. A real table's column kinds
+are read off its `Table`, so no table is described twice.
 """
 
 from __future__ import annotations
@@ -10,9 +11,23 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-from sqlalchemy import text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 
+from pipeline import warehouse
+from pipeline.core.vocabulary import MUTABLE_FIELDS
 from pipeline.warehouse import bulk
+from pipeline.warehouse.schema import Payout, UTCDateTime
 
 AWKWARD_TEXT = [
     "",  # empty string, not NULL
@@ -85,3 +100,37 @@ def test_driver_errors_surface_as_sqlalchemy_errors(engine):
 
     with pytest.raises(DBAPIError), engine.begin() as conn:
         bulk.insert(conn, "no_such_table", _frame(2), KINDS)
+
+
+def test_a_tables_kinds_are_read_off_its_column_types():
+    table = Table(
+        "t_kinds",
+        MetaData(),
+        Column("id", BigInteger, primary_key=True, autoincrement=True),  # the database fills it
+        Column("amount", Payout),
+        Column("at", UTCDateTime),
+        Column("count", Integer),
+        Column("flag", Boolean),
+        Column("name", String(8)),
+        Column("note", Text),
+    )
+    assert bulk.kinds_of(table) == {
+        "amount": "payout",
+        "at": "time",
+        "count": "int",
+        "flag": "bool",
+        "name": "text",
+        "note": "text",
+    }
+    with pytest.raises(TypeError, match=r"t_kinds\.ratio"):
+        bulk.kinds_of(Table("t_kinds", MetaData(), Column("ratio", Float)))
+
+
+def test_the_history_records_each_mutable_field_as_the_conversions_store_it():
+    conversion = bulk.kinds_of(warehouse.conversions)
+    history = bulk.kinds_of(warehouse.conversion_history)
+    for field in MUTABLE_FIELDS:
+        assert history[f"old_{field}"] == history[f"new_{field}"] == conversion[field]
+    assert list(history) == ["conversion_id", "file_id", "line", "action"] + [
+        f"{side}_{field}" for field in MUTABLE_FIELDS for side in ("old", "new")
+    ] + ["recorded_at"]

@@ -22,9 +22,11 @@ from sqlalchemy import select, text
 
 from pipeline import config as config_module
 from pipeline import export, reader, warehouse
-from pipeline.ingest import ingest_file
-from tests.conftest import CONFIG_TOML as CONFIG
-from tests.conftest import independent_data_lines, write_csv
+from pipeline.context import Context
+from pipeline.datadir import LocalDataDir
+from pipeline.ingest import Upload, ingest_file
+from tests.helpers import SAMPLE_CONFIG as CONFIG
+from tests.helpers import independent_data_lines, write_csv
 
 OUTCOME_COLUMNS = ("lines", "ins", "upd", "inc", "status", "ignored", "rejected")
 
@@ -470,12 +472,8 @@ def test_templates_are_accepted_by_the_reader_and_apply(tmp_path):
     try:
         for kind, outcome in (("conversions", "inserted"), ("status", "status_updated")):
             result = ingest_file(
-                paths[kind],
-                config=config,
-                engine=engine,
-                reports_dir=tmp_path / "reports",
-                offer_source="maxbounty",
-                kind=kind,
+                Context(config, engine, LocalDataDir(tmp_path)),
+                Upload(paths[kind], "maxbounty", kind=kind),
             )
             assert (result.state, result.data_lines, result.outcomes[outcome]) == ("applied", 1, 1)
         [row] = exported(engine, config)

@@ -6,8 +6,10 @@ import io
 from datetime import UTC, datetime
 
 from pipeline import export
-from pipeline.ingest import ingest_file
-from tests.conftest import make_config, write_csv
+from pipeline.context import Context
+from pipeline.datadir import LocalDataDir
+from pipeline.ingest import Upload, ingest_file
+from tests.helpers import make_config, write_csv
 
 
 def test_chunked_export_writes_the_same_bytes_with_one_header(engine, tmp_path):
@@ -15,12 +17,12 @@ def test_chunked_export_writes_the_same_bytes_with_one_header(engine, tmp_path):
     rows = "".join(f"k{i},{i}.5,2026-07-0{1 + i % 3} 14:00:00\n" for i in range(7))
     path = write_csv(tmp_path / "a.csv", "click_id,payout,conversion_time\n" + rows)
     ingest_file(
-        path,
-        config=config,
-        engine=engine,
-        reports_dir=tmp_path / "r",
-        offer_source="maxbounty",
-        received_at=datetime(2026, 8, 1, tzinfo=UTC),
+        Context(config, engine, LocalDataDir(tmp_path)),
+        Upload(
+            path,
+            "maxbounty",
+            received_at=datetime(2026, 8, 1, tzinfo=UTC),
+        ),
     )
     outputs = {}
     for chunk_rows in (1, 3, 100):
@@ -39,3 +41,12 @@ def test_an_empty_export_is_just_the_header(engine):
     out = io.StringIO()
     assert export.write(engine, make_config(), out) == 0
     assert out.getvalue() == ",".join(export.COLUMNS) + "\n"
+
+
+def test_the_export_shows_each_conversions_identity_and_current_values_not_its_lineage(engine):
+    out = io.StringIO()
+    export.write(engine, make_config(), out)
+    assert out.getvalue() == (
+        "conversion_id,offer_source,click_id,conversion_type,event_id,status,payout,currency,"
+        "converted_at,duplicate_status\n"
+    )

@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy import select, text
 
 from pipeline import export, warehouse
-from pipeline.ingest import ingest_file
-from tests.conftest import assert_accounted, make_config, write_csv
+from pipeline.context import Context
+from pipeline.datadir import LocalDataDir
+from pipeline.ingest import Upload, ingest_file
+from tests.helpers import assert_accounted, make_config, write_csv
 
 RECEIVED = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
 HEADER = "click_id,payout,conversion_time,conversion_type,status,event_id,currency\n"
@@ -32,13 +34,13 @@ def run(engine, tmp_path):
         else:
             path = write_csv(tmp_path / "in" / (name or f"f{next(counter)}.csv"), content, encoding)
         result = ingest_file(
-            path,
-            config=config or make_config(),
-            engine=engine,
-            reports_dir=tmp_path / "reports",
-            offer_source=offer_source,
-            received_at=options.pop("received_at", RECEIVED),
-            **options,
+            Context(config or make_config(), engine, LocalDataDir(tmp_path)),
+            Upload(
+                path,
+                offer_source,
+                received_at=options.pop("received_at", RECEIVED),
+                **options,
+            ),
         )
         assert_accounted(result, path, engine)
         return result

@@ -20,27 +20,30 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from pipeline import datadir, export, runner, warehouse
-from pipeline.ingest import ingest_file
+from pipeline.context import Context
+from pipeline.core.vocabulary import OUTCOMES
+from pipeline.datadir import claims, filing
+from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
-from tests.conftest import assert_accounted, make_config, write_csv
+from tests.helpers import assert_accounted, make_config, write_csv
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def ctx(tmp_path, engine) -> runner.Context:
-    return runner.Context(make_config(), engine, datadir.Layout(tmp_path / "home"))
+def ctx(tmp_path, engine) -> Context:
+    return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
 
 
-def drop(ctx: runner.Context, relative: str, content: str) -> Path:
-    return write_csv(ctx.layout.inbox / relative, content)
+def drop(ctx: Context, relative: str, content: str) -> Path:
+    return write_csv(ctx.datadir.layout.inbox / relative, content)
 
 
 def files_under(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def conversions(ctx: runner.Context) -> list[tuple]:
+def conversions(ctx: Context) -> list[tuple]:
     data = export.frame(ctx.engine, ctx.config)
     return [
         (r.offer_source, r.click_id, r.conversion_type, r.status, r.payout, r.converted_at)
@@ -48,7 +51,7 @@ def conversions(ctx: runner.Context) -> list[tuple]:
     ]
 
 
-def ledger(ctx: runner.Context) -> list[dict]:
+def ledger(ctx: Context) -> list[dict]:
     f = warehouse.ingested_files
     with ctx.engine.connect() as conn:
         rows = conn.execute(select(f).order_by(f.c.file_id)).mappings().all()
@@ -64,13 +67,13 @@ def claim_of_a_dead_worker(claimed: datadir.Claimed) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
     )
-    path = claimed.path.parent / datadir.CLAIM_FILE
+    path = claimed.path.parent / claims.CLAIM_FILE
     record = json.loads(path.read_text(encoding="utf-8"))
     path.write_text(json.dumps(record | {"pid": int(done.stdout)}), encoding="utf-8")
 
 
 def counts(result: FileResult) -> tuple[int, ...]:
-    return (result.data_lines, *(result.outcomes[o] for o in warehouse.OUTCOMES))
+    return (result.data_lines, *(result.outcomes[o] for o in OUTCOMES))
 
 
 # --- a normal pass -----------------------------------------------------------------------------
@@ -111,10 +114,10 @@ def test_run_inbox_applies_two_offer_sources_archives_and_reports(ctx):
         ("clickbank", "c1", "", "approved", "7.25", "2026-07-01T10:00:00Z"),
         ("maxbounty", "m1", "", "declined", "5.00", "2026-07-01T18:00:00Z"),
     ]
-    assert files_under(ctx.layout.inbox) == []
-    assert files_under(ctx.layout.processing) == []
+    assert files_under(ctx.datadir.layout.inbox) == []
+    assert files_under(ctx.datadir.layout.processing) == []
     day = results[0].received_at[:10]
-    assert files_under(ctx.layout.archive) == sorted(
+    assert files_under(ctx.datadir.layout.archive) == sorted(
         [
             f"{day}/clickbank/conversions/{sha256(CLICKBANK)[:16]}_c.csv",
             f"{day}/clickbank/conversions/{sha256(CLICKBANK)[:16]}_c.csv.json",
@@ -124,7 +127,7 @@ def test_run_inbox_applies_two_offer_sources_archives_and_reports(ctx):
             f"{day}/maxbounty/status/{sha256(STATUS)[:16]}_s.csv.json",
         ]
     )
-    archived = ctx.layout.archive / day / "maxbounty" / "conversions"
+    archived = ctx.datadir.layout.archive / day / "maxbounty" / "conversions"
     assert (archived / f"{sha256(MAXBOUNTY)[:16]}_a.csv").read_text() == MAXBOUNTY
     sidecar = json.loads((archived / f"{sha256(MAXBOUNTY)[:16]}_a.csv.json").read_text())
     assert (sidecar["relative"], sidecar["content_hash"]) == ("maxbounty/a.csv", sha256(MAXBOUNTY))
@@ -162,8 +165,10 @@ def test_the_same_bytes_dropped_again_are_archived_as_a_duplicate(ctx):
     assert counts(again) == (0, 0, 0, 0, 0, 0, 0)
     assert [r.click_id for r in export.frame(ctx.engine, ctx.config).itertuples()] == ["m1"]
     assert [r["state"] for r in ledger(ctx)] == ["applied", "duplicate_file"]
-    assert files_under(ctx.layout.inbox) == []
-    assert [p.endswith("_again.csv") for p in files_under(ctx.layout.archive)].count(True) == 1
+    assert files_under(ctx.datadir.layout.inbox) == []
+    assert [p.endswith("_again.csv") for p in files_under(ctx.datadir.layout.archive)].count(
+        True
+    ) == 1
 
 
 def test_a_duplicate_under_the_same_name_keeps_the_applied_files_summary(ctx):
@@ -190,7 +195,7 @@ def test_stray_files_are_quarantined_and_change_nothing(ctx):
     ]
     assert runner.exit_code(results) == 1
     assert ledger(ctx) == [] and conversions(ctx) == []
-    quarantined = files_under(ctx.layout.quarantine)
+    quarantined = files_under(ctx.datadir.layout.quarantine)
     assert len(quarantined) == 4  # two files, each beside its .reason.json
     assert sum(p.endswith("_stray.csv") for p in quarantined) == 1
     for result in results:
@@ -210,19 +215,20 @@ def test_a_crash_after_apply_before_archive_is_adopted_without_applying_twice(ct
 
     [claimed] = runner.claim_waiting(ctx)
     applied = ingest_file(
-        claimed.path,
-        config=ctx.config,
-        engine=ctx.engine,
-        reports_dir=ctx.layout.reports,
-        offer_source="maxbounty",
-        received_at=claimed.received_at,
-        claim_id=claimed.claim_id,
+        ctx,
+        Upload(
+            claimed.path,
+            "maxbounty",
+            received_at=claimed.received_at,
+            claim_id=claimed.claim_id,
+            reports_dir=ctx.datadir.layout.reports,
+        ),
     )
     assert counts(applied) == (1, 0, 0, 1, 0, 0, 0)
     # ... and the worker died here, before archiving.
 
     assert runner.run_inbox(ctx) == []  # the claim's owner (this process) is alive: left alone
-    assert files_under(ctx.layout.processing) == [
+    assert files_under(ctx.datadir.layout.processing) == [
         f"{claimed.claim_id}/2.csv",
         f"{claimed.claim_id}/claim.json",
     ]
@@ -246,15 +252,15 @@ def test_a_crash_after_apply_before_archive_is_adopted_without_applying_twice(ct
             text("SELECT action FROM conversion_history ORDER BY history_id")
         ).scalars()
         assert len(list(actions)) == 2  # the insert and one increment
-    assert files_under(ctx.layout.processing) == []
-    assert sum(p.endswith("_2.csv") for p in files_under(ctx.layout.archive)) == 1
+    assert files_under(ctx.datadir.layout.processing) == []
+    assert sum(p.endswith("_2.csv") for p in files_under(ctx.datadir.layout.archive)) == 1
 
 
 def test_a_crash_before_apply_is_adopted_with_the_original_received_time(ctx):
-    ctx.layout.ensure(ctx.config.offer_sources)
+    ctx.datadir.layout.ensure(ctx.config.offer_sources)
     drop(ctx, "maxbounty/late.csv", "click_id,payout,conversion_time\nr1,1.00,\n")
-    [waiting] = datadir.scan(ctx.layout, ctx.config.offer_sources)
-    claimed = datadir.claim(ctx.layout, waiting, now=RECEIVED)
+    [waiting] = claims.scan(ctx.datadir.layout, ctx.config.offer_sources)
+    claimed = claims.claim(ctx.datadir.layout, waiting, now=RECEIVED)
     claim_of_a_dead_worker(claimed)  # died before touching the warehouse
 
     [result] = runner.run_inbox(ctx)
@@ -264,7 +270,10 @@ def test_a_crash_before_apply_is_adopted_with_the_original_received_time(ctx):
     [row] = ledger(ctx)
     assert (row["state"], row["received_at"]) == ("applied", RECEIVED)
     assert row["claim_id"] not in (None, claimed.claim_id)  # recorded under the adopter's id
-    assert sum(p.startswith("2026-07-01/maxbounty/") for p in files_under(ctx.layout.archive)) == 2
+    assert (
+        sum(p.startswith("2026-07-01/maxbounty/") for p in files_under(ctx.datadir.layout.archive))
+        == 2
+    )
 
 
 def test_an_oversized_file_adopted_after_a_crash_is_cleaned_up_and_quarantined_unread(
@@ -273,15 +282,17 @@ def test_an_oversized_file_adopted_after_a_crash_is_cleaned_up_and_quarantined_u
     """The dead worker left a report partial under the name ingest_file gives an unread file
     (the all-zero placeholder hash), not under the file's real hash: recovery must find it
     without hashing the file."""
-    ctx = runner.Context(
-        make_config(settings={"max_file_bytes": 10}), engine, datadir.Layout(tmp_path / "home")
+    ctx = Context(
+        make_config(settings={"max_file_bytes": 10}),
+        engine,
+        datadir.LocalDataDir(tmp_path / "home"),
     )
-    ctx.layout.ensure(ctx.config.offer_sources)
+    ctx.datadir.layout.ensure(ctx.config.offer_sources)
     drop(ctx, "maxbounty/big.csv", MAXBOUNTY)
-    [waiting] = datadir.scan(ctx.layout, ctx.config.offer_sources)
-    claimed = datadir.claim(ctx.layout, waiting, now=RECEIVED)
+    [waiting] = claims.scan(ctx.datadir.layout, ctx.config.offer_sources)
+    claimed = claims.claim(ctx.datadir.layout, waiting, now=RECEIVED)
     claim_of_a_dead_worker(claimed)
-    day = ctx.layout.reports / "2026-07-01"
+    day = ctx.datadir.layout.reports / "2026-07-01"
     day.mkdir(parents=True)
     partial = day / f"big.{'0' * 12}.summary.json.0123abcd.partial"
     partial.write_text("{")
@@ -294,7 +305,7 @@ def test_an_oversized_file_adopted_after_a_crash_is_cleaned_up_and_quarantined_u
 
 def test_a_warehouse_error_puts_the_file_back_and_the_next_run_applies_it(ctx):
     drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
-    ctx.layout.ensure(ctx.config.offer_sources)
+    ctx.datadir.layout.ensure(ctx.config.offer_sources)
     with ctx.engine.begin() as conn:  # the merge's table is gone: every file fails
         conn.execute(text("ALTER TABLE conversions RENAME TO conversions_gone"))
 
@@ -303,10 +314,12 @@ def test_a_warehouse_error_puts_the_file_back_and_the_next_run_applies_it(ctx):
     assert failed.detail.endswith("the file was put back in the inbox for the next run")
     assert "conversions" in failed.detail
     assert runner.exit_code([failed]) == 1
-    assert (ctx.layout.inbox / "maxbounty" / "a.csv").read_text() == MAXBOUNTY
-    assert files_under(ctx.layout.processing) == []
-    assert files_under(ctx.layout.archive) == []
-    assert files_under(ctx.layout.reports) == []  # nothing was applied, so nothing to report
+    assert (ctx.datadir.layout.inbox / "maxbounty" / "a.csv").read_text() == MAXBOUNTY
+    assert files_under(ctx.datadir.layout.processing) == []
+    assert files_under(ctx.datadir.layout.archive) == []
+    assert (
+        files_under(ctx.datadir.layout.reports) == []
+    )  # nothing was applied, so nothing to report
     assert ledger(ctx) == []  # rolled back with the file
 
     with ctx.engine.begin() as conn:  # the warehouse is back
@@ -314,18 +327,18 @@ def test_a_warehouse_error_puts_the_file_back_and_the_next_run_applies_it(ctx):
     [applied] = runner.run_inbox(ctx)
     assert (applied.state, counts(applied)) == ("applied", (2, 1, 0, 0, 0, 0, 1))
     assert [r.click_id for r in export.frame(ctx.engine, ctx.config).itertuples()] == ["m1"]
-    assert files_under(ctx.layout.inbox) == []
+    assert files_under(ctx.datadir.layout.inbox) == []
 
 
 def test_a_file_put_back_after_a_failure_keeps_its_received_time(ctx):
     """Empty conversion times are the received time: a retry must not move them."""
     drop(ctx, "maxbounty/a.csv", "click_id,payout,conversion_time\nm1,5.00,\n")
-    ctx.layout.ensure(ctx.config.offer_sources)
+    ctx.datadir.layout.ensure(ctx.config.offer_sources)
     with ctx.engine.begin() as conn:
         conn.execute(text("ALTER TABLE conversions RENAME TO conversions_gone"))
     [failed] = runner.run_inbox(ctx)
     assert failed.state == "failed"
-    record = json.loads((ctx.layout.inbox / "maxbounty/.a.csv.received.json").read_text())
+    record = json.loads((ctx.datadir.layout.inbox / "maxbounty/.a.csv.received.json").read_text())
     first = datetime.fromisoformat(record["received_at"])
     assert abs(datetime.now(UTC) - first).total_seconds() < 5
 
@@ -338,7 +351,7 @@ def test_a_file_put_back_after_a_failure_keeps_its_received_time(ctx):
     assert datetime.fromisoformat(applied.received_at) == first
     [row] = conversions(ctx)
     assert row[-1] == first.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert files_under(ctx.layout.inbox) == []  # the hidden record went with the claim
+    assert files_under(ctx.datadir.layout.inbox) == []  # the hidden record went with the claim
 
 
 def test_an_unexpected_error_quarantines_the_file_intact(ctx, monkeypatch):
@@ -352,7 +365,7 @@ def test_an_unexpected_error_quarantines_the_file_intact(ctx, monkeypatch):
     assert (result.state, result.reason_code) == ("quarantined", "internal_error")
     assert result.detail == "RuntimeError: a bug"
     assert runner.exit_code([result]) == 1
-    [kept] = [p for p in ctx.layout.quarantine.rglob("*_a.csv")]
+    [kept] = [p for p in ctx.datadir.layout.quarantine.rglob("*_a.csv")]
     assert kept.name == f"{sha256(MAXBOUNTY)[:16]}_a.csv"
     assert kept.read_text() == MAXBOUNTY
     reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text(encoding="utf-8"))
@@ -385,7 +398,7 @@ def test_exit_code_is_1_only_when_a_file_was_quarantined_or_failed(states, expec
 def test_a_warehouse_that_went_down_puts_every_file_back(tmp_path):
     """The warehouse answered at start, then went away: nothing can even be looked up."""
     down = create_engine("postgresql+psycopg://u:s3cret@127.0.0.1:1/x")
-    ctx = runner.Context(make_config(), down, datadir.Layout(tmp_path / "home"))
+    ctx = Context(make_config(), down, datadir.LocalDataDir(tmp_path / "home"))
     drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
     drop(ctx, "clickbank/c.csv", CLICKBANK)
     results = runner.run_inbox(ctx)
@@ -393,14 +406,14 @@ def test_a_warehouse_that_went_down_puts_every_file_back(tmp_path):
     assert all(r.detail.startswith("OperationalError: ") for r in results)
     assert not any("s3cret" in r.detail for r in results)
     assert runner.exit_code(results) == 1
-    assert files_under(ctx.layout.inbox) == [
+    assert files_under(ctx.datadir.layout.inbox) == [
         "clickbank/.c.csv.received.json",  # hidden: the received time the retry keeps
         "clickbank/c.csv",
         "maxbounty/.a.csv.received.json",
         "maxbounty/a.csv",
     ]
-    assert files_under(ctx.layout.processing) == []
-    assert (ctx.layout.inbox / "maxbounty" / "a.csv").read_text() == MAXBOUNTY
+    assert files_under(ctx.datadir.layout.processing) == []
+    assert (ctx.datadir.layout.inbox / "maxbounty" / "a.csv").read_text() == MAXBOUNTY
     down.dispose()
 
 
@@ -418,7 +431,7 @@ def test_a_dry_run_pass_leaves_the_files_in_the_inbox(ctx):
     drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
     results = runner.run_inbox(ctx, dry_run=True)
     assert [r.state for r in results] == ["dry_run"]
-    assert files_under(ctx.layout.inbox) == ["maxbounty/a.csv"]
+    assert files_under(ctx.datadir.layout.inbox) == ["maxbounty/a.csv"]
     assert conversions(ctx) == []
     assert [r.state for r in runner.run_inbox(ctx)] == ["applied"]
     assert [c[1] for c in conversions(ctx)] == ["m1"]
@@ -428,14 +441,14 @@ def test_an_archive_failure_after_apply_is_a_warning_and_a_later_run_archives(ct
     content = "click_id,payout,conversion_type\np1,5.00,Purchase\n"  # increments if re-applied
     drop(ctx, "maxbounty/a.csv", content)
     drop(ctx, "maxbounty/b.csv", "click_id,payout\nb1,1.00\n")
-    real_archive = datadir.archive
+    real_archive = filing.file_archived
 
     def archive(layout, claimed, content_hash):
         if claimed.relative.endswith("a.csv"):
             raise OSError(28, "No space left on device")
         return real_archive(layout, claimed, content_hash)
 
-    monkeypatch.setattr(datadir, "archive", archive)
+    monkeypatch.setattr(filing, "file_archived", archive)
     first, second = runner.run_inbox(ctx)  # the failure does not stop the pass
     assert (first.name, first.state, second.name, second.state) == (
         "a.csv",
@@ -445,9 +458,9 @@ def test_an_archive_failure_after_apply_is_a_warning_and_a_later_run_archives(ct
     )
     assert "archiving failed" in first.warnings[-1] and "No space left" in first.warnings[-1]
     assert runner.exit_code([first, second]) == 0
-    monkeypatch.setattr(datadir, "archive", real_archive)
+    monkeypatch.setattr(filing, "file_archived", real_archive)
 
-    [left] = [p for p in ctx.layout.processing.iterdir() if p.is_dir()]
+    [left] = [p for p in ctx.datadir.layout.processing.iterdir() if p.is_dir()]
     claimed = datadir.Claimed(
         path=left / "a.csv",
         claim_id=left.name,
@@ -461,4 +474,4 @@ def test_an_archive_failure_after_apply_is_a_warning_and_a_later_run_archives(ct
     assert (adopted.name, adopted.state) == ("a.csv", "applied")
     assert sorted((c[1], c[4]) for c in conversions(ctx)) == [("b1", "1.00"), ("p1", "5.00")]
     assert [r["state"] for r in ledger(ctx)] == ["applied", "applied"]
-    assert files_under(ctx.layout.processing) == []
+    assert files_under(ctx.datadir.layout.processing) == []

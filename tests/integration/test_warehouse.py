@@ -1,9 +1,11 @@
-"""The warehouse edge on both backends: versioned upgrades, exact payouts, merge serialisation."""
+"""The warehouse edge on both backends: versioned upgrades, exact payouts, merge serialisation,
+staging, and the ledger's questions."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,6 +23,19 @@ def _versions(engine) -> list[int]:
                 )
             ).scalars()
         )
+
+
+def _record_applied(conn, **values) -> int:
+    """A ledger row for an applied file of bytes ``cd…``; `values` override its columns."""
+    row = {
+        "content_hash": "cd" * 32,
+        "original_name": "a.csv",
+        "offer_source": "s",
+        "kind": "conversions",
+        "received_at": datetime(2026, 11, 1, tzinfo=UTC),
+        "state": "applied",
+    }
+    return warehouse.record_file(conn, **(row | values))
 
 
 def _indexes(engine, table: str) -> set[str]:
@@ -118,15 +133,7 @@ def test_payouts_are_stored_exactly(engine):
     """NUMERIC(18,6) on PostgreSQL, decimal text on SQLite; never a binary float."""
     now = datetime(2026, 11, 1, tzinfo=UTC)
     with engine.begin() as conn:
-        file_id = warehouse.record_file(
-            conn,
-            content_hash="cd" * 32,
-            original_name="x.csv",
-            offer_source="s",
-            kind="conversions",
-            received_at=now,
-            state="applied",
-        )
+        file_id = _record_applied(conn, original_name="x.csv", received_at=now)
         for n, micros in enumerate([300_000, 999_999_999_999_999_999, -1]):
             conn.execute(
                 warehouse.conversions.insert().values(
@@ -224,3 +231,16 @@ def test_staged_rows_come_back_whole_per_click_id(engine, chunk_rows):
     assert back["converted_at"].isna().sum() == 7
     if chunk_rows >= len(clicks):
         assert len(chunks) == 1
+
+
+def test_a_summary_name_is_taken_only_by_another_row_of_the_same_bytes(engine):
+    """A forced re-apply, or the same bytes for another source, must not reuse the first's names."""
+    summary = "/home/reports/2026-11-01/a.cdcdcdcdcdcd.summary.json"
+    with engine.begin() as conn:
+        first = _record_applied(conn, summary_path=summary)
+        second = _record_applied(conn)
+        assert warehouse.names_taken(conn, "cd" * 32, summary, second)
+        assert warehouse.names_taken(conn, "cd" * 32, Path(summary), None)
+        assert not warehouse.names_taken(conn, "cd" * 32, summary, first)  # its own name
+        assert not warehouse.names_taken(conn, "ef" * 32, summary, second)  # other bytes
+        assert not warehouse.names_taken(conn, "cd" * 32, summary + ".x", second)

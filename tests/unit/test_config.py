@@ -160,6 +160,15 @@ def test_mode_for_run_override_then_type_then_offer_source(tmp_path: Path):
     assert mb.mode_for("", override="edit") == "edit"
 
 
+def test_modes_gives_the_same_precedence_for_a_whole_column(tmp_path: Path):
+    mb = load(write(tmp_path, VALID)).offer_source("maxbounty")
+    by_type, other = mb.modes()
+    assert dict(by_type) == {"Purchase": "increment_payout", "Lead": "edit"}
+    assert other == "ignore"
+    by_type, other = mb.modes("create_new")
+    assert dict(by_type) == {} and other == "create_new"
+
+
 def test_parse_accepts_an_already_decoded_document():
     raw = {
         "accounts": {"main": {"timezone": "Europe/Berlin", "currency": "EUR"}},

@@ -1,4 +1,4 @@
-"""Duplicate resolution against tables worked out by hand from DOMAIN.md §6."""
+"""Duplicate resolution against tables worked out by hand from README "Duplicate postback modes"."""
 
 from __future__ import annotations
 

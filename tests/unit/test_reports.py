@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.reports import RejectionReport, neutralise, report_paths, write_summary
+from pipeline.datadir.layout import report_paths
+from pipeline.reports import RejectionReport, neutralise, write_summary
 
 HASH = "0123456789abcdef" * 4
 

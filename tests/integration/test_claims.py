@@ -1,4 +1,5 @@
-"""The inbox lifecycle on real folders: scan, claim (raced by processes), file away, recover."""
+"""Claims on real folders (datadir.claims): scan, claim (raced by processes), release,
+recover and adopt."""
 
 from __future__ import annotations
 
@@ -9,49 +10,21 @@ import subprocess
 import sys
 import threading
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline import datadir
-from pipeline.core.reasons import CATALOGUE
-from pipeline.datadir import Claimed, Layout, Waiting
-
-HASH = "ab" * 32
-SOURCES = {"maxbounty", "clickbank"}
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def layout(tmp_path) -> Layout:
-    layout = Layout(tmp_path / "var")
-    layout.ensure(sorted(SOURCES))
-    return layout
-
-
-def drop(layout: Layout, relative: str, content: bytes = b"click_id,payout\nabc,1.00\n") -> Path:
-    path = layout.inbox / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return path
-
-
-def waiting(layout: Layout, relative: str) -> Waiting:
-    [found] = [w for w in datadir.scan(layout, SOURCES) if w.relative == relative]
-    return found
-
-
-def claim_file(layout: Layout, relative: str, now: datetime | None = None, **kw) -> Claimed:
-    drop(layout, relative, **kw)
-    claimed = datadir.claim(layout, waiting(layout, relative), now=now)
-    assert claimed is not None
-    return claimed
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+from pipeline.datadir import Claimed, Layout, claims, filing
+from tests.integration.datadir_helpers import (
+    HASH,
+    REPO,
+    SOURCES,
+    claim_file,
+    drop,
+    read_json,
+    waiting,
+)
 
 
 def edit_claim(claimed: Claimed, **changes) -> None:
@@ -121,7 +94,7 @@ def test_scan_classifies_every_kind_of_entry(layout, tmp_path):
     (layout.inbox / "maxbounty" / "dirlink").symlink_to(outside)
     os.mkfifo(layout.inbox / "clickbank" / "pipe.csv")
 
-    found = datadir.scan(layout, SOURCES)
+    found = claims.scan(layout, SOURCES)
 
     assert [(w.relative, w.offer_source, w.kind) for w in found] == [
         ("clickbank/d.csv", "clickbank", "conversions"),
@@ -141,7 +114,7 @@ def test_scan_classifies_every_kind_of_entry(layout, tmp_path):
 
 
 def test_scan_of_a_missing_inbox_is_empty(tmp_path):
-    assert datadir.scan(Layout(tmp_path / "nothing"), SOURCES) == []
+    assert claims.scan(Layout(tmp_path / "nothing"), SOURCES) == []
 
 
 # --- claim -----------------------------------------------------------------------------------
@@ -181,15 +154,15 @@ def test_claim_moves_the_file_and_records_who_and_when(layout):
 def test_claim_of_a_file_already_taken_returns_none_and_leaves_no_folder(layout):
     drop(layout, "maxbounty/a.csv")
     first = waiting(layout, "maxbounty/a.csv")
-    assert datadir.claim(layout, first) is not None
-    assert datadir.claim(layout, first) is None
+    assert claims.claim(layout, first) is not None
+    assert claims.claim(layout, first) is None
     assert len(list(layout.processing.iterdir())) == 1
 
 
 def test_claim_refuses_naive_times(layout):
     drop(layout, "maxbounty/a.csv")
     with pytest.raises(ValueError, match="timezone"):
-        datadir.claim(layout, waiting(layout, "maxbounty/a.csv"), now=datetime(2026, 1, 1))
+        claims.claim(layout, waiting(layout, "maxbounty/a.csv"), now=datetime(2026, 1, 1))
 
 
 def test_a_file_named_claim_json_does_not_replace_the_claim_record(layout):
@@ -197,14 +170,15 @@ def test_a_file_named_claim_json_does_not_replace_the_claim_record(layout):
     assert claimed.path.name == "_claim.json"
     assert claimed.path.read_bytes() == b"click_id\nx\n"
     assert read_json(claimed.path.parent / "claim.json")["relative"] == "maxbounty/claim.json"
-    archived = datadir.archive(layout, claimed, HASH)
+    archived = filing.file_archived(layout, claimed, HASH)
     assert archived.name == f"{HASH[:16]}_claim.json"
 
 
 CLAIM_ALL = """
 import json, sys, time
 from pathlib import Path
-from pipeline.datadir import Layout, claim, scan
+from pipeline.datadir import Layout
+from pipeline.datadir.claims import claim, scan
 layout, go = Layout(Path(sys.argv[1])), Path(sys.argv[2])
 found = scan(layout, {"maxbounty"})
 while not go.exists():
@@ -233,118 +207,23 @@ def test_racing_workers_claim_every_file_exactly_once(layout, tmp_path):
     assert list((layout.inbox / "maxbounty").glob("*.csv")) == []
 
 
-# --- archive, quarantine, release ------------------------------------------------------------
-
-
-def test_archive_files_the_original_with_a_sidecar(layout):
-    # 22:00 in New York on March 8 is March 9 in UTC: the archive uses UTC dates.
-    now = datetime(2026, 3, 8, 22, 0, 0, tzinfo=ZoneInfo("America/New_York"))
-    claimed = claim_file(layout, "maxbounty/status/b.csv", now=now)
-
-    path = datadir.archive(layout, claimed, HASH)
-
-    assert path == layout.archive / "2026-03-09/maxbounty/status" / f"{HASH[:16]}_b.csv"
-    assert path.read_bytes() == b"click_id,payout\nabc,1.00\n"
-    sidecar = read_json(path.with_name(path.name + ".json"))
-    archived_at = sidecar.pop("archived_at")
-    assert datetime.fromisoformat(archived_at).tzinfo is not None
-    assert sidecar == {
-        "claim_id": claimed.claim_id,
-        "relative": "maxbounty/status/b.csv",
-        "offer_source": "maxbounty",
-        "kind": "status",
-        "received_at": "2026-03-09T02:00:00+00:00",
-        "content_hash": HASH,
-    }
-    assert list(layout.processing.iterdir()) == []  # the claim folder is gone
-
-
-def test_archiving_the_same_bytes_again_replaces_the_identical_copy(layout):
-    now = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
-    first = datadir.archive(layout, claim_file(layout, "maxbounty/a.csv", now=now), HASH)
-    second = datadir.archive(layout, claim_file(layout, "maxbounty/a.csv", now=now), HASH)
-    assert first == second
-    assert sorted(p.name for p in first.parent.iterdir()) == [
-        f"{HASH[:16]}_a.csv",
-        f"{HASH[:16]}_a.csv.json",
-    ]
-
-
-def test_archive_refuses_files_without_offer_source_and_bad_hashes(layout):
-    claimed = claim_file(layout, "root.csv")
-    with pytest.raises(ValueError, match="quarantine"):
-        datadir.archive(layout, claimed, HASH)
-    claimed = claim_file(layout, "maxbounty/a.csv")
-    with pytest.raises(ValueError, match="hex"):
-        datadir.archive(layout, claimed, "../../../tmp/x")
-    assert claimed.path.exists()  # nothing moved
-
-
-def test_archive_shortens_names_too_long_for_the_file_system(layout):
-    name = "é" * 120 + ".csv"  # 244 bytes: fine in the inbox, too long with a prefix
-    claimed = claim_file(layout, f"maxbounty/{name}")
-    path = datadir.archive(layout, claimed, HASH)
-    assert path.suffix == ".csv" and len(os.fsencode(path.name + ".json.12345678.partial")) <= 255
-    assert read_json(path.with_name(path.name + ".json"))["relative"] == f"maxbounty/{name}"
-
-
-def test_quarantine_moves_a_symlink_as_a_link_and_never_touches_its_target(layout, tmp_path):
-    secret = tmp_path / "secret.txt"
-    secret.write_text("do not read")
-    (layout.inbox / "maxbounty" / "link.csv").symlink_to(secret)
-    found = waiting(layout, "maxbounty/link.csv")
-    assert found.offer_source is None
-    now = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
-    claimed = datadir.claim(layout, found, now=now)
-    assert claimed is not None and claimed.path.is_symlink()
-
-    path = datadir.quarantine(layout, claimed, None, "unknown_offer_source", "a symbolic link")
-
-    assert path == layout.quarantine / "2026-03-08/_unknown" / f"{claimed.claim_id[:16]}_link.csv"
-    assert path.is_symlink() and os.readlink(path) == str(secret)
-    assert secret.read_text() == "do not read"
-    assert not (layout.inbox / "maxbounty" / "link.csv").is_symlink()
-    reason = read_json(path.with_name(path.name + ".reason.json"))
-    assert reason.pop("quarantined_at")
-    assert reason == {
-        "code": "unknown_offer_source",
-        "message": CATALOGUE["unknown_offer_source"].message,
-        "hint": CATALOGUE["unknown_offer_source"].hint,
-        "detail": "a symbolic link",
-        "relative": "maxbounty/link.csv",
-        "offer_source": None,
-        "kind": "conversions",
-        "claim_id": claimed.claim_id,
-        "received_at": "2026-03-08T12:00:00+00:00",
-        "content_hash": None,
-    }
-    assert list(layout.processing.iterdir()) == []
-
-
-def test_quarantine_of_a_known_offer_source_uses_the_hash(layout):
-    now = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
-    claimed = claim_file(layout, "maxbounty/status/b.csv", now=now)
-    path = datadir.quarantine(layout, claimed, HASH, "missing_required_column", "no click_id")
-    assert path == layout.quarantine / "2026-03-08/maxbounty" / f"{HASH[:16]}_b.csv"
-    assert read_json(path.with_name(path.name + ".reason.json"))["content_hash"] == HASH
-    with pytest.raises(ValueError, match="unknown reason code"):
-        datadir.quarantine(layout, claim_file(layout, "maxbounty/c.csv"), None, "nope", "")
+# --- release ------------------------------------------------------------------------------
 
 
 def test_release_puts_the_file_back(layout):
     claimed = claim_file(layout, "maxbounty/status/b.csv")
     (layout.inbox / "maxbounty" / "status").rmdir()  # even if its folder went away meanwhile
-    assert datadir.release(layout, claimed) == layout.inbox / "maxbounty/status/b.csv"
+    assert claims.release(layout, claimed) == layout.inbox / "maxbounty/status/b.csv"
     assert (layout.inbox / "maxbounty/status/b.csv").read_bytes() == b"click_id,payout\nabc,1.00\n"
     assert list(layout.processing.iterdir()) == []
-    assert [w.relative for w in datadir.scan(layout, SOURCES)] == ["maxbounty/status/b.csv"]
+    assert [w.relative for w in claims.scan(layout, SOURCES)] == ["maxbounty/status/b.csv"]
 
 
 def test_release_never_overwrites_a_file_dropped_meanwhile(layout):
     claimed = claim_file(layout, "maxbounty/a.csv", content=b"old")
     drop(layout, "maxbounty/a.csv", content=b"new")
 
-    back = datadir.release(layout, claimed)
+    back = claims.release(layout, claimed)
 
     assert back == layout.inbox / f"maxbounty/a.returned-{claimed.claim_id[:8]}.csv"
     assert back.read_bytes() == b"old"
@@ -355,14 +234,12 @@ def test_release_never_overwrites_a_file_dropped_meanwhile(layout):
 def test_a_released_file_keeps_its_received_time_when_claimed_again(layout):
     first = datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
     claimed = claim_file(layout, "maxbounty/a.csv", now=first)
-    datadir.release(layout, claimed)
-    assert [w.relative for w in datadir.scan(layout, SOURCES)] == [
+    claims.release(layout, claimed)
+    assert [w.relative for w in claims.scan(layout, SOURCES)] == [
         "maxbounty/a.csv"
     ]  # record hidden
 
-    again = datadir.claim(
-        layout, waiting(layout, "maxbounty/a.csv"), now=first + timedelta(hours=2)
-    )
+    again = claims.claim(layout, waiting(layout, "maxbounty/a.csv"), now=first + timedelta(hours=2))
 
     assert again is not None and again.received_at == first
     assert sorted(p.name for p in (layout.inbox / "maxbounty").iterdir()) == ["status"]
@@ -371,11 +248,11 @@ def test_a_released_file_keeps_its_received_time_when_claimed_again(layout):
 def test_a_new_upload_under_a_released_files_name_is_received_anew(layout):
     first, later = datetime(2026, 3, 8, 9, 30, tzinfo=UTC), datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
     claimed = claim_file(layout, "maxbounty/a.csv", now=first, content=b"old")
-    datadir.release(layout, claimed)
+    claims.release(layout, claimed)
     (layout.inbox / "maxbounty/a.csv").unlink()  # the sender withdrew it and sent another
     drop(layout, "maxbounty/a.csv", content=b"new")
 
-    again = datadir.claim(layout, waiting(layout, "maxbounty/a.csv"), now=later)
+    again = claims.claim(layout, waiting(layout, "maxbounty/a.csv"), now=later)
 
     assert again is not None and again.received_at == later
 
@@ -384,10 +261,10 @@ def test_a_file_returned_under_another_name_keeps_its_received_time(layout):
     first = datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
     claimed = claim_file(layout, "maxbounty/a.csv", now=first, content=b"old")
     drop(layout, "maxbounty/a.csv", content=b"new")
-    back = datadir.release(layout, claimed)
+    back = claims.release(layout, claimed)
 
-    old = datadir.claim(layout, waiting(layout, back.relative_to(layout.inbox).as_posix()))
-    new = datadir.claim(layout, waiting(layout, "maxbounty/a.csv"), now=first + timedelta(days=1))
+    old = claims.claim(layout, waiting(layout, back.relative_to(layout.inbox).as_posix()))
+    new = claims.claim(layout, waiting(layout, "maxbounty/a.csv"), now=first + timedelta(days=1))
 
     assert old is not None and old.received_at == first
     assert new is not None and new.received_at == first + timedelta(days=1)
@@ -395,14 +272,14 @@ def test_a_file_returned_under_another_name_keeps_its_received_time(layout):
 
 def test_a_returned_files_record_is_dropped_an_hour_after_its_file_left(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")
-    datadir.release(layout, claimed)
+    claims.release(layout, claimed)
     (layout.inbox / "maxbounty/a.csv").unlink()
     record = layout.inbox / "maxbounty/.a.csv.received.json"
-    datadir.scan(layout, SOURCES)
+    claims.scan(layout, SOURCES)
     assert record.exists()  # the file may be on its way back (a release in progress)
     old = datetime.now().timestamp() - 3601
     os.utime(record, (old, old))
-    datadir.scan(layout, SOURCES)
+    claims.scan(layout, SOURCES)
     assert not record.exists()
 
 
@@ -412,7 +289,8 @@ CLAIM_ONE_AND_DIE = """
 import os, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from pipeline.datadir import Layout, claim, scan
+from pipeline.datadir import Layout
+from pipeline.datadir.claims import claim, scan
 layout = Layout(Path(sys.argv[1]))
 got = claim(layout, scan(layout, {"maxbounty"})[0], now=datetime(2026, 3, 8, 9, 30, tzinfo=UTC))
 print(got.claim_id, flush=True)
@@ -426,7 +304,7 @@ def test_recover_adopts_the_claim_of_a_dead_worker(layout):
     old_id = worker.communicate(timeout=60)[0].strip()
     assert worker.returncode == 1
 
-    [recovered] = datadir.recover(layout)
+    [recovered] = claims.recover(layout)
 
     assert recovered.claim_id != old_id
     assert recovered.adopted_from == (old_id,)  # for work recorded under the old id
@@ -446,12 +324,12 @@ def test_recover_adopts_the_claim_of_a_dead_worker(layout):
         socket.gethostname(),
     )
     assert record["received_at"] == "2026-03-08T09:30:00+00:00"
-    assert datadir.recover(layout) == []  # now owned by this live process
+    assert claims.recover(layout) == []  # now owned by this live process
 
 
 def test_recover_leaves_claims_of_live_workers_alone(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")  # this test process: alive
-    assert datadir.recover(layout, stale_after=timedelta(0)) == []
+    assert claims.recover(layout, stale_after=timedelta(0)) == []
     assert claimed.path.exists()
 
 
@@ -459,9 +337,9 @@ def test_recover_judges_other_hosts_by_age(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")
     now = datetime.now(UTC)
     edit_claim(claimed, host="elsewhere", pid=1, claimed_at=(now - timedelta(hours=1)).isoformat())
-    assert datadir.recover(layout, now=now) == []
+    assert claims.recover(layout, now=now) == []
     edit_claim(claimed, claimed_at=(now - timedelta(hours=7)).isoformat())
-    [recovered] = datadir.recover(layout, now=now)
+    [recovered] = claims.recover(layout, now=now)
     assert recovered.relative == "maxbounty/a.csv"
     assert recovered.received_at == claimed.received_at
 
@@ -470,7 +348,8 @@ CLAIM_AND_HAND_OFF = """
 import sys
 from datetime import timedelta
 from pathlib import Path
-from pipeline.datadir import Layout, claim, scan
+from pipeline.datadir import Layout
+from pipeline.datadir.claims import claim, scan
 layout = Layout(Path(sys.argv[1]))
 got = claim(layout, scan(layout, {"maxbounty"})[0], hand_off=timedelta(hours=1))
 print(got.claim_id, flush=True)
@@ -483,9 +362,9 @@ def test_a_handed_off_claim_waits_for_its_processor_then_is_recovered(layout):
     claim_id = claimer.communicate(timeout=60)[0].strip()
     assert claimer.returncode == 0
 
-    assert datadir.recover(layout) == []  # its claimer is gone, but the hand-off is running
+    assert claims.recover(layout) == []  # its claimer is gone, but the hand-off is running
     in_two_hours = datetime.now(UTC) + timedelta(hours=2)
-    [recovered] = datadir.recover(layout, now=in_two_hours)  # nobody took it over in time
+    [recovered] = claims.recover(layout, now=in_two_hours)  # nobody took it over in time
     assert recovered.adopted_from == (claim_id,)
 
 
@@ -494,13 +373,13 @@ def test_take_over_adopts_a_handed_off_claim_and_finds_it_again_on_retry(layout)
     claimer = python(CLAIM_AND_HAND_OFF, str(layout.home))
     claim_id = claimer.communicate(timeout=60)[0].strip()
 
-    first = datadir.take_over(layout, claim_id)
+    first = claims.take_over(layout, claim_id)
     assert first is not None and first.adopted_from == (claim_id,)
     assert first.path.read_bytes() == b"click_id,payout\nabc,1.00\n"
     record = read_json(first.path.parent / "claim.json")
     assert (record["pid"], record["handed_off_until"]) == (os.getpid(), None)
 
-    retry = datadir.take_over(layout, claim_id)  # a retry of the task knows only the first id
+    retry = claims.take_over(layout, claim_id)  # a retry of the task knows only the first id
     assert retry is not None
     assert retry.adopted_from == (claim_id, first.claim_id)
     assert retry.path.read_bytes() == b"click_id,payout\nabc,1.00\n"
@@ -509,20 +388,20 @@ def test_take_over_adopts_a_handed_off_claim_and_finds_it_again_on_retry(layout)
 
 def test_take_over_of_a_claim_that_is_gone_is_none(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")
-    datadir.archive(layout, claimed, "ab" * 32)
-    assert datadir.take_over(layout, claimed.claim_id) is None
+    filing.file_archived(layout, claimed, "ab" * 32)
+    assert claims.take_over(layout, claimed.claim_id) is None
     with pytest.raises(ValueError):
-        datadir.take_over(layout, "../etc")
+        claims.take_over(layout, "../etc")
 
 
 def test_recover_takes_a_folder_without_readable_claim_once_it_is_old(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")
     (claimed.path.parent / "claim.json").write_text("{ half written")
-    assert datadir.recover(layout) == []  # too fresh to judge
+    assert claims.recover(layout) == []  # too fresh to judge
     old = (datetime.now(UTC) - timedelta(hours=7)).timestamp()
     os.utime(claimed.path.parent, (old, old))
 
-    [recovered] = datadir.recover(layout)
+    [recovered] = claims.recover(layout)
 
     # Where it came from is lost: it comes back as a file of no offer source (to quarantine).
     assert (recovered.relative, recovered.offer_source) == ("a.csv", None)
@@ -533,13 +412,13 @@ def test_recover_removes_claim_folders_whose_file_already_moved_on(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")
     edit_claim(claimed, pid=dead_pid())
     os.replace(claimed.path, layout.home / "elsewhere.csv")  # e.g. archived, then a crash
-    assert datadir.recover(layout) == []
+    assert claims.recover(layout) == []
     assert list(layout.processing.iterdir()) == []
 
 
 def test_adopt_twice_only_the_first_wins(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")
-    adopted = datadir.adopt(layout, claimed)
+    adopted = claims.adopt(layout, claimed)
     assert adopted is not None and adopted.claim_id != claimed.claim_id
     assert adopted == replace(
         claimed,
@@ -547,7 +426,7 @@ def test_adopt_twice_only_the_first_wins(layout):
         path=layout.processing / adopted.claim_id / "a.csv",
         adopted_from=(claimed.claim_id,),
     )
-    assert datadir.adopt(layout, claimed) is None
+    assert claims.adopt(layout, claimed) is None
 
 
 def test_racing_adopters_each_claim_is_adopted_once(layout):
@@ -557,7 +436,7 @@ def test_racing_adopters_each_claim_is_adopted_once(layout):
 
     def adopter(mine: list[Claimed]) -> None:
         start.wait()
-        mine.extend(a for c in stale if (a := datadir.adopt(layout, c)) is not None)
+        mine.extend(a for c in stale if (a := claims.adopt(layout, c)) is not None)
 
     threads = [threading.Thread(target=adopter, args=(w,)) for w in won]
     for t in threads:
@@ -578,39 +457,3 @@ def test_claimed_refuses_paths_that_leave_the_inbox(layout):
         )
     with pytest.raises(ValueError):
         Claimed(layout.processing / "x", "x", "a.csv", "../up", "conversions", datetime.now(UTC))
-
-
-# --- archived ---------------------------------------------------------------------------------
-
-
-def test_archived_lists_a_date_range_in_received_order(layout):
-    def archive(relative: str, when: datetime, content: bytes) -> Path:
-        claimed = claim_file(layout, relative, now=when, content=content)
-        return datadir.archive(layout, claimed, content.hex().ljust(64, "0"))
-
-    day = datetime(2026, 3, 8, tzinfo=UTC)
-    archive("maxbounty/before.csv", day - timedelta(seconds=1), b"1")
-    archive("maxbounty/late.csv", day + timedelta(hours=20), b"2")
-    archive("clickbank/early.csv", day + timedelta(hours=1), b"3")
-    archive("maxbounty/status/s.csv", day + timedelta(hours=2), b"4")
-    archive("maxbounty/data.json", day + timedelta(days=1, hours=23, minutes=59), b"5")
-    archive("maxbounty/after.csv", day + timedelta(days=2), b"6")
-
-    found = datadir.archived(layout, date(2026, 3, 8), date(2026, 3, 9))
-    assert [(a.relative, a.received_at.hour) for a in found] == [
-        ("clickbank/early.csv", 1),
-        ("maxbounty/status/s.csv", 2),
-        ("maxbounty/late.csv", 20),
-        ("maxbounty/data.json", 23),  # an uploaded .json is listed once, by its sidecar
-    ]
-    first = found[0]
-    assert first.path.read_bytes() == b"3"
-    assert (first.offer_source, first.kind, first.content_hash) == (
-        "clickbank",
-        "conversions",
-        "33".ljust(64, "0"),
-    )
-    only = datadir.archived(layout, date(2026, 3, 8), date(2026, 3, 9), "maxbounty", "status")
-    assert [a.relative for a in only] == ["maxbounty/status/s.csv"]
-    assert datadir.archived(layout, date(2026, 3, 8), date(2026, 3, 9), "clickbank", "status") == []
-    assert datadir.archived(layout, date(2026, 3, 11), date(2026, 3, 12)) == []

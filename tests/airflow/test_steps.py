@@ -1,4 +1,4 @@
-"""The Airflow tasks' library side, without Airflow: settings, tickets, stories, replays.
+"""The task bodies (``pipeline.airflow.steps``) without Airflow: URLs, tickets, stories, replays.
 
 The DAG-level behaviour is in test_airflow_dags.py; these pin down the pieces by hand-worked
 examples, including the hand-off between a claiming process and the processing one.
@@ -13,15 +13,17 @@ from datetime import date
 import pytest
 from sqlalchemy.engine import make_url
 
-from pipeline import datadir, runner, runtime
-from pipeline.airflow import tasks
+from pipeline import datadir, runtime
+from pipeline.airflow import steps
+from pipeline.context import Context
 from pipeline.core.model import ConfigError
-from tests.conftest import REPO, make_config, write_csv
+from pipeline.datadir import claims
+from tests.helpers import REPO, make_config, write_csv
 
 
 @pytest.fixture
-def ctx(tmp_path, engine) -> runner.Context:
-    return runner.Context(make_config(), engine, datadir.Layout(tmp_path / "home"))
+def ctx(tmp_path, engine) -> Context:
+    return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ def test_airflow_context_defaults_to_a_folder_in_airflow_home(tmp_path, monkeypa
         monkeypatch.delenv(name, raising=False)
     ctx = runtime.airflow_context()
     try:
-        assert ctx.layout.home == home
+        assert ctx.datadir.layout.home == home
         assert list(ctx.config.offer_sources) == ["s"]
         assert ctx.engine.url.database == str(home / "warehouse.db")
     finally:
@@ -95,22 +97,23 @@ def test_airflow_context_defaults_to_a_folder_in_airflow_home(tmp_path, monkeypa
 CLAIM_IN_ANOTHER_PROCESS = """
 import json, sys
 from pathlib import Path
-from pipeline import datadir, runner
-from pipeline.airflow import tasks
-from tests.conftest import make_config
-ctx = runner.Context(make_config(), None, datadir.Layout(Path(sys.argv[1])))
-print(json.dumps(tasks.claim(ctx)))
+from pipeline import datadir
+from pipeline.airflow import steps
+from pipeline.context import Context
+from tests.helpers import make_config
+ctx = Context(make_config(), None, datadir.LocalDataDir(Path(sys.argv[1])))
+print(json.dumps(steps.claim(ctx)))
 """
 
 
 def test_tickets_claimed_by_an_exited_process_are_processed_by_this_one(ctx):
-    write_csv(ctx.layout.inbox / "maxbounty/status/s.csv", "click_id,status\nm1,declined\n")
-    write_csv(ctx.layout.inbox / "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
-    write_csv(ctx.layout.inbox / "stray.csv", "click_id,payout\nz,1\n")
+    write_csv(ctx.datadir.layout.inbox / "maxbounty/status/s.csv", "click_id,status\nm1,declined\n")
+    write_csv(ctx.datadir.layout.inbox / "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
+    write_csv(ctx.datadir.layout.inbox / "stray.csv", "click_id,payout\nz,1\n")
     import json
 
     done = subprocess.run(
-        [sys.executable, "-c", CLAIM_IN_ANOTHER_PROCESS, str(ctx.layout.home)],
+        [sys.executable, "-c", CLAIM_IN_ANOTHER_PROCESS, str(ctx.datadir.layout.home)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -119,40 +122,40 @@ def test_tickets_claimed_by_an_exited_process_are_processed_by_this_one(ctx):
     claimed = json.loads(done.stdout)
     assert [t["file"] for t in claimed["conversions"]] == ["stray.csv", "maxbounty/a.csv"]
     assert [t["file"] for t in claimed["status"]] == ["maxbounty/status/s.csv"]
-    assert datadir.recover(ctx.layout) == []  # the claimer exited, but the hand-off holds
+    assert claims.recover(ctx.datadir.layout) == []  # the claimer exited, but the hand-off holds
 
     states = [
         (s["file"], s["state"])
-        for s in map(lambda t: tasks.process(ctx, t), [*claimed["conversions"], *claimed["status"]])
+        for s in map(lambda t: steps.process(ctx, t), [*claimed["conversions"], *claimed["status"]])
     ]
     assert states == [
         ("stray.csv", "quarantined"),
         ("maxbounty/a.csv", "applied"),
         ("maxbounty/status/s.csv", "applied"),
     ]
-    assert list(ctx.layout.processing.iterdir()) == []
-    again = tasks.process(ctx, claimed["conversions"][1])  # a second delivery of the ticket
+    assert list(ctx.datadir.layout.processing.iterdir()) == []
+    again = steps.process(ctx, claimed["conversions"][1])  # a second delivery of the ticket
     assert again["state"] == "taken_over"
 
 
 def test_a_transient_failure_keeps_the_claim_for_the_tasks_retry(ctx, tmp_path):
-    write_csv(ctx.layout.inbox / "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
-    [ticket] = tasks.claim(ctx)["conversions"]
-    broken = runner.Context(
+    write_csv(ctx.datadir.layout.inbox / "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
+    [ticket] = steps.claim(ctx)["conversions"]
+    broken = Context(
         ctx.config,
         runtime.open_context(ctx.config, tmp_path, f"sqlite:///{tmp_path / 'w.db'}").engine,
-        ctx.layout,
+        ctx.datadir,
     )
     broken.engine.dispose()
     (tmp_path / "w.db").unlink()
     (tmp_path / "w.db").mkdir()  # the database file is now a folder: cannot be opened
     with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
-        tasks.process(broken, ticket)
-    [left] = list(ctx.layout.processing.iterdir())  # still claimed, not back in the inbox
+        steps.process(broken, ticket)
+    [left] = list(ctx.datadir.layout.processing.iterdir())  # still claimed, not back in the inbox
     assert (left / "a.csv").exists()
-    retry = tasks.process(ctx, ticket)  # the retry knows only the original ticket
+    retry = steps.process(ctx, ticket)  # the retry knows only the original ticket
     assert retry["state"] == "applied"
-    assert list(ctx.layout.processing.iterdir()) == []
+    assert list(ctx.datadir.layout.processing.iterdir()) == []
 
 
 # --- replay -------------------------------------------------------------------------------------
@@ -160,10 +163,10 @@ def test_a_transient_failure_keeps_the_claim_for_the_tasks_retry(ctx, tmp_path):
 
 def test_select_archived_refuses_bad_ranges_and_unknown_offer_sources(ctx):
     with pytest.raises(ValueError, match="before the start"):
-        tasks.select_archived(ctx, date(2026, 3, 2), date(2026, 3, 1))
+        steps.archived_tickets(ctx, date(2026, 3, 2), date(2026, 3, 1))
     with pytest.raises(ConfigError):
-        tasks.select_archived(ctx, date(2026, 3, 1), date(2026, 3, 2), "nosuchsource")
-    assert tasks.select_archived(ctx, date(2026, 3, 1), date(2026, 3, 2)) == []
+        steps.archived_tickets(ctx, date(2026, 3, 1), date(2026, 3, 2), "nosuchsource")
+    assert steps.archived_tickets(ctx, date(2026, 3, 1), date(2026, 3, 2)) == []
 
 
 def test_replay_only_reads_from_the_archive(ctx, tmp_path):
@@ -176,17 +179,17 @@ def test_replay_only_reads_from_the_archive(ctx, tmp_path):
         "received_at": "2026-03-01T00:00:00+00:00",
     }
     with pytest.raises(ValueError, match="not an archived file"):
-        tasks.replay(ctx, ticket, run_id="manual__x")
-    sneaky = ticket | {"path": str(ctx.layout.archive / ".." / ".." / "elsewhere.csv")}
+        steps.replay(ctx, ticket, run_id="manual__x")
+    sneaky = ticket | {"path": str(ctx.datadir.layout.archive / ".." / ".." / "elsewhere.csv")}
     with pytest.raises(ValueError, match="not an archived file"):
-        tasks.replay(ctx, sneaky, run_id="manual__x")
+        steps.replay(ctx, sneaky, run_id="manual__x")
 
 
-# --- stories and summaries ----------------------------------------------------------------------
+# --- stories and totals --------------------------------------------------------------------------
 
 
 def test_story_tells_counts_top_reasons_with_examples_and_paths():
-    summary = {
+    result = {
         "file": "maxbounty/a.csv",
         "kind": "conversions",
         "state": "applied",
@@ -198,7 +201,7 @@ def test_story_tells_counts_top_reasons_with_examples_and_paths():
         "report_path": "/r/a.rejected.csv",
         "summary_path": "/r/a.summary.json",
     }
-    lines = tasks.story(summary)
+    lines = steps.story(result)
     assert lines[0] == "maxbounty/a.csv (conversions): applied"
     assert lines[1] == ("  10 data lines: 5 ins, 0 upd, 0 inc, 0 status, 1 ignored, 4 rejected")
     assert lines[2].startswith("  rejected 2 x invalid_payout (e.g. lines 3, 7): ")
@@ -212,8 +215,8 @@ def test_story_tells_counts_top_reasons_with_examples_and_paths():
     ]
 
 
-def test_summarise_counts_states_and_outcomes():
-    total = tasks.summarise(
+def test_totals_count_states_and_outcomes():
+    total = steps.totals(
         [
             {"name": "a", "offer_source": "s", "kind": "conversions", "state": "applied",
              "outcomes": {"inserted": 2, "rejected": 1}},

@@ -1,13 +1,15 @@
-"""What each Airflow task does, as plain functions with no Airflow in them.
+"""What each task does, with no Airflow in it: plain functions the TaskFlow tasks call.
 
-The DAGs in ``dags/`` wire these together; the CLI calls the same ``runner`` functions, so a
-file is claimed, ingested, archived or quarantined the same way whoever picks it up. Tasks pass
-*tickets* (a claim id and where the file came from) and small JSON summaries between them, never
-data frames: a mapped task gets one ticket and works on that one file.
+``pipeline.airflow.taskflow`` wraps these in ``@task`` and the DAGs in ``dags/`` wire those
+together; the CLI calls the same ``runner`` functions, so a file is claimed, ingested, archived or
+quarantined the same way whoever picks it up. Tasks pass *tickets* (a claim id and where the file
+came from) and each file's result as a small JSON dict between them, never data frames: a mapped
+task gets one ticket and works on that one file. Only task bodies import this module, so it may
+import the whole engine; parsing a DAG does not.
 
 Hand-off: the claiming task exits before the mapped tasks start, so its claims carry a lease
 (``HAND_OFF``) during which no other run recovers them; each mapped task then takes its claim
-over (``datadir.take_over``), and from then on it is judged by that task's process.
+over (``DataDir.take_over``), and from then on it is judged by that task's process.
 """
 
 from __future__ import annotations
@@ -20,19 +22,26 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline import datadir, runner
+from pipeline import runner
 from pipeline.console import SHORT, printable, render
+from pipeline.context import Context
+from pipeline.core import file_outcome
 from pipeline.core.reasons import CATALOGUE
-from pipeline.ingest import ingest_file
+from pipeline.core.vocabulary import TAKEN_OVER
+from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
 
 HAND_OFF = timedelta(hours=1)
 TOP_REASONS = 3
 Ticket = dict[str, Any]
-Summary = dict[str, Any]
+"""A claimed (or archived) file as tasks pass it: JSON only, so it can be an XCom."""
+FileResultDict = dict[str, Any]
+"""One file's ``FileResult.to_dict()`` plus its ``file`` (inbox-relative): a task's XCom."""
+RunTotals = dict[str, Any]
+"""A run's files per state, rows per outcome and the table for the log (``totals``)."""
 
 
-def claim(ctx: runner.Context) -> dict[str, list[Ticket]]:
+def claim(ctx: Context) -> dict[str, list[Ticket]]:
     """Claim everything waiting; conversion files and status files as two lists.
 
     The DAG processes all conversion files before any status file, so that a status update
@@ -54,24 +63,24 @@ def claim(ctx: runner.Context) -> dict[str, list[Ticket]]:
     return tickets
 
 
-def process(ctx: runner.Context, ticket: Mapping[str, Any]) -> Summary:
+def process(ctx: Context, ticket: Mapping[str, Any]) -> FileResultDict:
     """Process one claimed file. Raises on a failure that will pass (the task retries)."""
-    claimed = datadir.take_over(ctx.layout, ticket["claim_id"])
+    claimed = ctx.datadir.take_over(ticket["claim_id"])
     if claimed is None:  # another run recovered it meanwhile and processed it: not ours now
         return {
             "name": Path(ticket["file"]).name,
             "file": ticket["file"],
             "offer_source": ticket.get("offer_source"),
             "kind": ticket.get("kind", "conversions"),
-            "state": "taken_over",
-            "detail": "another run recovered this claim and processed the file",
+            "state": TAKEN_OVER,
+            "detail": file_outcome.TAKEN_OVER_DETAIL,
         }
     result = runner.process_claimed(ctx, claimed, release_on_failure=False)
     return result.to_dict() | {"file": ticket["file"]}
 
 
-def select_archived(
-    ctx: runner.Context,
+def archived_tickets(
+    ctx: Context,
     start: date,
     end: date,
     offer_source: str | None = None,
@@ -91,19 +100,19 @@ def select_archived(
             "received_at": found.received_at.isoformat(),
             "content_hash": found.content_hash,
         }
-        for found in datadir.archived(ctx.layout, start, end, offer_source, kind)
+        for found in ctx.datadir.archived(start, end, offer_source, kind)
     ]
 
 
 def replay(
-    ctx: runner.Context,
+    ctx: Context,
     ticket: Mapping[str, Any],
     *,
     run_id: str,
     mode_override: str | None = None,
     dry_run: bool = True,
     force: bool = False,
-) -> Summary:
+) -> FileResultDict:
     """Re-process one archived original through the same ingest as a new file.
 
     Its reports go to ``reports/replays/<run id>/`` so that the original run's reports stay as
@@ -111,62 +120,61 @@ def replay(
     applied before is a ``duplicate_file`` and changes nothing.
     """
     path = Path(ticket["path"])
-    if not path.resolve().is_relative_to(ctx.layout.archive.resolve()) or path.is_symlink():
+    if not ctx.datadir.is_archived(path):
         raise ValueError(f"not an archived file: {path}")
-    result = ingest_file(
+    upload = Upload(
         path,
-        config=ctx.config,
-        engine=ctx.engine,
-        reports_dir=ctx.layout.reports / "replays" / _safe_run_id(run_id),
-        offer_source=ticket["offer_source"],
-        kind=ticket["kind"],
+        ticket["offer_source"],
+        ticket["kind"],
         received_at=datetime.fromisoformat(ticket["received_at"]),
-        original_name=Path(ticket["file"]).name,
+        name=Path(ticket["file"]).name,
         mode_override=mode_override,
         dry_run=dry_run,
         force=force,
+        reports_dir=ctx.datadir.reports / "replays" / _safe_run_id(run_id),
     )
+    result = ingest_file(ctx, upload)
     return result.to_dict() | {"file": ticket["file"]}
 
 
-def story(summary: Mapping[str, Any]) -> list[str]:
+def story(result: Mapping[str, Any]) -> list[str]:
     """The log lines of one file: its outcome, counts, top rejection reasons, report paths."""
-    where = printable(str(summary.get("file") or summary.get("name")))  # a name is one line
-    lines = [f"{where} ({summary.get('kind')}): {summary['state']}"]
-    if summary["state"] in ("applied", "dry_run"):
-        outcomes = summary.get("outcomes") or {}
+    where = printable(str(result.get("file") or result.get("name")))  # a name is one line
+    lines = [f"{where} ({result.get('kind')}): {result['state']}"]
+    if result["state"] in ("applied", "dry_run"):
+        outcomes = result.get("outcomes") or {}
         counts = ", ".join(f"{outcomes.get(key, 0)} {label}" for key, label in SHORT.items())
-        lines.append(f"  {summary.get('data_lines', 0)} data lines: {counts}")
-    reasons = Counter(summary.get("reasons") or {})
+        lines.append(f"  {result.get('data_lines', 0)} data lines: {counts}")
+    reasons = Counter(result.get("reasons") or {})
     for code, count in reasons.most_common(TOP_REASONS):
-        examples = ", ".join(map(str, (summary.get("examples") or {}).get(code, [])))
+        examples = ", ".join(map(str, (result.get("examples") or {}).get(code, [])))
         message = CATALOGUE[code].message if code in CATALOGUE else code
         lines.append(f"  rejected {count} x {code} (e.g. lines {examples}): {message}")
     if len(reasons) > TOP_REASONS:
         lines.append(f"  ... and {len(reasons) - TOP_REASONS} more reasons (see the report)")
-    if summary.get("reason_code") or summary.get("detail"):
-        detail = printable(summary.get("detail") or "")
-        lines.append(f"  {summary.get('reason_code') or 'detail'}: {detail}")
-    lines += [f"  warning: {warning}" for warning in summary.get("warnings") or []]
+    if result.get("reason_code") or result.get("detail"):
+        detail = printable(result.get("detail") or "")
+        lines.append(f"  {result.get('reason_code') or 'detail'}: {detail}")
+    lines += [f"  warning: {warning}" for warning in result.get("warnings") or []]
     for label, key in (("rejection report", "report_path"), ("summary", "summary_path")):
-        if summary.get(key):
-            lines.append(f"  {label}: {summary[key]}")
+        if result.get(key):
+            lines.append(f"  {label}: {result[key]}")
     return lines
 
 
-def summarise(summaries: Iterable[Mapping[str, Any] | None]) -> Summary:
+def totals(results: Iterable[Mapping[str, Any] | None]) -> RunTotals:
     """The run's totals: files per state and rows per outcome, plus a table for the log."""
-    done = [s for s in summaries if s]  # a mapped task that failed leaves no summary
+    done = [r for r in results if r]  # a mapped task that failed leaves no result
     known = {f.name for f in fields(FileResult)}
-    results = [FileResult(**{k: v for k, v in s.items() if k in known}) for s in done]
+    records = [FileResult(**{k: v for k, v in r.items() if k in known}) for r in done]
     outcomes: Counter[str] = Counter()
-    for result in results:
-        outcomes.update(result.outcomes)
+    for record in records:
+        outcomes.update(record.outcomes)
     return {
         "files": len(done),
-        "states": dict(Counter(s["state"] for s in done)),
+        "states": dict(Counter(r["state"] for r in done)),
         "outcomes": dict(outcomes),
-        "table": render(results) if results else "no files",
+        "table": render(records) if records else "no files",
     }
 
 

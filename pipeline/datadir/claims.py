@@ -1,0 +1,503 @@
+"""Claims: find waiting files in the inbox, claim them, give them back, recover dead workers'.
+
+A file travels ``inbox/ -> processing/<claim_id>/ -> archive/`` (or ``quarantine/``, or back to
+the inbox when processing failed for a reason that will pass). Each step is one rename inside the
+data directory, so a file is always in exactly one place, and of two workers renaming the same
+file exactly one succeeds: the other gets FileNotFoundError. That is the whole locking scheme;
+there is no lock file to go stale.
+
+A claim folder holds ``claim.json`` (who claimed the file, when, from where) beside the file, so a
+worker that died mid-file leaves enough behind for ``recover`` to hand the file to another one.
+
+Symlinks are never followed: a link in the inbox could point anywhere (``/etc/passwd``, another
+customer's folder). They are moved as links, to quarantine, and never opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import socket
+import stat
+import time
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline.core.vocabulary import KINDS, NAME_PATTERN
+from pipeline.datadir.layout import Layout, read_json, utc_seconds, write_json
+
+CLAIM_FILE = "claim.json"
+READY_MARKER = "_READY"
+# Names of files still being written by an uploader, browser, editor or sync tool.
+_TEMP_SUFFIXES = (".partial", ".tmp", ".part", ".crdownload")
+_RECEIVED_SUFFIX = ".received.json"  # ".<name>.received.json": a returned file's record
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A file in the inbox, not yet claimed."""
+
+    path: Path
+    relative: str  # inbox-relative, posix style: "maxbounty/status/a.csv"
+    offer_source: str | None  # None: not in a configured offer source folder (quarantine it)
+    kind: str  # "conversions" or "status"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A file this process owns, inside its claim folder ``processing/<claim_id>/``."""
+
+    path: Path
+    claim_id: str
+    relative: str
+    offer_source: str | None
+    kind: str
+    received_at: datetime  # UTC, whole seconds; the first claim's time, kept across recovery
+    # Earlier claim ids of this file, oldest first, when it was adopted after a crash: work
+    # recorded under an old id (e.g. in the warehouse ledger) still belongs to this file.
+    adopted_from: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # These fields become folder names in archive/ and quarantine/, and may come back from
+        # a claim.json on disk: refuse anything that could point outside the data directory.
+        if not _is_safe_relative(self.relative):
+            raise ValueError(f"not a safe inbox-relative path: {self.relative!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r} (expected one of: {', '.join(KINDS)})")
+        if self.offer_source is not None and not NAME_PATTERN.match(self.offer_source):
+            raise ValueError(f"not a valid offer source name: {self.offer_source!r}")
+        if self.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+
+    @property
+    def name(self) -> str:
+        """The file's name as the user dropped it."""
+        return PurePosixPath(self.relative).name
+
+
+def scan(layout: Layout, offer_sources: Collection[str]) -> list[Waiting]:
+    """List the inbox's waiting files, sorted by relative path (a deterministic order).
+
+    Files directly in ``inbox/<offer_source>/`` are conversions, in ``.../status/`` status
+    updates. Anything else that is not a temporary file (see ``_is_ignored``) is listed with
+    ``offer_source=None`` so it gets quarantined rather than silently left behind: a file at the
+    inbox root or in an unknown or nested folder, and every symlink or other non-regular file.
+    """
+    known = set(offer_sources)
+    found: list[Waiting] = []
+    folders = [layout.inbox]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except FileNotFoundError:
+            continue
+        names = {entry.name for entry in entries}
+        for entry in entries:
+            if _is_ignored(entry.name):
+                _drop_orphan_record(entry, names)
+                continue
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+                continue
+            relative = path.relative_to(layout.inbox).as_posix()
+            offer_source, kind = _classify(relative, known)
+            if not entry.is_file(follow_symlinks=False):  # symlink, FIFO, socket: never opened
+                offer_source = None
+            found.append(Waiting(path, relative, offer_source, kind))
+    return sorted(found, key=lambda waiting: waiting.relative)
+
+
+def claim(
+    layout: Layout,
+    waiting: Waiting,
+    now: datetime | None = None,
+    hand_off: timedelta | None = None,
+) -> Claimed | None:
+    """Move a waiting file into a new claim folder; None if another worker took it first.
+
+    claim.json is written before the file moves in, so a claim folder holding a file always says
+    where that file came from. ``hand_off`` is for a claimer that passes the file to another
+    process (an Airflow task claims, mapped tasks process): for that long the claim is not
+    recovered even though its claimer has exited, giving the processor time to ``take_over``.
+    """
+    received_at = _returned_received_at(waiting.path) or utc_seconds(now)
+    claim_id = uuid.uuid4().hex
+    folder = layout.processing / claim_id
+    folder.mkdir(parents=True)
+    claimed = Claimed(
+        path=folder / _payload_name(waiting.path.name),
+        claim_id=claim_id,
+        relative=waiting.relative,
+        offer_source=waiting.offer_source,
+        kind=waiting.kind,
+        received_at=received_at,
+    )
+    try:
+        _write_claim(claimed, claimed_at=received_at, hand_off=hand_off)
+        os.rename(waiting.path, claimed.path)
+    except FileNotFoundError:  # the file is gone: another worker claimed it
+        remove_claim_folder(folder)
+        return None
+    except BaseException:
+        if not os.path.lexists(claimed.path):
+            remove_claim_folder(folder)
+        raise
+    with contextlib.suppress(OSError):  # a name too long to have a record
+        _returned_record(waiting.path).unlink(missing_ok=True)
+    return claimed
+
+
+def release(layout: Layout, claimed: Claimed, keep_received: bool = True) -> Path:
+    """Put a claimed file back where it was in the inbox (processing failed, try again later).
+
+    Never overwrites: if a file of that name was dropped meanwhile, this one comes back as
+    ``<stem>.returned-<claim_id[:8]><suffix>``. Returns the inbox path.
+
+    With ``keep_received`` the file keeps its received time: a hidden record beside it (see
+    ``_remember_received``) gives the next claim this claim's time, so a retry after a transient
+    failure gives the result of a run that never failed (empty conversion times are the
+    received time). A dry run's claim was only a look, so it passes False.
+    """
+    target = _inbox_path(layout, claimed.relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if keep_received:
+        _remember_received(claimed, target)
+    if not _move_no_clobber(claimed.path, target):
+        target = target.with_name(f"{target.stem}.returned-{claimed.claim_id[:8]}{target.suffix}")
+        if keep_received:
+            _remember_received(claimed, target)
+        if not _move_no_clobber(claimed.path, target):
+            raise FileExistsError(errno.EEXIST, "cannot release, name taken", str(target))
+    remove_claim_folder(claimed.path.parent)
+    return target
+
+
+def recover(
+    layout: Layout,
+    stale_after: timedelta = timedelta(hours=6),
+    now: datetime | None = None,
+    hand_off: timedelta | None = None,
+) -> list[Claimed]:
+    """Adopt the claims of workers that died, so their files can be processed again.
+
+    A claim's owner is gone when it ran on this host and its pid is no longer alive, or, for
+    other hosts (whose pids we cannot check), when it was claimed longer than ``stale_after``
+    ago. A claim folder without a readable claim.json is taken once it is ``stale_after`` old;
+    its file comes back with ``offer_source=None``, since where it came from is unknown.
+    Claim folders whose file already moved on (a crash after archiving), and folders holding
+    neither a claim.json nor a file (a claimer killed before writing either), are removed.
+    """
+    now = utc_seconds(now)
+    recovered: list[Claimed] = []
+    for folder in _claim_folders(layout):
+        stale = _stale_claim(folder, stale_after, now)
+        adopted = adopt(layout, stale, hand_off) if stale is not None else None
+        if adopted is None:
+            continue
+        if os.path.lexists(adopted.path):
+            recovered.append(adopted)
+        else:
+            remove_claim_folder(adopted.path.parent)
+    return recovered
+
+
+def adopt(layout: Layout, claimed: Claimed, hand_off: timedelta | None = None) -> Claimed | None:
+    """Take over a stale claim: rename its folder to a new claim id, then record the new owner.
+
+    Renaming a directory is atomic, so of two recoverers exactly one wins; the other gets None.
+    ``hand_off`` as in ``claim``.
+    """
+    new_id = uuid.uuid4().hex
+    try:
+        os.rename(layout.processing / claimed.claim_id, layout.processing / new_id)
+    except FileNotFoundError:
+        return None
+    adopted = replace(
+        claimed,
+        claim_id=new_id,
+        path=layout.processing / new_id / claimed.path.name,
+        adopted_from=(*claimed.adopted_from, claimed.claim_id),
+    )
+    _write_claim(adopted, claimed_at=utc_seconds(None), hand_off=hand_off)
+    return adopted
+
+
+def take_over(layout: Layout, claim_id: str) -> Claimed | None:
+    """Adopt the claim ``claim_id`` handed to this process, or its latest adoption.
+
+    A task that was given a claim (see ``claim``'s ``hand_off``) takes it over before working on
+    it, so that from then on the claim is judged by this process's pid. A retry of that task
+    finds the claim under the id its previous try adopted it as (``adopted_from`` records the
+    lineage). None when the claim is gone: another run recovered and finished it, which is not
+    an error, since nothing is processed twice.
+    """
+    if not re.fullmatch(r"[0-9a-f]{32}", claim_id):
+        raise ValueError(f"not a claim id: {claim_id!r}")
+    for folder in _claim_folders(layout):
+        record = read_json(folder / CLAIM_FILE) or {}
+        lineage = record.get("adopted_from") if isinstance(record, dict) else None
+        if folder.name != claim_id and claim_id not in (lineage or []):
+            continue
+        claimed = _recorded_claim(folder, record)
+        if claimed is not None:
+            return adopt(layout, claimed)
+    return None
+
+
+def not_a_regular_file(path: Path) -> str | None:
+    """Why ``path`` is never opened (a link, a FIFO...), or None for a regular file.
+
+    Checked on the claimed entry itself (lstat): the scan saw a regular file, but a sender may
+    have put a link or a FIFO under its name before the claim's rename.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None  # gone: ingesting it fails as for any vanished file
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link; links in the inbox are never followed"
+    kinds = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+    what = kinds.get(stat.S_IFMT(mode), "a device")
+    return f"not a regular file ({what}); it is never opened"
+
+
+def _is_ignored(name: str) -> bool:
+    """Hidden and editor temp files, files still being uploaded, and the ready marker."""
+    return (
+        name.startswith((".", "~$"))
+        or name.lower().endswith(_TEMP_SUFFIXES)
+        or name == READY_MARKER
+    )
+
+
+def _classify(relative: str, known: set[str]) -> tuple[str | None, str]:
+    parts = relative.split("/")
+    if len(parts) == 2 and parts[0] in known:
+        return parts[0], "conversions"
+    if len(parts) == 3 and parts[0] in known and parts[1] == "status":
+        return parts[0], "status"
+    return None, "status" if parts[-2:-1] == ["status"] else "conversions"
+
+
+def _is_safe_relative(relative: str) -> bool:
+    """Relative, posix, and without ``..``: it cannot point outside the inbox."""
+    return all(part not in ("", ".", "..") for part in relative.split("/"))
+
+
+def _inbox_path(layout: Layout, relative: str) -> Path:
+    return layout.inbox.joinpath(*relative.split("/"))
+
+
+def _payload_name(name: str) -> str:
+    """The file's name in its claim folder: its own, unless that would replace claim.json."""
+    return f"_{name}" if name.lower() == CLAIM_FILE else name
+
+
+def _move_no_clobber(source: Path, target: Path) -> bool:
+    """Move ``source`` to ``target`` unless ``target`` exists; False if it does.
+
+    A hard link fails if the name exists, with no window in which a check and a rename could
+    race against a new upload of the same name. ``follow_symlinks=False`` links a symlink itself.
+    """
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    os.unlink(source)
+    return True
+
+
+def _returned_record(path: Path) -> Path:
+    """Where ``release`` records a returned file's received time: hidden, so never scanned."""
+    return path.with_name(f".{path.name}{_RECEIVED_SUFFIX}")
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    # Kept by rename and link (ctime is not); a new upload under the name has another inode.
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _drop_orphan_record(entry: os.DirEntry, names: Collection[str]) -> None:
+    """Remove a returned file's record an hour after its file left the inbox without a claim."""
+    name = entry.name
+    if not (name.startswith(".") and name.endswith(_RECEIVED_SUFFIX)):
+        return
+    if name[1 : -len(_RECEIVED_SUFFIX)] in names:
+        return
+    try:
+        if time.time() - entry.stat(follow_symlinks=False).st_mtime > 3600:
+            os.unlink(entry.path)
+    except OSError:
+        pass
+
+
+def _remember_received(claimed: Claimed, target: Path) -> None:
+    """Best effort: without the record the file is simply received again when next claimed."""
+    try:
+        record = {
+            "received_at": claimed.received_at.isoformat(),
+            "file": _identity(claimed.path.lstat()),
+        }
+        write_json(_returned_record(target), record)
+    except OSError:  # e.g. the name is too long for a leading dot and a suffix
+        pass
+
+
+def _returned_received_at(path: Path) -> datetime | None:
+    """The received time ``release`` recorded for exactly this file (same inode, size, mtime)."""
+    record = read_json(_returned_record(path))
+    try:
+        if record is None or record.get("file") != _identity(path.lstat()):
+            return None
+        received = datetime.fromisoformat(record["received_at"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    return utc_seconds(received) if received.tzinfo is not None else None
+
+
+def _claim_folders(layout: Layout) -> list[Path]:
+    try:
+        with os.scandir(layout.processing) as entries:
+            return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+
+
+def _write_claim(claimed: Claimed, claimed_at: datetime, hand_off: timedelta | None = None) -> None:
+    until = None if hand_off is None else (claimed_at + hand_off).isoformat()
+    write_json(
+        claimed.path.parent / CLAIM_FILE,
+        {
+            "claim_id": claimed.claim_id,
+            "relative": claimed.relative,
+            "offer_source": claimed.offer_source,
+            "kind": claimed.kind,
+            "received_at": claimed.received_at.isoformat(),
+            "claimed_at": claimed_at.isoformat(),  # the current owner's; staleness counts from it
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "file": claimed.path.name,
+            "adopted_from": list(claimed.adopted_from),
+            "handed_off_until": until,  # not recovered before then, though its claimer exited
+        },
+    )
+
+
+def _stale_claim(folder: Path, stale_after: timedelta, now: datetime) -> Claimed | None:
+    """The claim in ``folder`` if its owner is gone, else None."""
+    record = read_json(folder / CLAIM_FILE)
+    claimed = _recorded_claim(folder, record) if record is not None else None
+    if claimed is None:
+        return _unrecorded_claim(folder, stale_after, now)
+    host, pid = str(record["host"]), int(record["pid"])
+    if record.get("handed_off_until") and now < datetime.fromisoformat(record["handed_off_until"]):
+        return None
+    if host == socket.gethostname():
+        return None if _pid_alive(pid) else claimed
+    return claimed if now - datetime.fromisoformat(record["claimed_at"]) >= stale_after else None
+
+
+def _recorded_claim(folder: Path, record: Mapping[str, Any]) -> Claimed | None:
+    """The claim a claim.json describes, or None if it was not written by this module."""
+    try:
+        file, adopted_from = record["file"], record.get("adopted_from", [])
+        if file in (CLAIM_FILE, ".", "..") or "/" in file or not isinstance(adopted_from, list):
+            raise ValueError("claim.json was not written by this module")
+        lineage = tuple(map(str, adopted_from))
+        recorded_id = record.get("claim_id")
+        if (
+            isinstance(recorded_id, str)
+            and re.fullmatch(r"[0-9a-f]{32}", recorded_id)
+            and recorded_id not in (folder.name, *lineage)
+        ):
+            # adopt renames the folder before it rewrites claim.json: an adopter killed in
+            # between left the previous owner's record, whose id the ledger may hold.
+            lineage = (*lineage, recorded_id)
+        claimed = Claimed(
+            path=folder / file,
+            claim_id=folder.name,  # the folder name is the truth: adopt renames it first
+            relative=record["relative"],
+            offer_source=record["offer_source"],
+            kind=record["kind"],
+            received_at=datetime.fromisoformat(record["received_at"]),
+            adopted_from=lineage,
+        )
+        pid, claimed_at = int(record["pid"]), datetime.fromisoformat(record["claimed_at"])
+        until = record.get("handed_off_until")
+        if pid <= 0 or claimed_at.tzinfo is None or not isinstance(until, str | None):
+            raise ValueError("bad pid, claimed_at or handed_off_until")
+        if until is not None and datetime.fromisoformat(until).tzinfo is None:
+            raise ValueError("handed_off_until without an offset")
+        str(record["host"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return claimed
+
+
+def _unrecorded_claim(folder: Path, stale_after: timedelta, now: datetime) -> Claimed | None:
+    """A claim folder without a usable claim.json: judged by age, its file's origin unknown."""
+    try:
+        changed = datetime.fromtimestamp(folder.lstat().st_mtime, UTC).replace(microsecond=0)
+        entries = os.listdir(folder)
+    except FileNotFoundError:  # another recoverer got there first
+        return None
+    names = sorted(n for n in entries if n != CLAIM_FILE and not n.endswith(".partial"))
+    if not names and CLAIM_FILE not in entries:
+        _remove_empty_claim_folder(folder, entries)
+        return None
+    if now - changed < stale_after:
+        return None
+    if not names:
+        remove_claim_folder(folder)
+        return None
+    return Claimed(folder / names[0], folder.name, names[0], None, "conversions", changed)
+
+
+def _remove_empty_claim_folder(folder: Path, entries: Iterable[str]) -> None:
+    """Remove a claim folder that never got its claim.json nor its file: its claimer died first.
+
+    Safe at once, whatever its age: a claimer still at work there finds its folder or its
+    claim.json partial gone, and its ``claim`` returns None with the file still waiting in the
+    inbox (as when another worker took it). Only partials are unlinked and rmdir fails if
+    anything else arrived meanwhile, so a claim completed meanwhile is left alone.
+    """
+    with contextlib.suppress(OSError):
+        for name in entries:
+            if name.startswith(CLAIM_FILE) and name.endswith(".partial"):
+                (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_claim_folder(folder: Path) -> None:
+    """Remove a claim folder with its claim.json (and any leftover claim.json partial).
+
+    Never a user's file: if one is still inside, rmdir fails loudly instead.
+    """
+    try:
+        for name in os.listdir(folder):
+            if name == CLAIM_FILE or (name.startswith(CLAIM_FILE) and name.endswith(".partial")):
+                (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+    except FileNotFoundError:  # already gone (another recoverer, or adopt renamed it)
+        pass

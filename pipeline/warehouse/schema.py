@@ -1,0 +1,308 @@
+"""The warehouse's shape: how money and time are stored, the tables, their migrations, and how a
+connection is opened and locked.
+
+Everything dialect-specific about *storage* lives here (the `Payout` and `UTCDateTime` types,
+`connect`'s SQLite pragmas, the advisory lock), so the modules above describe rows and queries
+and leave the dialect to this one. Each table is described once, here; the bulk writer derives
+its column kinds from these `Table`s (`bulk.kinds_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.types import TypeDecorator
+
+from pipeline.core.errors import one_line
+from pipeline.core.money import format_micros, parse_decimal
+from pipeline.core.vocabulary import MUTABLE_FIELDS, OUTCOMES
+
+SCHEMA_VERSION = 2
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how `UTCDateTime` stores a time on SQLite
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be used (unreachable, or its schema is newer than this tool)."""
+
+
+class Payout(TypeDecorator):
+    """int micro-units in Python; exact NUMERIC or decimal text in the database."""
+
+    impl = Numeric(18, 6)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(24))
+        return dialect.type_descriptor(Numeric(18, 6, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None or value is pd.NA:
+            return None
+        if dialect.name == "sqlite":
+            return format_micros(int(value))
+        return Decimal(int(value)).scaleb(-6)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return parse_decimal(str(value))
+
+
+class UTCDateTime(TypeDecorator):
+    """tz-aware UTC datetimes in Python; timestamptz or sortable UTC text in the database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None or value is pd.NaT or value is pd.NA:
+            return None
+        value = pd.Timestamp(value)
+        value = value.tz_localize(UTC) if value.tzinfo is None else value.tz_convert(UTC)
+        if dialect.name == "sqlite":
+            return value.strftime(SQLITE_TIME_FORMAT)
+        return value.to_pydatetime()
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+metadata = MetaData()
+
+ingested_files = Table(
+    "ingested_files",
+    metadata,
+    Column("file_id", _ID, primary_key=True, autoincrement=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("original_name", String(1024), nullable=False),
+    Column("offer_source", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("processed_at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("duplicate_mode_override", String(32)),
+    Column("forced", Boolean, nullable=False, default=False),
+    Column("claim_id", String(32)),
+    Column("data_lines", Integer, nullable=False, default=0),
+    *[Column(outcome, Integer, nullable=False, default=0) for outcome in OUTCOMES],
+    Column("detail", Text),
+    Column("report_path", Text),
+    Column("summary_path", Text),
+    Index("ix_ingested_files_hash", "content_hash", "offer_source", "kind", "state"),
+    Index("ix_ingested_files_claim", "claim_id"),
+)
+
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("conversion_id", String(64), primary_key=True),
+    Column("offer_source", String(64), nullable=False),
+    Column("click_id", String(128), nullable=False),
+    Column("conversion_type", String(64), nullable=False, default=""),
+    Column("event_id", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("payout", Payout, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("converted_at", UTCDateTime, nullable=False),
+    Column("duplicate_status", String(16), nullable=False),
+    Column("file_id", ForeignKey("ingested_files.file_id"), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_conversions_key", "offer_source", "click_id", "conversion_type"),
+)
+
+# One row per change to a conversion: each mutable field before and after, typed as in
+# `conversions` (nullable: a field the change left alone is NULL on both sides).
+conversion_history = Table(
+    "conversion_history",
+    metadata,
+    Column("history_id", _ID, primary_key=True, autoincrement=True),
+    Column("conversion_id", String(64), nullable=False),
+    Column("file_id", ForeignKey("ingested_files.file_id"), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    *[
+        Column(f"{side}_{field}", conversions.c[field].type)
+        for field in MUTABLE_FIELDS
+        for side in ("old", "new")
+    ],
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Index("ix_conversion_history_conversion", "conversion_id"),
+)
+
+rejected_rows = Table(
+    "rejected_rows",
+    metadata,
+    Column("file_id", ForeignKey("ingested_files.file_id"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("reason_codes", Text, nullable=False),
+    Column("cells", Text, nullable=False),
+)
+
+warehouse_schema = Table(
+    "warehouse_schema",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+)
+
+
+def _v1(conn: Connection) -> None:
+    """Version 1 as it shipped: every table, without the indexes later versions added."""
+    metadata.create_all(conn)
+    for index in _ADDED_IN_V2:
+        index.drop(conn, checkfirst=True)
+
+
+# Replays and reporting select files by received time; version 1 had no index for that.
+_ADDED_IN_V2 = [Index("ix_ingested_files_received", ingested_files.c.received_at)]
+
+
+def _v2(conn: Connection) -> None:
+    for index in _ADDED_IN_V2:
+        index.create(conn, checkfirst=True)
+
+
+# Versioned migrations, applied in order inside one transaction (DDL is transactional on both
+# PostgreSQL and SQLite, so a failed upgrade leaves the old version intact). A warehouse made
+# by an older tool is upgraded in place when `connect` opens it. When the schema changes, add a
+# step here and keep earlier steps producing exactly the shape they shipped with.
+MIGRATIONS = [
+    (1, "conversions, conversion_history, ingested_files, rejected_rows", _v1),
+    (2, "index ingested_files by received_at for replays", _v2),
+]
+
+
+def connect(url: str) -> Engine:
+    """An engine with the settings this workload needs; the schema is created or upgraded.
+
+    A URL that does not parse cleanly is refused without being shown, nor any part of it: it
+    may hold a password (an unencoded ``@`` in a password puts its tail in the host).
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise WarehouseError(
+            "the warehouse URL cannot be parsed (not shown: it may hold a password); "
+            "percent-encode special characters in the user name and password"
+        ) from None
+    if "@" in (parsed.host or ""):
+        raise WarehouseError(
+            "the warehouse URL has an '@' in its host (not shown: it may hold a password); "
+            "an '@' in a password must be percent-encoded as %40"
+        )
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - exercised via SQLite
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # pragma: no cover - exercised via SQLite
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    try:
+        upgrade(engine)
+    except WarehouseError:
+        engine.dispose()
+        raise
+    except Exception as exc:
+        engine.dispose()
+        raise WarehouseError(
+            f"cannot open the warehouse {parsed.render_as_string(hide_password=True)}: "
+            f"{one_line(exc)}"
+        ) from exc
+    return engine
+
+
+def upgrade(engine: Engine) -> int:
+    """Bring the warehouse to SCHEMA_VERSION; refuse one made by a newer tool."""
+    with engine.begin() as conn:
+        _lock(conn, "schema")
+        warehouse_schema.create(conn, checkfirst=True)
+        current = conn.execute(select(func.max(warehouse_schema.c.version))).scalar() or 0
+        if current > SCHEMA_VERSION:
+            raise WarehouseError(
+                f"the warehouse schema is version {current}, newer than this tool "
+                f"({SCHEMA_VERSION}); upgrade conversions-pipeline"
+            )
+        for version, description, step in MIGRATIONS:
+            if version > current:
+                step(conn)
+                conn.execute(
+                    warehouse_schema.insert().values(
+                        version=version, description=description, applied_at=now()
+                    )
+                )
+    return SCHEMA_VERSION
+
+
+def now() -> datetime:
+    """The time the warehouse stamps on what it records (tz-aware UTC)."""
+    return datetime.now(UTC)
+
+
+def _lock(conn: Connection, name: str) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"conversions:{name}"},
+        )
+
+
+@contextmanager
+def file_transaction(engine: Engine, offer_source: str) -> Iterator[Connection]:
+    """One transaction for one file, holding the offer source's merge lock throughout."""
+    with engine.begin() as conn:
+        _lock(conn, f"offer_source:{offer_source}")
+        if conn.dialect.name == "postgresql":
+            # A merge runs thousands of short probes; compiling them (JIT) only costs time.
+            conn.exec_driver_sql("SET LOCAL jit = off")
+        yield conn
