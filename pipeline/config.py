@@ -176,11 +176,17 @@ class _Reader:
                 for key, value in default.items()
             }
         )
-        for key in ("batch_size", "max_file_bytes"):
+        for key in ("batch_size", "max_file_bytes", "max_line_bytes", "max_columns"):
             if getattr(out, key) < 1:
                 raise self.fail(f"settings.{key}", "must be at least 1")
-        if out.future_tolerance_seconds < 0:
-            raise self.fail("settings.future_tolerance_seconds", "must not be negative")
+        for key in (
+            "future_tolerance_seconds",
+            "settle_seconds",
+            "lock_timeout_seconds",
+            "statement_timeout_seconds",
+        ):
+            if getattr(out, key) < 0:
+                raise self.fail(f"settings.{key}", "must not be negative")
         return out
 
     def account(self, name: str, table: Any) -> Account:

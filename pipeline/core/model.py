@@ -14,6 +14,11 @@ from typing import Any
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_MAX_FILE_BYTES = 2 * 1024**3
 DEFAULT_FUTURE_TOLERANCE_SECONDS = 300
+DEFAULT_SETTLE_SECONDS = 5
+DEFAULT_MAX_LINE_BYTES = 4 * 1024**2
+DEFAULT_MAX_COLUMNS = 1_000
+DEFAULT_LOCK_TIMEOUT_SECONDS = 60
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 3_600
 
 
 class ConfigError(ValueError):
@@ -66,6 +71,18 @@ class Settings:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     future_tolerance_seconds: int = DEFAULT_FUTURE_TOLERANCE_SECONDS
+    # A file is claimed once its size and modification time have not changed for this long
+    # (a sender writing in place is still writing); 0 claims at once.
+    settle_seconds: int = DEFAULT_SETTLE_SECONDS
+    # The longest line (the header or one record, quoted line breaks included) and the most
+    # columns a file may have; past either the file is quarantined, read in bounded memory.
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_columns: int = DEFAULT_MAX_COLUMNS
+    # How long a file's merge waits for a lock (another file of the offer source, a person's
+    # session on the tables) and how long one statement may run; past either the file goes
+    # back to the inbox. 0 waits without a bound.
+    lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
+    statement_timeout_seconds: int = DEFAULT_STATEMENT_TIMEOUT_SECONDS
     warehouse_url: str | None = None
 
 

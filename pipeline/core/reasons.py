@@ -83,6 +83,11 @@ _ROW = [
         "check the time zone of the file (file_times) and the date",
     ),
     (
+        "time_out_of_range",
+        "conversion_time is a well-formed time outside the years 1970 to 2200",
+        "check the year; a spreadsheet may have written a placeholder such as 9999-12-31",
+    ),
+    (
         "invalid_status",
         "status is not approved, pending, declined or other",
         "use one of approved, pending, declined, other (any case) or leave it empty",
@@ -156,6 +161,17 @@ _FILE = [
         "move it to inbox/<offer_source>/ (or inbox/<offer_source>/status/)",
     ),
     ("empty_file", "the file has no header line", "export the file again with its header"),
+    (
+        "line_too_long",
+        "a line (the header or a record) is longer than settings.max_line_bytes, or has no "
+        "line end at all; the detail names the line",
+        "check that the file is CSV with line breaks, and that no quote is left open",
+    ),
+    (
+        "too_many_columns",
+        "the header has more columns than settings.max_columns",
+        "remove the columns the upload does not need, or raise max_columns",
+    ),
     (
         "internal_error",
         "the pipeline failed on this file (a bug); nothing was applied",
