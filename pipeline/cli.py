@@ -21,6 +21,7 @@ from pipeline.console import Console
 from pipeline.context import Context
 from pipeline.core.model import ConfigError
 from pipeline.core.vocabulary import FAILED, KINDS, MODES
+from pipeline.datadir.claims import FileChanged
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
 
@@ -138,20 +139,22 @@ def _ingest(args, console: Console) -> int:
                     )
                 )
                 continue
-            results.append(
-                ingest_file(
-                    ctx,
-                    Upload(
-                        path,
-                        args.offer_source,
-                        args.kind,
-                        received_at=received,
-                        mode_override=args.mode,
-                        dry_run=args.dry_run,
-                        force=args.force,
-                    ),
-                )
+            upload = Upload(
+                path,
+                args.offer_source,
+                args.kind,
+                received_at=received,
+                mode_override=args.mode,
+                dry_run=args.dry_run,
+                force=args.force,
             )
+            try:
+                results.append(ingest_file(ctx, upload))
+            except FileChanged as exc:  # a sender still writing it: nothing was applied
+                console.error(str(exc))
+                results.append(
+                    FileResult(path.name, args.offer_source, args.kind, FAILED, detail=str(exc))
+                )
             advance(results[-1])
     console.summary(results)
     return runner.exit_code(results)

@@ -294,6 +294,12 @@ class _Reader:
             raise self.fail(key, f"not a usable time format: {reason}; use {example}") from None
         read = result.utc.iloc[0]
         shown = f"{sample:%Y-%m-%d %H:%M:%S}, written in this format as {written!r},"
+        if (result.reason == "time_out_of_range").fillna(False).iloc[0]:  # 1900-01-01: no year
+            raise self.fail(
+                key,
+                f"{shown} reads back outside the years 1970 to 2200: the format needs the year, "
+                f"month and day; use {example}",
+            )
         if pd.isna(read):
             raise self.fail(key, f"{shown} cannot be read back; use {example}")
         if read.normalize() != sample.normalize():

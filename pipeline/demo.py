@@ -17,6 +17,7 @@ import contextlib
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import fields
 from importlib import resources
@@ -29,13 +30,26 @@ DAG_ID = "conversions_inbox"
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 
 
+# The sample files were "delivered" this long ago: the run claims only files that have not
+# changed for settle_seconds (a sender may write in place), and the demo runs at once.
+DELIVERED_SECONDS_AGO = 3600
+
+
 def prepare(home: Path) -> Path:
-    """A fresh demo home (the previous one is replaced); returns its config path."""
+    """A fresh demo home (the previous one is replaced); returns its config path.
+
+    The sample config keeps the default settle time, as users copy it; the sample files get an
+    mtime of an hour ago instead, so they have settled when the DAG runs.
+    """
     if home.exists():
         shutil.rmtree(home)
     source = resources.files("pipeline") / "demo_data"
     with resources.as_file(source) as data:
         shutil.copytree(data, home)
+    delivered = time.time() - DELIVERED_SECONDS_AGO
+    for path in (home / "inbox").rglob("*"):
+        if path.is_file():
+            os.utime(path, (delivered, delivered))
     return home / "conversions.toml"
 
 

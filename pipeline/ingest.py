@@ -159,10 +159,20 @@ def ingest_file(ctx: Context, upload: Upload) -> FileResult:
         )
         if refusal is not None:
             raise FileRejected(refusal.code, refusal.detail)
-        header = reader.read_header(path, upload.kind)
+        header = reader.read_header(
+            path,
+            upload.kind,
+            max_line_bytes=settings.max_line_bytes,
+            max_columns=settings.max_columns,
+        )
         result.warnings += [f"ignored unknown column {c!r}" for c in header.unknown]
         published.report = RejectionReport(published.csv_path, header.names, header.delimiter)
-        with warehouse.file_transaction(ctx.engine, upload.offer_source) as conn:
+        with warehouse.file_transaction(
+            ctx.engine,
+            upload.offer_source,
+            lock_timeout_s=settings.lock_timeout_seconds,
+            statement_timeout_s=settings.statement_timeout_seconds,
+        ) as conn:
             _apply_or_skip(conn, ctx, upload, header, result, published, ledger, received)
             published.summary(result, started)
     except _DryRun:
@@ -198,7 +208,17 @@ def _apply_or_skip(
     received: pd.Timestamp,
 ) -> None:
     """Inside the file's transaction: a duplicate of applied bytes is recorded and skipped;
-    anything else is applied (a dry run raises `_DryRun` at the end, to roll it all back)."""
+    anything else is applied (a dry run raises `_DryRun` at the end, to roll it all back).
+
+    Before either is recorded as done, the file is hashed again: bytes that changed since the
+    hash taken before reading (a sender still writing in place) were not what was read, so
+    `FileChanged` rolls it all back and the file is taken again once it has settled."""
+    from pipeline.datadir.claims import FileChanged  # the data directory's notion, raised here
+
+    def unchanged() -> None:
+        if sha256_file(upload.path) != result.content_hash:
+            raise FileChanged(result.name)
+
     applied_before = warehouse.applied_count(
         conn, result.content_hash, upload.offer_source, upload.kind
     )
@@ -212,6 +232,7 @@ def _apply_or_skip(
         result.report_path = None
         published.rename(file_outcome.report_tag(DUPLICATE_FILE, result.file_id))
         result.summary_path = str(published.json_path)
+        unchanged()
         warehouse.finish_file(conn, result.file_id, summary_path=result.summary_path)
         return
     result.file_id = warehouse.record_file(conn, state=PROCESSING, **ledger)
@@ -227,6 +248,7 @@ def _apply_or_skip(
         batch_size=upload.batch_size or ctx.config.settings.batch_size,
         future_tolerance=ctx.config.settings.future_tolerance_seconds,
     ).apply()
+    unchanged()
     if state == DRY_RUN:
         raise _DryRun
     result.state = APPLIED
@@ -398,9 +420,14 @@ def _resolve(
 
 
 def _with_cells(rejected: pd.DataFrame, batch: reader.Batch, header: reader.Header) -> pd.DataFrame:
-    """Attach the original cells (as written) to rejected rows of a batch."""
+    """Attach the original cells (as written) to rejected rows of a batch.
+
+    The cell columns join in one step: `assign` with a column per header cell inserts them one
+    at a time, quadratic in the header's width.
+    """
     if rejected.empty:
-        return rejected.assign(**{name: pd.Series(dtype="str") for name in header.cell_names})
+        empty = pd.DataFrame(index=rejected.index, columns=list(header.cell_names), dtype="str")
+        return pd.concat([rejected, empty], axis=1)
     position = np.searchsorted(batch.lines, rejected["line"].to_numpy())
     cells = batch.cells[list(header.cell_names)].iloc[position].reset_index(drop=True)
     return pd.concat([rejected.reset_index(drop=True), cells], axis=1)
@@ -409,14 +436,15 @@ def _with_cells(rejected: pd.DataFrame, batch: reader.Batch, header: reader.Head
 def _malformed(batch: reader.Batch, header: reader.Header) -> pd.DataFrame:
     """Malformed rows keep their cells by position; extra cells stay in the last column."""
     width = len(header.names)
-    keep = [i for i, name in enumerate(header.names) if name in header.cell_names]
+    cell_names = header.cell_names  # once: a property that walks the header (width work)
+    keep = [i for i, name in enumerate(header.names) if not reader.is_report_column(name)]
     rows = []
     for line, cells in batch.malformed:  # rare by nature; the common path has no such loop
         cells = list(cells) + [""] * (width - len(cells))
         if len(cells) > width:
             cells = [*cells[: width - 1], header.delimiter.join(cells[width - 1 :])]
         rows.append([line, "malformed_row", *(cells[i] for i in keep)])
-    return pd.DataFrame(rows, columns=["line", "reason_code", *header.cell_names])
+    return pd.DataFrame(rows, columns=["line", "reason_code", *cell_names])
 
 
 def _cells_for_lines(

@@ -15,6 +15,13 @@ the rejection report must point at. A record with a newline inside quotes is sti
 Files can have millions of rows, so they are streamed and parsed in batches by the C `csv`
 module; per batch, rows are split into good, malformed and blank ones with numpy masks, and
 columns are built with C-level iteration only (no Python statement per row).
+
+Every resource is bounded whatever the file holds: each physical line is read with a limit, and
+the bytes of each record (its quoted line breaks included) are counted against
+`max_line_bytes`, so a file with no line end, or a quote left open, is refused in bounded memory
+(`line_too_long`, naming the line and, for an open quote, where it opened); a header wider than
+`max_columns` is refused before any row is read; frames are built column-wise in one step, so
+work is linear in the header's width.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import gc
 import io
 import itertools
@@ -33,7 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipeline.core.model import DEFAULT_MAX_COLUMNS, DEFAULT_MAX_LINE_BYTES
 from pipeline.core.vocabulary import (
     KIND_COLUMNS,
     REPORT_COLUMNS,
@@ -86,6 +96,7 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 # The csv module's default field limit (128 KiB) would reject a whole file for one long value.
 # The setting is process-wide; we only ever raise it.
 csv.field_size_limit(max(csv.field_size_limit(), 16 * 1024 * 1024))
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)  # the dtype `pd.Series(..., dtype="str")` has
 
 
 class FileRejected(Exception):
@@ -106,6 +117,7 @@ class Header:
     columns: dict[str, int]  # canonical column -> 0-based position, in the kind's column order
     unknown: tuple[str, ...]  # cells that are no column of this kind (the caller warns)
     header_line: int  # 1, or 2 after an Excel "sep=;" line
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # the record limit `read_batches` applies
 
     @property
     def cell_names(self) -> tuple[str, ...]:
@@ -128,11 +140,20 @@ class Batch:
     blank_lines: int  # records with no cells or only empty/whitespace cells (not yielded)
 
 
-def read_header(path: str | os.PathLike[str], kind: str) -> Header:
+def read_header(
+    path: str | os.PathLike[str],
+    kind: str,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+) -> Header:
     """Detect encoding and delimiter and map the header cells to columns; raise `FileRejected`.
 
-    Only the first lines are read. Bytes that cannot be decoded further down the file are found
-    by `read_batches`, so an error there is reported by the pass that reads it, with its line.
+    Only the first lines are read, each with the `max_line_bytes` limit (a file with no line end
+    is refused after that many bytes, not read whole), and a header of more than `max_columns`
+    cells is refused before anything else is done with it. Bytes that cannot be decoded further
+    down the file are found by `read_batches`, so an error there is reported by the pass that
+    reads it, with its line.
     """
     if kind not in KIND_COLUMNS:
         raise ValueError(f"kind must be one of {sorted(KIND_COLUMNS)}, got {kind!r}")
@@ -140,16 +161,25 @@ def read_header(path: str | os.PathLike[str], kind: str) -> Header:
     with open(path, "rb") as raw:
         encoding = _detect_encoding(raw)
         text = io.TextIOWrapper(raw, encoding, errors="surrogateescape", newline="")
+        bounded = _BoundedLines(text, encoding, max_line_bytes)
+        lines = iter(bounded)
         try:
-            first = text.readline()
+            first = next(lines, "")
             sep = re.fullmatch(r"sep=([,;\t])\r?\n?", first)
-            header_line, line = (2, text.readline()) if sep else (1, first)
+            header_line, line = (2, next(lines, "")) if sep else (1, first)
             if line.startswith("\ufeff"):  # a second BOM, e.g. a UTF-8 file re-saved with BOM
                 line = line[1:]
             _check_header_text(line, header_line, bool(sep))
             delimiter = sep.group(1) if sep else _sniff_delimiter(line)
-            reader = csv.reader(itertools.chain([line], text), delimiter=delimiter)
+            bounded.delimiter = delimiter  # before the header's own line end is judged
+            reader = csv.reader(itertools.chain([line], lines), delimiter=delimiter)
             names = tuple(next(reader))
+            if len(names) > max_columns:
+                raise FileRejected(
+                    "too_many_columns",
+                    f"the header (line {header_line}) has {len(names):,} columns; the limit"
+                    f" (settings.max_columns) is {max_columns:,}",
+                )
             if _ESCAPED_BYTE.search("".join(names)):
                 detail = f"the header (line {header_line}) is not valid {encoding}"
                 raise FileRejected("unreadable_file", f"{detail}; save it as CSV UTF-8")
@@ -203,6 +233,7 @@ def read_header(path: str | os.PathLike[str], kind: str) -> Header:
         columns={c: columns[c] for c in columns_of_kind if c in columns},
         unknown=tuple(unknown),
         header_line=header_line,
+        max_line_bytes=max_line_bytes,
     )
 
 
@@ -210,15 +241,17 @@ def read_batches(path: str | os.PathLike[str], header: Header, batch_size: int) 
     """Stream the records after the header in batches of at most `batch_size` records.
 
     Always yields at least one (possibly empty) batch. Raises `FileRejected("unreadable_file")`
-    when a byte cannot be decoded or the CSV cannot be parsed, wherever that happens in the file;
-    the caller must therefore not commit anything before the last batch has been read.
+    when a byte cannot be decoded or the CSV cannot be parsed, and `FileRejected("line_too_long")`
+    when a record passes `header.max_line_bytes`, wherever that happens in the file; the caller
+    must therefore not commit anything before the last batch has been read.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     with open(path, "rb") as raw:
         _detect_encoding(raw)  # positions `raw` after the BOM
         text = io.TextIOWrapper(raw, header.encoding, newline="")
-        reader = csv.reader(text, delimiter=header.delimiter)  # excel dialect: "" escapes
+        lines = _BoundedLines(text, header.encoding, header.max_line_bytes, header.delimiter)
+        reader = csv.reader(lines, delimiter=header.delimiter)  # excel dialect: "" escapes
         try:
             for _ in itertools.islice(reader, header.header_line):  # sep line and header
                 pass
@@ -251,13 +284,129 @@ def _make_batch(rows: list[list[str]], first_line: int, header: Header) -> Batch
     if not good.all():
         rows = list(itertools.compress(rows, good))
     columns = zip(*rows, strict=True) if rows else [()] * width
-    cells = pd.DataFrame(
-        {
-            name: _undo_neutralisation(pd.Series(pa.array(values, pa.large_string()), dtype="str"))
-            for name, values in zip(header.names, columns, strict=True)
-        }
+    arrays = [pa.array(values, pa.large_string()) for values in columns]
+    # One frame from one table: a DataFrame built (or assigned to) column by column costs time
+    # quadratic in the header's width, and a Series per column is slow for wide files.
+    cells = pa.Table.from_arrays(arrays, names=list(header.names)).to_pandas(
+        types_mapper={pa.large_string(): _STR}.get
     )
+    for position, array in enumerate(arrays):  # rare: only columns with a leading `'`
+        if pc.any(pc.starts_with(array, "'")).as_py():
+            cells.isetitem(position, _undo_neutralisation(cells.iloc[:, position]))
     return Batch(lines[good], cells, malformed, int(blank.sum()))
+
+
+_LINE_ENDS = ("\r", "\n")
+_QUOTED_RUN = re.compile(r'(?:[^"]|"")*+')  # inside a quoted field, up to its next lone `"`
+
+
+@dataclass(frozen=True)
+class _RecordPatterns:
+    """How a physical line leaves a record, for one delimiter (see `_BoundedLines`)."""
+
+    complete: re.Pattern[str]  # a line that starts a record and ends it
+    closing: re.Pattern[str]  # a line that starts inside a quoted field and ends the record
+    opening: re.Pattern[str]  # matches up to the opening quote of a field left open
+
+
+@functools.cache
+def _record_patterns(delimiter: str | None) -> _RecordPatterns:
+    d = re.escape(delimiter or ",")
+    field = rf'(?>"(?:[^"]|"")*+"[^{d}\r\n]*+|[^{d}"\r\n][^{d}\r\n]*+|)'
+    end = r"(?:\r\n|\r|\n)?"
+    return _RecordPatterns(
+        complete=re.compile(rf"(?:{field}{d})*+{field}{end}"),
+        closing=re.compile(rf'(?:[^"]|"")*+"[^{d}\r\n]*+(?:{d}{field})*+{end}'),
+        opening=re.compile(rf'(?:{field}{d})*+"'),
+    )
+
+
+class _BoundedLines:
+    """The physical lines of a text stream for the csv module, each record held to a byte limit.
+
+    Every line is read with `readline(limit + 1)`, so memory never holds more than the limit of
+    one line, and the bytes of the current record are counted: a record continues past a line
+    end only inside a quoted field, which a regex following the csv module's excel dialect
+    decides (a quote opens a field only at its start, `""` is a quote, text after the closing
+    quote joins the field). A record past the limit raises `FileRejected("line_too_long")` with
+    its spreadsheet line number. The common line (no quote) costs a few C-level checks.
+    """
+
+    def __init__(
+        self, text: io.TextIOWrapper, encoding: str, limit: int, delimiter: str | None = None
+    ):
+        self.text, self.limit, self.delimiter = text, limit, delimiter
+        self.codec = "utf-16-le" if encoding.startswith("utf-16") else "utf-8"
+        self.errors = "surrogatepass" if self.codec != "utf-8" else "surrogateescape"
+        self.line = 1  # the spreadsheet line (record) the next line belongs to or starts
+        csv.field_size_limit(max(csv.field_size_limit(), limit + 1))  # only ever raised
+
+    def __iter__(self) -> Iterator[str]:
+        readline = functools.partial(self.text.readline, self.limit + 1)
+        ascii_width = 1 if self.codec == "utf-8" else 2
+        limit, in_quote, record_bytes = self.limit, False, 0
+        while line := readline():
+            size = len(line) * ascii_width if line.isascii() else self._bytes(line)
+            record_bytes = record_bytes + size if in_quote else size
+            if record_bytes > limit:
+                raise FileRejected("line_too_long", self._too_long(line, in_quote))
+            yield line
+            # Judged after the yield: the header's delimiter is known only once it is sniffed.
+            # A line that starts a record can leave it open only with an odd number of quotes
+            # (quotes inside quoted fields come in pairs), unless a quote stands as text inside
+            # an unquoted field; that rare case is not worth a regex on every quoted line.
+            if in_quote:
+                closing = _record_patterns(self.delimiter).closing
+                in_quote = '"' not in line or closing.fullmatch(line) is None
+            elif line.count('"') % 2:
+                complete = _record_patterns(self.delimiter).complete
+                in_quote = complete.fullmatch(line) is None
+            if not in_quote:
+                self.line += 1
+
+    def _bytes(self, line: str) -> int:
+        return len(line.encode(self.codec, self.errors))
+
+    def _too_long(self, line: str, in_quote: bool) -> str:
+        """The detail for the record at `self.line`: where it is, and why when that is known."""
+        limit = f"settings.max_line_bytes ({self.limit:,} bytes)"
+        if self.delimiter is None:  # the header, or the sep= line before it
+            detail = f"the header (line {self.line}) is longer than {limit}"
+        else:
+            detail = f"line {self.line} is longer than {limit}"
+        start = 0  # where the open quoted field's text begins in `line`
+        if not in_quote and self.delimiter is not None:
+            patterns = _record_patterns(self.delimiter)
+            in_quote = patterns.complete.fullmatch(line) is None  # a quote opened on it
+            start = patterns.opening.match(line).end() if in_quote else 0
+        if in_quote:
+            if self._quote_never_closes(line, start):
+                return (
+                    f"unbalanced quote: the quoted field opened at line {self.line} never closes"
+                    f" (it runs to the end of the file, past {limit})"
+                )
+            return f"{detail}: a quoted value in it holds line breaks past the limit"
+        if not line.endswith(_LINE_ENDS):
+            detail += "; it has no line end within the limit"
+        return detail
+
+    def _quote_never_closes(self, piece: str, start: int) -> bool:
+        """Whether the quoted field open at `piece[start]` runs to the end of the file.
+
+        Reads on in pieces of the limit and keeps none of them (bounded memory, one linear pass).
+        """
+        pending = False  # the last piece ended in a `"`: closing, unless the next starts a `""`
+        while piece:
+            if pending:
+                if not piece.startswith('"'):
+                    return False
+                start = 1
+            end = _QUOTED_RUN.match(piece, start).end()
+            if end + 1 < len(piece):
+                return False  # a lone `"` followed by something else: the field closes
+            pending = end < len(piece)
+            piece, start = self.text.readline(self.limit + 1), 0
+        return not pending  # a `"` as the very last character closes the field
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from pipeline.core.errors import one_line
 from pipeline.core.file_outcome import Refusal
 from pipeline.core.reasons import CATALOGUE
 from pipeline.core.vocabulary import OUTCOMES, QUARANTINED
-from pipeline.datadir import Claimed
+from pipeline.datadir import Claimed, FileChanged
 from pipeline.datadir.layout import own_paths, report_paths, sha256_file
 from pipeline.ingest import Upload, ingest_file
 from pipeline.reports import write_summary
@@ -39,11 +39,13 @@ def claim_waiting(ctx: Context, hand_off: timedelta | None = None) -> list[Claim
 
     Within an offer source, conversion files come before status files: a status update dropped
     together with the conversions it updates must find them, whatever the file names.
-    ``hand_off``: the claims go to other processes (see ``datadir.claims.claim``).
+    ``hand_off``: the claims go to other processes (see ``datadir.claims.claim``). A file that
+    has not settled yet (``settings.settle_seconds``) is left waiting for a later pass.
     """
     ctx.datadir.ensure(ctx.config.offer_sources)
     claimed = list(ctx.datadir.recover(hand_off=hand_off))
-    for waiting in ctx.datadir.scan(ctx.config.offer_sources):
+    settle = ctx.config.settings.settle_seconds
+    for waiting in ctx.datadir.scan(ctx.config.offer_sources, settle_seconds=settle):
         got = ctx.datadir.claim(waiting, hand_off=hand_off)
         if got is not None:
             claimed.append(got)
@@ -63,7 +65,9 @@ def process_claimed(
     A failure that will pass (the warehouse is down) puts the file back in the inbox for the
     next run, or, with ``release_on_failure=False``, re-raises and leaves the claim where it is:
     an Airflow task does that so that its own retry takes the claim over (``take_over``); once
-    its retries are spent, the next run recovers the claim of the dead task.
+    its retries are spent, the next run recovers the claim of the dead task. A file that changed
+    while it was read (``FileChanged``) always goes back to the inbox, with its received time:
+    it must settle there before anyone takes it again, and a retry would not wait for that.
     """
     refusal = file_outcome.refused_claim(
         claimed.offer_source, ctx.datadir.not_a_regular_file(claimed), ctx.config.offer_sources
@@ -97,6 +101,8 @@ def process_claimed(
                 claim_id=claimed.claim_id,
             ),
         )
+    except FileChanged as exc:  # a dry run's claim was only a look: nothing to keep
+        return _release(ctx, claimed, exc, keep_received=not dry_run)
     except TRANSIENT as exc:
         if not release_on_failure:
             raise
@@ -152,9 +158,11 @@ def _file_recorded(ctx: Context, claimed: Claimed, done: dict) -> FileResult:
     )
 
 
-def _release(ctx: Context, claimed: Claimed, exc: BaseException) -> FileResult:
+def _release(
+    ctx: Context, claimed: Claimed, exc: BaseException, keep_received: bool = True
+) -> FileResult:
     """A failure that will pass (the warehouse is down): the file goes back to the inbox."""
-    ctx.datadir.release(claimed)
+    ctx.datadir.release(claimed, keep_received=keep_received)
     return FileResult(
         claimed.name,
         claimed.offer_source,

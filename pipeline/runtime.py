@@ -66,7 +66,11 @@ def open_context(config: Config, home: Path, url: str) -> Context:
 
     if url == default_warehouse_url(home):  # the default: a fresh home has no folder yet
         home.mkdir(parents=True, exist_ok=True)
-    return Context(config, warehouse.connect(url), LocalDataDir(home))
+    return Context(
+        config,
+        warehouse.connect(url, lock_timeout_s=config.settings.lock_timeout_seconds),
+        LocalDataDir(home),
+    )
 
 
 def airflow_home() -> Path:

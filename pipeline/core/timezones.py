@@ -5,13 +5,20 @@ Everything is vectorised over one file's column: one file belongs to one offer s
 and the policies are scalars per call. The rules, in order:
 
 1. trim; an empty cell is not an error (the caller substitutes the file's received time);
-2. the standard shape `YYYY-MM-DD[ T]HH:MM:SS[.f{1,9}][Z|±HH:MM|±HHMM|±HH]`, checked by a regex
+2. the standard shape `YYYY-MM-DD[ T]HH:MM:SS[.f{1,6}][Z|±HH:MM|±HHMM|±HH]`, checked by a regex
    and then for being a real calendar date/time; otherwise the offer source's one `time_format`;
-   anything else is `invalid_time`, so a day-first/month-first date is never guessed;
+   anything else is `invalid_time`, so a day-first/month-first date is never guessed, and a 7th
+   fractional digit is never dropped (as a 7th payout decimal is `invalid_payout`);
 3. an explicit offset is taken as written; otherwise `file_times` says whether the wall time is
    UTC or the account's local time, resolved with the zone's real DST rules and the offer source's
    gap/overlap policies;
-4. an instant strictly after `not_after` is `time_in_future`.
+4. a UTC instant (after step 3) before 1970-01-01T00:00:00Z or from 2201-01-01T00:00:00Z on (the
+   last accepted second is 2200-12-31T23:59:59Z) is `time_out_of_range`: a placeholder such as
+   9999-12-31 is a well-formed time, not a format mistake. A wall time more than a day outside is
+   out of range without consulting the zone (no UTC offset reaches a day), which also keeps years
+   pandas cannot localise (beyond 2262) away from it;
+5. an in-range instant strictly after `not_after` is `time_in_future` (so a time after 2200 is out
+   of range, never "in the future").
 """
 
 from __future__ import annotations
@@ -25,26 +32,37 @@ import pandas as pd
 
 from pipeline.core.vocabulary import AMBIGUOUS_POLICIES, FILE_TIMES, NONEXISTENT_POLICIES
 
-REASONS = ("invalid_time", "nonexistent_local_time", "ambiguous_local_time", "time_in_future")
+REASONS = (
+    "invalid_time",
+    "time_out_of_range",
+    "nonexistent_local_time",
+    "ambiguous_local_time",
+    "time_in_future",
+)
 
 
 # ASCII digits only ([0-9], not \d, which also matches e.g. Arabic-Indic digits). The time of
 # day is range-checked here because pandas' parser accepts seconds 60 and 61 (rolling them into
 # the next minute); the date is checked by pandas. Offsets must be under 24h, as offsets are.
+# At most 6 fractional digits: storage is to the microsecond, and a 7th digit would have to be
+# dropped or rounded, so it is refused instead (like a payout's 7th decimal).
 # A plain string (not re.compile) so that pandas evaluates it in Arrow, not row by row.
 _STANDARD = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-    r"(?:\.[0-9]{1,9})?"
+    r"(?:\.[0-9]{1,6})?"
     r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?"
 )
 _US = "datetime64[us]"
 _NAT = np.datetime64("NaT", "us")
 _SECOND_US = 1_000_000
-# Python's datetime (and so zoneinfo, and pandas' localisation) covers years 1-9999; a day's
-# margin keeps every instant and wall time inside it after any UTC offset. Outside: invalid_time.
-_EARLIEST = np.datetime64("0001-01-02T00:00:00", "us")
-_LATEST = np.datetime64("9999-12-30T23:59:59.999999", "us")
 _DAY_S = 86_400
+# The accepted instants, [_FIRST, _END): README "Times". Wall times without an offset are
+# compared with a day's margin first (every UTC offset, historical ones too, is under a day), so
+# only wall times that may be in range are localised: pandas' tz_localize cannot take every year
+# a datetime64[us] holds, and 1969-12-31..2201-01-02 it can.
+_FIRST = np.datetime64("1970-01-01T00:00:00", "us")
+_END = np.datetime64("2201-01-01T00:00:00", "us")
+_MARGIN = np.timedelta64(_DAY_S, "s")
 
 
 @dataclass(frozen=True)
@@ -99,11 +117,11 @@ def to_utc(
         parsed_utc, parsed_wall = _parse_custom(text[custom], time_format)
         utc[custom], local[custom] = parsed_utc, parsed_wall
 
-    for times in (utc, local):
-        times[(times < _EARLIEST) | (times > _LATEST)] = _NAT
-
     reason = np.full(n, None, dtype=object)
     reason[~empty & np.isnat(utc) & np.isnat(local)] = "invalid_time"
+    far = (local < _FIRST - _MARGIN) | (local >= _END + _MARGIN)  # out of range in any zone
+    reason[far] = "time_out_of_range"
+    local[far] = _NAT
 
     pending = ~np.isnat(local)
     if file_times == "utc":
@@ -116,6 +134,12 @@ def to_utc(
             reason[rows[gap]] = "nonexistent_local_time"
         if ambiguous == "reject":
             reason[rows[overlap]] = "ambiguous_local_time"
+
+    # On the UTC instant, so after the zone: a rejected DST gap or overlap names no instant and
+    # keeps its own reason (no zone changes its offset within a day of either end).
+    outside = (utc < _FIRST) | (utc >= _END)  # NaT compares False
+    reason[outside] = "time_out_of_range"
+    utc[outside] = _NAT
 
     if limit is not None:
         future = ~np.isnat(utc) & (utc > limit)
@@ -170,8 +194,8 @@ def _split_standard(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Cells already matching `_STANDARD` (<NA> elsewhere) -> (wall time, written offset).
 
     The wall time is naive datetime64[us], NaT unless it is a real calendar date; the offset is
-    timedelta64[us], NaT where none was written. Fractions are cut (not rounded) to microseconds,
-    so a value never moves into the next second. Fixed positions and simple regexes only, because
+    timedelta64[us], NaT where none was written. Fractions have at most 6 digits (the regex), so
+    they are exact: nothing is cut or rounded. Fixed positions and simple regexes only, because
     pandas runs `str.extract` row by row in Python while these run in Arrow.
     """
     tail = cells.str.slice(19)  # "", ".25", "Z", ".25+02:00", "-0530", ...
@@ -199,12 +223,15 @@ def _parse_custom(cells: pd.Series, time_format: str) -> tuple[np.ndarray, np.nd
 
     With `%z` (or `%Z`) the parsed offset is used, so the result is an instant; otherwise it is a
     wall time that `file_times` decides about, exactly like a standard cell without an offset.
+    pandas' `%f` reads up to nanoseconds; a time with a non-zero part below the microsecond is
+    NaT (`invalid_time`) rather than truncated when it is stored in microseconds.
     """
     zoned = re.search(r"(?<!%)(?:%%)*%[zZ]", time_format) is not None
     try:
         parsed = pd.to_datetime(cells, format=time_format, errors="coerce", utc=zoned)
     except ValueError as exc:
         raise ValueError(f"time_format {time_format!r} is not usable: {exc}") from None
+    parsed = parsed.mask(parsed.dt.nanosecond.fillna(0) != 0)
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         instants = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(_US)
         return instants, np.full(len(cells), _NAT)

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.datadir.claims import READY_MARKER, Claimed, Waiting
+from pipeline.datadir.claims import READY_MARKER, Claimed, FileChanged, Waiting
 from pipeline.datadir.filing import Archived
 from pipeline.datadir.layout import UNHASHED, Layout
 from pipeline.datadir.local import LocalDataDir
@@ -30,6 +30,7 @@ __all__ = [
     "Archived",
     "Claimed",
     "DataDir",
+    "FileChanged",
     "Layout",
     "LocalDataDir",
     "Waiting",
@@ -56,8 +57,14 @@ class DataDir(Protocol):
         """Adopt the claims of workers that died."""
         ...
 
-    def scan(self, offer_sources: Collection[str]) -> list[Waiting]:
-        """The inbox's waiting files, in a deterministic order."""
+    def scan(self, offer_sources: Collection[str], settle_seconds: float = 0) -> list[Waiting]:
+        """The inbox's waiting files, in a deterministic order.
+
+        With ``settle_seconds``, only files that have not changed for that long (a sender may
+        write in place); ``claim`` then takes such a file only if it is unchanged since the
+        scan. A backend without modification times uses what stands for them (an object's
+        size and ETag, and when it was last written).
+        """
         ...
 
     def claim(self, waiting: Waiting, hand_off: timedelta | None = None) -> Claimed | None:

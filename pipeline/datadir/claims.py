@@ -11,12 +11,17 @@ worker that died mid-file leaves enough behind for ``recover`` to hand the file 
 
 Symlinks are never followed: a link in the inbox could point anywhere (``/etc/passwd``, another
 customer's folder). They are moved as links, to quarantine, and never opened.
+
+A sender may write a file in place, under its final name, instead of renaming a temp file into
+the inbox: such a file is claimed only once it has settled (``scan``'s ``settle_seconds``), and a
+file that still changed after it was read raises ``FileChanged`` before its transaction commits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import socket
@@ -38,6 +43,23 @@ READY_MARKER = "_READY"
 _TEMP_SUFFIXES = (".partial", ".tmp", ".part", ".crdownload")
 _RECEIVED_SUFFIX = ".received.json"  # ".<name>.received.json": a returned file's record
 
+log = logging.getLogger(__name__)
+
+
+class FileChanged(OSError):
+    """A file's bytes changed after they were read: a sender is still writing it in place.
+
+    Raised before the file's transaction commits, so nothing of it is applied; an OSError
+    because, like a full disk, it passes: the runner puts the file back in the inbox with its
+    received time, and a later pass takes it once it has settled.
+    """
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"{name} changed while it was read (a sender still writing it?); nothing of it was "
+            "applied, and it will be taken again once it has settled"
+        )
+
 
 @dataclass(frozen=True)
 class Waiting:
@@ -47,6 +69,9 @@ class Waiting:
     relative: str  # inbox-relative, posix style: "maxbounty/status/a.csv"
     offer_source: str | None  # None: not in a configured offer source folder (quarantine it)
     kind: str  # "conversions" or "status"
+    # (size, mtime_ns) as the scan saw them, when it checked that the file had settled: the
+    # claim takes the file only if they are still the same.
+    seen: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,15 +106,26 @@ class Claimed:
         return PurePosixPath(self.relative).name
 
 
-def scan(layout: Layout, offer_sources: Collection[str]) -> list[Waiting]:
+def scan(
+    layout: Layout,
+    offer_sources: Collection[str],
+    settle_seconds: float = 0,
+    now: float | None = None,
+) -> list[Waiting]:
     """List the inbox's waiting files, sorted by relative path (a deterministic order).
 
     Files directly in ``inbox/<offer_source>/`` are conversions, in ``.../status/`` status
     updates. Anything else that is not a temporary file (see ``_is_ignored``) is listed with
     ``offer_source=None`` so it gets quarantined rather than silently left behind: a file at the
     inbox root or in an unknown or nested folder, and every symlink or other non-regular file.
+
+    With ``settle_seconds`` a regular file is listed only once it has not changed for that long
+    (see ``_settled``): a sender writing it in place is not done, and half a file would be
+    applied as if it were whole. A file still changing is not an error: it is left waiting,
+    listed by a later scan. ``now`` is a POSIX time (default: the clock).
     """
     known = set(offer_sources)
+    now = time.time() if now is None else now
     found: list[Waiting] = []
     folders = [layout.inbox]
     while folders:
@@ -110,10 +146,34 @@ def scan(layout: Layout, offer_sources: Collection[str]) -> list[Waiting]:
                 continue
             relative = path.relative_to(layout.inbox).as_posix()
             offer_source, kind = _classify(relative, known)
+            seen = None
             if not entry.is_file(follow_symlinks=False):  # symlink, FIFO, socket: never opened
                 offer_source = None
-            found.append(Waiting(path, relative, offer_source, kind))
+            elif settle_seconds > 0:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # claimed meanwhile by another worker
+                    continue
+                if not _settled(st, settle_seconds, now):
+                    log.debug("%s is still changing: left waiting until it settles", relative)
+                    continue
+                seen = (st.st_size, st.st_mtime_ns)
+            found.append(Waiting(path, relative, offer_source, kind, seen))
     return sorted(found, key=lambda waiting: waiting.relative)
+
+
+def _settled(st: os.stat_result, settle_seconds: float, now: float) -> bool:
+    """Whether a file has not changed for ``settle_seconds``: its mtime is that old.
+
+    Every write moves the mtime to the clock; a sender's tool may also set an old one on
+    purpose (``cp -p``, ``rsync -t``, a delivery "made earlier"), which is when it is done. An
+    mtime in the future (another host's clock, a preserved future time) says nothing about the
+    last write, so there the ctime decides, which the kernel always sets from its own clock.
+    """
+    cutoff = now - settle_seconds
+    if st.st_mtime <= cutoff:
+        return True
+    return st.st_mtime > now and st.st_ctime <= cutoff
 
 
 def claim(
@@ -128,7 +188,18 @@ def claim(
     where that file came from. ``hand_off`` is for a claimer that passes the file to another
     process (an Airflow task claims, mapped tasks process): for that long the claim is not
     recovered even though its claimer has exited, giving the processor time to ``take_over``.
+
+    A file the scan saw settle (``waiting.seen``) is taken only if its size and mtime are still
+    the ones the scan saw; otherwise it is still being written, and it is left waiting (None).
     """
+    if waiting.seen is not None:
+        try:
+            st = waiting.path.lstat()
+        except FileNotFoundError:
+            return None  # another worker claimed it
+        if (st.st_size, st.st_mtime_ns) != waiting.seen:
+            log.debug("%s changed since the scan: left waiting", waiting.relative)
+            return None
     received_at = _returned_received_at(waiting.path) or utc_seconds(now)
     claim_id = uuid.uuid4().hex
     folder = layout.processing / claim_id

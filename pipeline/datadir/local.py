@@ -36,8 +36,8 @@ class LocalDataDir:
     def recover(self, hand_off: timedelta | None = None) -> list[Claimed]:
         return claims.recover(self.layout, hand_off=hand_off)
 
-    def scan(self, offer_sources: Collection[str]) -> list[Waiting]:
-        return claims.scan(self.layout, offer_sources)
+    def scan(self, offer_sources: Collection[str], settle_seconds: float = 0) -> list[Waiting]:
+        return claims.scan(self.layout, offer_sources, settle_seconds)
 
     def claim(self, waiting: Waiting, hand_off: timedelta | None = None) -> Claimed | None:
         return claims.claim(self.layout, waiting, hand_off=hand_off)

@@ -11,6 +11,8 @@ are stored, how the write lock is taken (`schema`), and how whole tables move (`
 - Locking: a file's whole transaction holds `pg_advisory_xact_lock(offer source)` on PostgreSQL,
   so files of one offer source merge one at a time while others run in parallel; SQLite has a
   single writer anyway (`BEGIN IMMEDIATE` takes it up front, so a reader never upgrades late).
+  Every wait is bounded by `settings.lock_timeout_seconds` (and a statement by
+  `statement_timeout_seconds` on PostgreSQL); past it the file goes back to the inbox.
 
 Modules, each one concept: `schema` (types, tables, migrations, `connect`, the lock), `ledger`
 (the `ingested_files` questions and records), `merge` (staging, the reads the merge needs, its

@@ -9,8 +9,9 @@ its column kinds from these `Table`s (`bulk.kinds_of`).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -37,19 +38,23 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.types import TypeDecorator
 
 from pipeline.core.errors import one_line
+from pipeline.core.model import DEFAULT_LOCK_TIMEOUT_SECONDS
 from pipeline.core.money import format_micros, parse_decimal
 from pipeline.core.vocabulary import MUTABLE_FIELDS, OUTCOMES
 
 SCHEMA_VERSION = 2
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how `UTCDateTime` stores a time on SQLite
+# "No bound" on SQLite, whose busy timeout 0 means "do not wait at all": about 24 days, in ms.
+_SQLITE_FOREVER_MS = 2**31 - 1
 
 
 class WarehouseError(RuntimeError):
-    """The warehouse cannot be used (unreachable, or its schema is newer than this tool)."""
+    """The warehouse cannot be used (unreachable, its schema is newer than this tool, or a
+    file's transaction waited past a bound: `file_transaction`)."""
 
 
 class Payout(TypeDecorator):
@@ -213,11 +218,17 @@ MIGRATIONS = [
 ]
 
 
-def connect(url: str) -> Engine:
+def connect(url: str, *, lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_SECONDS) -> Engine:
     """An engine with the settings this workload needs; the schema is created or upgraded.
 
     A URL that does not parse cleanly is refused without being shown, nor any part of it: it
     may hold a password (an unencoded ``@`` in a password puts its tail in the host).
+
+    On SQLite every transaction takes the single writer's lock (``BEGIN IMMEDIATE``), the
+    ledger's reads too, so ``lock_timeout_s`` (settings.lock_timeout_seconds; 0 = no bound) is
+    the busy timeout of every connection, and a lock not granted within it is a
+    `WarehouseError` that names the setting. PostgreSQL bounds its waits per file
+    (`file_transaction`).
     """
     try:
         parsed = make_url(url)
@@ -232,7 +243,8 @@ def connect(url: str) -> Engine:
             "an '@' in a password must be percent-encoded as %40"
         )
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 60})
+        busy_ms = lock_timeout_s * 1000 or _SQLITE_FOREVER_MS
+        engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - exercised via SQLite
@@ -246,6 +258,13 @@ def connect(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - exercised via SQLite
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        @event.listens_for(engine, "handle_error")
+        def _sqlite_busy(context):  # pragma: no cover - exercised via SQLite
+            if _is_sqlite_busy(context.original_exception):
+                raise WarehouseError(_sqlite_busy_message(context.connection)) from (
+                    context.sqlalchemy_exception or context.original_exception
+                )
     else:
         engine = create_engine(url, pool_pre_ping=True)
     try:
@@ -298,11 +317,111 @@ def _lock(conn: Connection, name: str) -> None:
 
 
 @contextmanager
-def file_transaction(engine: Engine, offer_source: str) -> Iterator[Connection]:
-    """One transaction for one file, holding the offer source's merge lock throughout."""
-    with engine.begin() as conn:
-        _lock(conn, f"offer_source:{offer_source}")
-        if conn.dialect.name == "postgresql":
-            # A merge runs thousands of short probes; compiling them (JIT) only costs time.
-            conn.exec_driver_sql("SET LOCAL jit = off")
-        yield conn
+def file_transaction(
+    engine: Engine,
+    offer_source: str,
+    *,
+    lock_timeout_s: int = 0,
+    statement_timeout_s: int = 0,
+) -> Iterator[Connection]:
+    """One transaction for one file, holding the offer source's merge lock throughout.
+
+    Its waits are bounded, so that one held lock (another file's merge, a person's ``LOCK
+    TABLE`` in psql, a row lock) cannot stall every file behind it silently: no lock is waited
+    for longer than ``lock_timeout_s`` and no statement runs longer than
+    ``statement_timeout_s`` (0 = no bound). PostgreSQL: ``lock_timeout`` and
+    ``statement_timeout`` set for this transaction only (they also bound the wait for the
+    advisory lock); SQLite: the busy timeout while ``BEGIN IMMEDIATE`` waits for the single
+    writer's lock (SQLite has no statement timeout). When one fires, the transaction rolls back
+    and a `WarehouseError` names the lock and the setting; the runner puts the file back.
+    """
+    try:
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:  # before BEGIN IMMEDIATE, which is the wait to bound
+                usual_ms = _sqlite_busy_timeout(conn)
+                _sqlite_busy_timeout(conn, lock_timeout_s * 1000 or _SQLITE_FOREVER_MS)
+            try:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        # Before the advisory lock: its wait is bounded too. set_config(..., true)
+                        # is SET LOCAL: the bounds end with the transaction, pooled or not.
+                        conn.execute(
+                            text(
+                                "SELECT set_config('lock_timeout', :lock, true), "
+                                "set_config('statement_timeout', :statement, true)"
+                            ),
+                            {
+                                "lock": f"{lock_timeout_s * 1000}ms",
+                                "statement": f"{statement_timeout_s * 1000}ms",
+                            },
+                        )
+                    _lock(conn, f"offer_source:{offer_source}")
+                    if conn.dialect.name == "postgresql":
+                        # A merge runs thousands of short probes; compiling them (JIT) only
+                        # costs time.
+                        conn.exec_driver_sql("SET LOCAL jit = off")
+                    yield conn
+            finally:
+                if sqlite and not conn.invalidated:  # the pooled connection's usual patience
+                    with suppress(sqlite3.Error):  # never hide the error that ended the file
+                        _sqlite_busy_timeout(conn, usual_ms)
+    except DBAPIError as exc:
+        told = _wait_exceeded(exc, offer_source, lock_timeout_s, statement_timeout_s)
+        if told is None:
+            raise
+        raise WarehouseError(told) from exc
+
+
+def _sqlite_busy_timeout(conn: Connection, ms: int | None = None) -> int:
+    """The busy timeout in ms, set to ``ms`` first if given. On the driver connection itself:
+    a statement through SQLAlchemy would begin the transaction (``BEGIN IMMEDIATE``) before
+    the timeout is in place."""
+    dbapi = conn.connection.dbapi_connection
+    if ms is not None:
+        dbapi.execute(f"PRAGMA busy_timeout = {int(ms)}")
+    return int(dbapi.execute("PRAGMA busy_timeout").fetchone()[0])
+
+
+def _is_sqlite_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked": the busy timeout passed while another connection held
+    the write lock."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+        or "database is locked" in str(exc)
+    )
+
+
+def _sqlite_busy_message(conn: Connection | None) -> str:
+    """What a person reads when SQLite's write lock was not granted: the lock, who may hold
+    it, and the setting with the bound that was in effect."""
+    bound = ""
+    if conn is not None:
+        with suppress(Exception):  # the message must not fail for want of the number
+            bound = f" = {_sqlite_busy_timeout(conn) / 1000:g} s"
+    return (
+        "the warehouse's write lock (SQLite has one writer: another file's merge or another "
+        "session's write transaction holds it) was not granted within "
+        f"settings.lock_timeout_seconds{bound}"
+    )
+
+
+def _wait_exceeded(
+    exc: DBAPIError, offer_source: str, lock_timeout_s: int, statement_timeout_s: int
+) -> str | None:
+    """The plain-words message for a bound of `file_transaction` that fired, else None (the
+    error is something else and goes on as it is)."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if lock_timeout_s and sqlstate == "55P03":  # lock_not_available: lock_timeout fired
+        return (
+            f"the warehouse lock for offer source {offer_source!r} (the merge lock another "
+            "file of it holds, or a table or row lock another session holds) was not granted "
+            f"within settings.lock_timeout_seconds = {lock_timeout_s} s"
+        )
+    if statement_timeout_s and sqlstate == "57014" and "statement timeout" in str(orig):
+        return (
+            f"a statement of the merge of offer source {offer_source!r} ran longer than "
+            f"settings.statement_timeout_seconds = {statement_timeout_s} s"
+        )
+    return None  # SQLite's busy timeout is told by `connect`'s handle_error hook

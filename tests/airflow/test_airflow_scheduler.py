@@ -61,6 +61,9 @@ PROCESS_TIMEOUT = 180  # marker dropped -> rows in the warehouse and the run suc
 STOP_TIMEOUT = 15
 
 CONFIG = f"""
+[settings]
+settle_seconds = 0  # the file is dropped, then the marker: claim it at once
+
 [accounts.newyork]
 timezone = "America/New_York"
 currency = "USD"

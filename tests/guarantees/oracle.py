@@ -20,6 +20,9 @@ from zoneinfo import ZoneInfo
 FUTURE_TOLERANCE = timedelta(seconds=300)
 NEW_YORK = ZoneInfo("America/New_York")
 MAX_PAYOUT_MICROS = 10**18 - 1  # 999999999999.999999: 12 digits and 6 decimals (README "Files")
+# README "Times": instants from 1970-01-01T00:00:00Z up to the last second of 2200, in UTC.
+FIRST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+END_INSTANT = datetime(2201, 1, 1, tzinfo=UTC)  # the first instant out of range
 
 
 # --- the second reader: README "Files", written independently of pipeline/reader.py -------------
@@ -270,7 +273,7 @@ MANGLED = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?[eE][+-]?[0-9]+")  # 6.21E+23
 _PAYOUT = re.compile(r"([+-]?)([0-9]{0,12})(?:\.([0-9]{0,6}))?")
 _TIME = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+    r"(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"  # README: at most 6 digits
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _C1_CONTROL = re.compile(r"[\x80-\x9f]")  # "control characters" too, but the code checks C0 only
@@ -340,37 +343,48 @@ def time_meaning(cell: str, source: Source) -> Meaning | object:
             return bad("invalid_time")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction, offset = match.group(7) or "", match.group(8)
-    try:
-        wall = datetime(year, month, day, hour, minute, second, int(fraction[:6].ljust(6, "0")))
+    try:  # year 0 is ISO 8601's 1 BC, a date Python cannot hold; its calendar is 2000's
+        wall = datetime(year or 2000, month, day, hour, minute, second, int(fraction.ljust(6, "0")))
     except ValueError:
-        return bad("invalid_time")  # Feb 30, 24:00, :60, month 13, year 0
-    if year in (1, 9999):
-        return UNKNOWN  # the edges of what a datetime can hold: README does not say
-    if offset is not None:
-        if offset == "Z":
-            return Meaning(wall.replace(tzinfo=UTC))
+        return bad("invalid_time")  # Feb 30, 24:00, :60, month 13
+    delta = timedelta(0)
+    if offset not in (None, "Z"):
         digits = offset[1:].replace(":", "").ljust(4, "0")
         hours, minutes = int(digits[:2]), int(digits[2:])
         if hours > 23 or minutes > 59:
             return bad("invalid_time")
         delta = timedelta(hours=hours, minutes=minutes) * (-1 if offset[0] == "-" else 1)
-        return Meaning(wall.replace(tzinfo=timezone(delta)).astimezone(UTC))
+    if year == 0:
+        return bad("time_out_of_range")
+    if offset is not None:
+        try:
+            return in_range(wall.replace(tzinfo=timezone(delta)).astimezone(UTC))
+        except OverflowError:  # past year 9999 or before year 1 in UTC
+            return bad("time_out_of_range")
     return wall_time_meaning(wall, source)
+
+
+def in_range(instant: datetime) -> Meaning:
+    """README "Times": a well-formed time outside 1970..2200 (UTC) is time_out_of_range."""
+    if FIRST_INSTANT <= instant < END_INSTANT:
+        return Meaning(instant)
+    return bad("time_out_of_range")
 
 
 def wall_time_meaning(wall: datetime, source: Source) -> Meaning | object:
     """README "Times": a time without an offset, read per `file_times` and the DST policies."""
-    if not datetime(1, 1, 3) <= wall <= datetime(9999, 12, 29):
-        return UNKNOWN
     if source.file_times == "utc":
-        return Meaning(wall.replace(tzinfo=UTC))
+        return in_range(wall.replace(tzinfo=UTC))
+    # README: more than a day outside the range is out of range whatever the zone.
+    if not datetime(1969, 12, 31) <= wall < datetime(2201, 1, 2):
+        return bad("time_out_of_range")
     early, late = wall.replace(tzinfo=NEW_YORK, fold=0), wall.replace(tzinfo=NEW_YORK, fold=1)
     if early.utcoffset() == late.utcoffset():
-        return Meaning(early.astimezone(UTC))
+        return in_range(early.astimezone(UTC))
     if early.astimezone(UTC).astimezone(NEW_YORK).replace(tzinfo=None) == wall:  # an overlap
         if source.ambiguous == "reject":
             return bad("ambiguous_local_time")
-        return Meaning((early if source.ambiguous == "earliest" else late).astimezone(UTC))
+        return in_range((early if source.ambiguous == "earliest" else late).astimezone(UTC))
     if source.nonexistent == "reject":
         return bad("nonexistent_local_time")
     # "the first instant after the gap": where the offset changes, between the two readings.
@@ -381,7 +395,7 @@ def wall_time_meaning(wall: datetime, source: Source) -> Meaning | object:
             before = middle
         else:
             after = middle
-    return Meaning(after.replace(microsecond=0))
+    return in_range(after.replace(microsecond=0))
 
 
 def text_meaning(cell: str, limit: int, code: str, empty: Any) -> Meaning | object:

@@ -168,7 +168,8 @@ def payout_cells(draw) -> str:
 
 @st.composite
 def standard_times(draw, moments: st.SearchStrategy[datetime]) -> str:
-    """README "Times": `YYYY-MM-DD[ T]HH:MM:SS[.f][Z|+HH:MM|+HHMM|+HH]`, any fraction length."""
+    """README "Times": `YYYY-MM-DD[ T]HH:MM:SS[.f][Z|+HH:MM|+HHMM|+HH]`, any fraction length
+    (up to 9 digits: 7 or more are `invalid_time`)."""
     when = draw(moments)
     digits = draw(st.integers(0, 9))
     fraction = (f"{when.microsecond:06d}" + draw(st.text("0123456789", min_size=3, max_size=3)))[
@@ -199,6 +200,8 @@ def time_cells(draw) -> str:
         st.datetimes(datetime(2026, 3, 8, 1, 30), datetime(2026, 3, 8, 3, 30)),  # the gap
         st.datetimes(datetime(2026, 11, 1, 0, 30), datetime(2026, 11, 1, 2, 30)),  # overlap
         st.datetimes(datetime(2026, 6, 30), datetime(2026, 7, 2)),  # around the future limit
+        st.datetimes(datetime(1969, 12, 30), datetime(1970, 1, 2)),  # the range's first instant
+        st.datetimes(datetime(2200, 12, 30), datetime(2201, 1, 2)),  # and its end
         st.datetimes(),
     )
     shaped = draw(standard_times(moments))
@@ -223,6 +226,23 @@ def time_cells(draw) -> str:
                     "0000-01-01 00:00:00",
                     "0001-01-01 00:00:00",
                     "9999-12-31 23:59:59",
+                    "9999-12-31T23:59:59-23:59",  # past year 9999 in UTC
+                    "0001-01-01T00:00:00+23:59",  # before year 1 in UTC
+                    "0000-02-29 00:00:00",  # year 0 (1 BC), a leap year
+                    "0000-00-00 00:00:00",  # a database's zero date
+                    "2263-01-01 00:00:00",  # past pandas' nanosecond range
+                    "1969-12-31T23:59:59.999999Z",  # one microsecond before the range
+                    "1970-01-01T00:00:00Z",
+                    "1969-12-31 19:00:00",  # New York (EST): 1970-01-01T00:00:00Z
+                    "1969-12-31 18:59:59.999999",
+                    "2200-12-31T23:59:59.999999Z",  # in range, but in the future
+                    "2201-01-01T00:00:00Z",
+                    "2026-01-01 10:00:00.1234567",  # a 7th fractional digit
+                    "2026-01-01 10:00:00.1234560",
+                    "29/02/0000 10:00",  # year 0 under time_format = "%d/%m/%Y %H:%M"
+                    "31/12/9999 23:59",
+                    "99991231235959",  # under time_format = "%Y%m%d%H%M%S"
+                    "19691231235959",
                     "01/07/2026 10:00",  # valid under time_format = "%d/%m/%Y %H:%M"
                     "1/7/2026 9:05",
                     "08/03/2026 02:30",  # the gap, day first

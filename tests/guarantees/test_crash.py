@@ -73,7 +73,7 @@ from tests.guarantees.harness import (
 from tests.helpers import SAMPLE_CONFIG, SOAK, soak_or
 
 # Several batches and merge chunks per file, so a kill lands between them as well as inside.
-CONFIG = "[settings]\nbatch_size = 5000\n\n" + SAMPLE_CONFIG
+CONFIG = SAMPLE_CONFIG.replace("[settings]\n", "[settings]\nbatch_size = 5000\n", 1)
 PHASES = (
     "startup",  # before any file was claimed: importing, connecting, upgrading the schema
     "claiming",  # a claim folder without its file yet, or files still waiting beside claims

@@ -344,7 +344,8 @@ def test_every_result_for_the_same_day_name_and_bytes_has_its_own_report(
     )
     # The same bytes quarantined after a config change (the limit is now below the file's size).
     strict = site.root / "strict.toml"
-    strict.write_text("[settings]\nmax_file_bytes = 10\n" + CONFIG, encoding="utf-8")
+    strict_toml = CONFIG.replace("[settings]\n", "[settings]\nmax_file_bytes = 10\n", 1)
+    strict.write_text(strict_toml, encoding="utf-8")
     assert cli.main(["ingest", *site.options(), "--config", str(strict), *at, str(path)]) == 1
     # A forced re-apply the same day (increments p1).
     assert site.main("ingest", *at, "--force", str(path)) == 0

@@ -674,13 +674,21 @@ def test_payouts_over_nine_billion_stay_exact_when_a_key_has_rows_without_payout
     assert payouts == {"c1": 12_345_678_901_123_457, "c2": 999_999_999_999_999_999}
 
 
-def test_times_before_1685_keep_their_microseconds_when_another_row_has_no_time(
+def test_times_keep_their_microseconds_when_another_row_has_no_time(
     engine: Engine,
 ) -> None:
     """The same rounding for times (microseconds since 1970 past 2**53): a row without a time
-    made the year-1000 time lose its last microsecond."""
-    file = b"click_id,payout,conversion_time\nc1,1,1000-01-01 00:00:00.000001Z\nc2,1,\n"
+    made a year-1000 time lose its last microsecond. Such times are now `time_out_of_range`
+    (README "Times"), and in range (|microseconds since 1970| < 2**53) the edges stay exact."""
+    file = (
+        b"click_id,payout,conversion_time\n"
+        b"c1,1,1000-01-01 00:00:00.000001Z\n"  # rejected, not stored
+        b"c2,1,\n"
+        b"c3,1,1970-01-01 00:00:00.000001Z\n"
+        b"c4,1,2026-06-30T23:59:59.999999Z\n"
+    )
     result = regression(file, engine)
+    assert result.reasons == {"time_out_of_range": 1}
     with engine.connect() as conn:
         times = dict(
             conn.execute(
@@ -690,8 +698,9 @@ def test_times_before_1685_keep_their_microseconds_when_another_row_has_no_time(
             ).all()
         )
     assert times == {
-        "c1": datetime(1000, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
         "c2": RECEIVED,
+        "c3": datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        "c4": datetime(2026, 6, 30, 23, 59, 59, 999999, tzinfo=UTC),
     }
 
 

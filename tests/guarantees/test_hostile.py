@@ -83,7 +83,10 @@ class Setup:
         for folder in (self.home, self.outside, self.cwd):
             folder.mkdir(exist_ok=True)
         self.config_path = self.outside / "conversions.toml"
-        self.config_path.write_text(settings + CONFIG_TOML, encoding="utf-8")
+        # hostile.toml has a [settings] table: ``settings`` (one, with its header) replaces its
+        # header, so both tables' keys count.
+        config = CONFIG_TOML.replace("[settings]\n", settings or "[settings]\n", 1)
+        self.config_path.write_text(config, encoding="utf-8")
         self.config = config_module.load(self.config_path)
         self.layout = datadir.Layout(self.home)
 
@@ -881,7 +884,8 @@ def test_a_warehouse_password_never_shows_in_output_logs_files_ledger_or_excepti
 
     def config_with(warehouse_url: str) -> str:
         path = setup.outside / f"c{len(outputs)}.toml"
-        path.write_text(f'[settings]\nwarehouse_url = "{warehouse_url}"\n\n' + CONFIG_TOML)
+        url_line = f'[settings]\nwarehouse_url = "{warehouse_url}"\n'
+        path.write_text(CONFIG_TOML.replace("[settings]\n", url_line, 1))
         return str(path)
 
     # A real process, failing (what it prints on the way out counts too): the URL from the config.

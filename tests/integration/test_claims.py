@@ -120,6 +120,54 @@ def test_scan_of_a_missing_inbox_is_empty(tmp_path):
 # --- claim -----------------------------------------------------------------------------------
 
 
+def age(path: Path, seconds: float) -> None:
+    """Give a file the mtime of a delivery made ``seconds`` ago."""
+    old = datetime.now().timestamp() - seconds
+    os.utime(path, (old, old))
+
+
+def test_scan_with_settle_lists_a_file_only_once_it_stopped_changing(layout):
+    fresh = drop(layout, "maxbounty/fresh.csv")
+    old = drop(layout, "maxbounty/old.csv")
+    age(old, 10)
+    link = layout.inbox / "maxbounty" / "link.csv"
+    link.symlink_to(fresh)  # never opened: quarantined at once, settled or not
+    assert {w.relative for w in claims.scan(layout, SOURCES, settle_seconds=5)} == {
+        "maxbounty/old.csv",
+        "maxbounty/link.csv",
+    }
+    # Without settling (0), and once the fresh file's mtime is 5 s old, it is listed too.
+    assert len(claims.scan(layout, SOURCES, settle_seconds=0)) == 3
+    later = datetime.now().timestamp() + 5.5
+    assert len(claims.scan(layout, SOURCES, settle_seconds=5, now=later)) == 3
+    [seen] = [w for w in claims.scan(layout, SOURCES, 5) if w.relative == "maxbounty/old.csv"]
+    assert seen.seen == (old.stat().st_size, old.stat().st_mtime_ns)
+
+
+def test_a_future_mtime_is_judged_by_the_ctime(layout):
+    path = drop(layout, "maxbounty/a.csv")
+    ahead = datetime.now().timestamp() + 3600  # another host's clock, or a preserved time
+    os.utime(path, (ahead, ahead))  # sets the ctime to now
+    assert claims.scan(layout, SOURCES, settle_seconds=5) == []
+    later = datetime.now().timestamp() + 6
+    assert [w.relative for w in claims.scan(layout, SOURCES, 5, now=later)] == ["maxbounty/a.csv"]
+
+
+def test_claim_leaves_a_file_that_changed_since_the_scan_waiting(layout):
+    path = drop(layout, "maxbounty/a.csv")
+    age(path, 10)
+    [found] = claims.scan(layout, SOURCES, settle_seconds=5)
+    with path.open("ab") as sender:  # still writing in place
+        sender.write(b"abd,2.00\n")
+    age(path, 10)  # even with an old mtime: the size differs from the scan's
+    assert claims.claim(layout, found) is None
+    assert path.read_bytes() == b"click_id,payout\nabc,1.00\nabd,2.00\n"
+    assert list(layout.processing.iterdir()) == []
+    [again] = claims.scan(layout, SOURCES, settle_seconds=5)
+    claimed = claims.claim(layout, again)
+    assert claimed is not None and claimed.path.read_bytes().endswith(b"abd,2.00\n")
+
+
 def test_claim_moves_the_file_and_records_who_and_when(layout):
     now = datetime(2026, 3, 8, 23, 59, 59, 999_999, tzinfo=UTC)
     claimed = claim_file(layout, "maxbounty/status/b.csv", now=now)

@@ -4,6 +4,8 @@ staging, and the ledger's questions."""
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -189,6 +191,94 @@ def test_merges_of_one_offer_source_are_serialised(engine, warehouse_url, same_s
         a.join(30)
         b.join(30)
     assert entered.is_set()
+
+
+def test_a_merge_behind_another_gives_up_after_the_lock_timeout(engine):
+    """PostgreSQL: the advisory merge lock's wait is bounded by lock_timeout; SQLite: the busy
+    timeout `file_transaction` sets (the engine's own is 60 s, so 1 s can only come from it).
+    The offer source is this test's own: an advisory key is one per database, not per schema."""
+    source = f"waits_{uuid.uuid4().hex[:8]}"
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with warehouse.file_transaction(engine, source):
+            holding.set()
+            release.wait(30)
+
+    a = threading.Thread(target=first)
+    a.start()
+    try:
+        assert holding.wait(30)
+        started = time.monotonic()
+        with (
+            pytest.raises(warehouse.WarehouseError) as raised,
+            warehouse.file_transaction(engine, source, lock_timeout_s=1),
+        ):
+            pytest.fail("the second merge got in while the first held the lock")
+        took = time.monotonic() - started
+    finally:
+        release.set()
+        a.join(30)
+    assert 0.9 <= took < 10, took
+    assert "was not granted within settings.lock_timeout_seconds = 1 s" in str(raised.value)
+    with warehouse.file_transaction(engine, source, lock_timeout_s=1):
+        pass  # released: the next merge gets in
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_statement_past_the_statement_timeout_is_cancelled_and_named(engine):
+    source = f"waits_{uuid.uuid4().hex[:8]}"  # its advisory key: no other test run holds it
+    started = time.monotonic()
+    with (
+        pytest.raises(warehouse.WarehouseError) as raised,
+        warehouse.file_transaction(engine, source, statement_timeout_s=1) as conn,
+    ):
+        conn.execute(text("SELECT pg_sleep(30)"))
+    assert time.monotonic() - started < 10
+    assert str(raised.value) == (
+        f"a statement of the merge of offer source {source!r} ran longer than "
+        "settings.statement_timeout_seconds = 1 s"
+    )
+
+
+@pytest.mark.parametrize("lock_s, statement_s", [(1, 2), (0, 0)])
+def test_the_bounds_hold_inside_a_files_transaction_only(
+    engine, warehouse_url, lock_s, statement_s
+):
+    """A pooled connection goes back to other work with its usual bounds: PostgreSQL's come from
+    SET LOCAL (the same backend is checked), SQLite's busy timeout is restored."""
+    if warehouse_url.startswith("sqlite"):
+        probe = "PRAGMA busy_timeout"
+        inside_expected = [str(lock_s * 1000 or 2**31 - 1)]
+    else:
+        probe = (
+            "SELECT current_setting('lock_timeout') || ' ' || current_setting('statement_timeout')"
+        )
+        inside_expected = [" ".join(f"{s}s" if s else "0" for s in (lock_s, statement_s))]
+
+    def settings(conn) -> list[str]:
+        return [str(v) for v in conn.exec_driver_sql(probe).scalars()]
+
+    def backend(conn) -> object:
+        if warehouse_url.startswith("sqlite"):
+            return id(conn.connection.dbapi_connection)
+        return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+    with engine.connect() as conn:
+        before, pid = settings(conn), backend(conn)
+    with warehouse.file_transaction(
+        engine,
+        f"waits_{uuid.uuid4().hex[:8]}",
+        lock_timeout_s=lock_s,
+        statement_timeout_s=statement_s,
+    ) as conn:
+        assert backend(conn) == pid
+        assert settings(conn) == inside_expected
+    with engine.connect() as conn:
+        assert backend(conn) == pid
+        assert settings(conn) == before
+    if warehouse_url.startswith("sqlite"):
+        assert before == ["60000"]  # `connect`'s default: settings.lock_timeout_seconds = 60
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 2, 3, 100])

@@ -432,3 +432,151 @@ def test_round_trip_of_whatever_csv_writer_writes(
     _, batch = read_all(write(tmp_path, out.getvalue()), batch_size=batch_size)
     assert rows(batch) == table
     assert batch.lines.tolist() == list(range(2, len(table) + 2))
+
+
+# --- bounds: max_line_bytes and max_columns (README "Files") ----------------------------------
+
+
+def bounded(path: Path, max_line_bytes: int, max_columns: int = 1000) -> list[list[str]] | str:
+    """The rows of a file read with these limits, or the `code: detail` it is refused with."""
+    try:
+        header = read_header(
+            path, "conversions", max_line_bytes=max_line_bytes, max_columns=max_columns
+        )
+        assert header.max_line_bytes == max_line_bytes
+        return [r for b in read_batches(path, header, 2) for r in rows(b)]
+    except FileRejected as e:
+        return f"{e.code}: {e.detail}"
+
+
+def test_a_record_of_exactly_max_line_bytes_is_read_and_one_byte_more_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Bytes, line end included: `u1,12\n` is 6 bytes, `é` is 2 bytes in UTF-8."""
+    path = write(tmp_path, "click_id,payout\nu1,12\n")  # the header is 16 bytes
+    assert bounded(path, 16) == [["u1", "12"]]
+    assert bounded(path, 15) == (
+        "line_too_long: the header (line 1) is longer than settings.max_line_bytes (15 bytes)"
+    )
+    path = write(tmp_path, "click_id,payout\né,1234567890\n")  # 2 + 1 + 10 + 1 = 14 bytes
+    assert bounded(path, 16) == [["é", "1234567890"]]
+    path = write(tmp_path, "click_id,payout\néé,1234567890\n")  # 16 bytes, 15 characters
+    assert bounded(path, 16) == [["éé", "1234567890"]]
+    path = write(tmp_path, "click_id,payout\néé,12345678901\n")  # 17 bytes, 16 characters
+    assert bounded(path, 16) == (
+        "line_too_long: line 2 is longer than settings.max_line_bytes (16 bytes)"
+    )
+
+
+def test_utf16_lines_are_counted_in_their_own_bytes(tmp_path: Path) -> None:
+    """`click_id,payout\n` is 16 characters, 32 bytes in UTF-16 (the BOM is no line's)."""
+    path = write(tmp_path, codecs.BOM_UTF16_LE + "click_id,payout\nu1,1\n".encode("utf-16-le"))
+    assert bounded(path, 32) == [["u1", "1"]]
+    assert bounded(path, 31).startswith("line_too_long: the header (line 1) is longer")
+
+
+def test_quoted_line_breaks_count_toward_the_record_and_its_line_is_the_spreadsheet_one(
+    tmp_path: Path,
+) -> None:
+    """`sep=` is line 1, the header (16 bytes) line 2, `a;1` line 3, the quoted record of three
+    physical lines (`"x""\n`, 10 `y` and `\n`, `z";2\n`: 5 + 11 + 5 = 21 bytes) line 4, and
+    `c;` with 30 digits (33 bytes) line 5."""
+    data = 'sep=;\nclick_id;payout\na;1\n"x""\n' + "y" * 10 + '\nz";2\nc;' + "9" * 30 + "\n"
+    path = write(tmp_path, data)
+    assert bounded(path, 40) == [["a", "1"], ['x"\n' + "y" * 10 + "\nz", "2"], ["c", "9" * 30]]
+    assert bounded(path, 25) == (  # reading stops after 26 characters: no line end in them
+        "line_too_long: line 5 is longer than settings.max_line_bytes (25 bytes); it has no"
+        " line end within the limit"
+    )
+    assert bounded(path, 20) == (  # 21 > 20, though each of its physical lines is shorter
+        "line_too_long: line 4 is longer than settings.max_line_bytes (20 bytes): a quoted value"
+        " in it holds line breaks past the limit"
+    )
+
+
+def test_a_line_with_no_line_end_past_the_limit_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "click_id,payout\nu1," + "1" * 100)
+    assert bounded(path, 50) == (
+        "line_too_long: line 2 is longer than settings.max_line_bytes (50 bytes); it has no"
+        " line end within the limit"
+    )
+    path = write(tmp_path, "x" * 100)
+    assert bounded(path, 50).startswith("line_too_long: the header (line 1) is longer")
+    path = write(tmp_path, "click_id,payout\nu1,1")  # short and without a line end: fine
+    assert bounded(path, 50) == [["u1", "1"]]
+
+
+def test_an_unbalanced_quote_past_the_limit_is_named_where_it_opened(tmp_path: Path) -> None:
+    opened_at_3 = 'click_id,payout\nu1,1\nu2,"12\n' + "u3,1\n" * 20  # 20 lines after it
+    assert bounded(write(tmp_path, opened_at_3), 50) == (
+        "line_too_long: unbalanced quote: the quoted field opened at line 3 never closes (it"
+        " runs to the end of the file, past settings.max_line_bytes (50 bytes))"
+    )
+    # Within the limit an open quote still runs to the end of the file, as before: one record.
+    assert bounded(write(tmp_path, opened_at_3), 200) == [
+        ["u1", "1"],
+        ["u2", "12\n" + "u3,1\n" * 20],
+    ]
+    # A quote that does close, only past the limit, is a long record, not an unbalanced quote.
+    closes = 'click_id,payout\nu1,"12\n' + "u3,1\n" * 20 + '"\nu4,1\n'
+    assert bounded(write(tmp_path, closes), 50) == (
+        "line_too_long: line 2 is longer than settings.max_line_bytes (50 bytes): a quoted"
+        " value in it holds line breaks past the limit"
+    )
+    # `""` is a quote inside the field, even where it spans lines: still open, then closed.
+    doubled = 'click_id,payout\nu1,"1""\n' + '""\n' * 30 + '"\n'
+    assert bounded(write(tmp_path, doubled), 50).startswith("line_too_long: line 2 is longer")
+    never = 'click_id,payout\nu1,"1""\n' + '""\n' * 30
+    assert bounded(write(tmp_path, never), 50).startswith("line_too_long: unbalanced quote")
+
+
+def test_more_header_cells_than_max_columns_is_refused_before_any_row(tmp_path: Path) -> None:
+    """Line 2 is not even UTF-8: the header decides first."""
+    path = write(tmp_path, b"click_id,payout,a,b\n\xff,1,2,3\n")
+    assert bounded(path, 1000, max_columns=3) == (
+        "too_many_columns: the header (line 1) has 4 columns; the limit (settings.max_columns) is 3"
+    )
+    path = write(tmp_path, b"click_id,payout,a,b\nu1,1,2,3\n")
+    assert bounded(path, 1000, max_columns=4) == [["u1", "1", "2", "3"]]
+
+
+def test_a_wide_batch_is_one_frame_with_only_its_neutralised_column_undone(
+    tmp_path: Path,
+) -> None:
+    width = 3000
+    names = ["click_id", "payout", *(f"c{i}" for i in range(width - 2))]
+    cells = ["u1", "1", *("v" for _ in range(width - 3)), "'=1"]
+    path = write(tmp_path, ",".join(names) + "\n" + ",".join(cells) + "\n'x,2" + ",w" * (width - 2))
+    header = read_header(path, "conversions", max_columns=width)
+    (batch,) = read_batches(path, header, 10)
+    assert list(batch.cells.columns) == names
+    assert all(batch.cells[c].dtype == "str" for c in names)
+    assert rows(batch) == [[*cells[:-1], "=1"], ["'x", "2", *("w" for _ in range(width - 2))]]
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    table=st.lists(st.lists(_cell, min_size=3, max_size=3), min_size=1, max_size=12).filter(
+        lambda t: all("".join(row).strip() for row in t)
+    ),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+    limit=st.integers(12, 60),
+)
+def test_the_first_record_past_the_limit_is_the_one_named(
+    tmp_path: Path, table: list[list[str]], delimiter: str, limit: int
+) -> None:
+    """Whatever the csv writer quotes (delimiters, quotes, line breaks): each record's bytes are
+    what the writer wrote for it, and the first past the limit is named by its line."""
+    written = []
+    for row in [["click_id", "payout", "note"], *table]:
+        out = io.StringIO(newline="")
+        csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(row)
+        written.append(out.getvalue())
+    sizes = [len(r.encode("utf-8", "surrogatepass")) for r in written]
+    got = bounded(write(tmp_path, "".join(written).encode("utf-8", "surrogatepass")), limit)
+    too_long = [line for line, size in enumerate(sizes, start=1) if size > limit]
+    if not too_long:
+        assert got == table
+    else:
+        assert isinstance(got, str) and got.startswith("line_too_long: ")
+        assert f"line {too_long[0]}" in got

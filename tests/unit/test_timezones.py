@@ -137,8 +137,8 @@ TOKYO = "Asia/Tokyo"  # UTC+9: would visibly move any value wrongly read as loca
         ("  2026-07-01 14:00:00\t", NY, "2026-07-01T18:00:00Z"),  # trimmed
         ("2026-07-01 14:00:00.25", NY, "2026-07-01T18:00:00.250000Z"),
         ("2026-07-01 14:00:00.1", NY, "2026-07-01T18:00:00.100000Z"),
-        ("2026-07-01 14:00:00.123456789", NY, "2026-07-01T18:00:00.123456Z"),  # truncated
-        ("2026-07-01 14:00:00.999999999", NY, "2026-07-01T18:00:00.999999Z"),  # not rounded up
+        ("2026-07-01 14:00:00.123456", NY, "2026-07-01T18:00:00.123456Z"),  # 6 digits: exact
+        ("2026-07-01 14:00:00.999999", NY, "2026-07-01T18:00:00.999999Z"),
     ],
 )
 def test_accepted_shapes(value, zone, expected):
@@ -168,10 +168,11 @@ def test_accepted_shapes(value, zone, expected):
         "2026-03-08 14:00:00+02:60",
         "2026-03-08 14:00:00.",
         "2026-03-08 14:00:00.1234567890",
+        "2026-03-08 14:00:00.1234567",  # a 7th digit is refused, never dropped
         "2026-03-08 14:00:00,5",
         "2026-03-08 14:00:00 EST",
-        "0000-01-01 00:00:00",  # outside Python's datetime: refused, not a crash
-        "9999-12-31 23:59:59",
+        "0000-00-00 00:00:00",  # a database's zero date: no month 0, so not a date at all
+        "0100-02-29 00:00:00",  # not a leap year (a date is checked before its range)
         "٢٠٢٦-03-08 14:00:00",  # Arabic-Indic digits
         "1e10",
         "1773000000",
@@ -210,6 +211,121 @@ def test_time_format_with_offset_uses_the_offset():
         ts("2026-04-03T01:00:00Z"),  # standard shape, local Tokyo time (+9)
     ]
     assert result.reason.isna().all()
+
+
+# --- the accepted range and sub-microsecond digits --------------------------------------------
+
+FAR_AHEAD = pd.Timestamp("2250-01-01T00:00:00Z")  # a received time that cannot make anything future
+OUT = "time_out_of_range"
+
+
+@pytest.mark.parametrize(
+    ("value", "zone", "file_times", "expected"),
+    [
+        # The first instant, 1970-01-01T00:00:00Z, however it is written.
+        ("1970-01-01T00:00:00Z", TOKYO, "account", "1970-01-01T00:00:00Z"),
+        ("1970-01-01 00:00:00", NY, "utc", "1970-01-01T00:00:00Z"),
+        ("1969-12-31 19:00:00", NY, "account", "1970-01-01T00:00:00Z"),  # EST, UTC-5
+        ("1970-01-01 09:00:00", TOKYO, "account", "1970-01-01T00:00:00Z"),  # JST, UTC+9
+        ("1969-12-31T22:00:00-02:00", TOKYO, "account", "1970-01-01T00:00:00Z"),
+        # One microsecond before it: out of range, judged on the UTC instant.
+        ("1969-12-31T23:59:59.999999Z", TOKYO, "account", OUT),
+        ("1969-12-31 23:59:59.999999", NY, "utc", OUT),
+        ("1969-12-31 18:59:59.999999", NY, "account", OUT),  # 23:59:59.999999Z
+        ("1970-01-01 08:59:59.999999", TOKYO, "account", OUT),  # 23:59:59.999999Z
+        ("1970-01-01T00:59:59.999999+01:00", NY, "account", OUT),
+        # The last accepted second, 2200-12-31T23:59:59Z, to its last microsecond.
+        ("2200-12-31T23:59:59Z", TOKYO, "account", "2200-12-31T23:59:59Z"),
+        ("2200-12-31T23:59:59.999999Z", TOKYO, "account", "2200-12-31T23:59:59.999999Z"),
+        ("2200-12-31 18:59:59.999999", NY, "account", "2200-12-31T23:59:59.999999Z"),  # EST
+        ("2201-01-01 08:59:59.999999", TOKYO, "account", "2200-12-31T23:59:59.999999Z"),
+        # From 2201-01-01T00:00:00Z on: out of range.
+        ("2201-01-01T00:00:00Z", TOKYO, "account", OUT),
+        ("2200-12-31 19:00:00", NY, "account", OUT),  # 2201-01-01T00:00:00Z
+        ("2201-01-01 09:00:00", TOKYO, "account", OUT),
+        ("2200-12-31T23:59:59-00:01", TOKYO, "account", OUT),  # 2201-01-01T00:00:59Z
+        # Placeholders and years pandas cannot localise: never an exception, never invalid_time.
+        ("9999-12-31 23:59:59", NY, "account", OUT),
+        ("9999-12-31 23:59:59", NY, "utc", OUT),
+        ("9999-12-31T23:59:59-23:59", NY, "account", OUT),  # past year 9999 in UTC
+        ("0001-01-01 00:00:00", NY, "account", OUT),
+        ("0001-01-01T00:00:00+23:59", NY, "account", OUT),  # before year 1 in UTC
+        ("0000-01-01 00:00:00", NY, "account", OUT),  # ISO 8601's year 0 (1 BC) is a date
+        ("0000-02-29 00:00:00", NY, "utc", OUT),  # and a leap year, proleptically
+        ("2263-01-01 00:00:00", NY, "account", OUT),  # past pandas' nanosecond range
+        ("1600-06-15 12:00:00", NY, "account", OUT),
+        ("2300-03-11 02:30:00", NY, "account", OUT),  # would be New York's DST gap: still OUT
+        ("2300-11-04 01:30:00", NY, "account", OUT),  # would be the overlap
+    ],
+)
+def test_range_is_1970_to_the_end_of_2200_in_utc(value, zone, file_times, expected):
+    utc, reason = one(value, zone=zone, file_times=file_times, not_after=FAR_AHEAD)
+    if expected == OUT:
+        assert (utc is pd.NaT, reason) == (True, OUT)
+    else:
+        assert (utc, reason) == (ts(expected), None)
+
+
+def test_out_of_range_is_not_in_the_future():
+    """Received + tolerance up to 2200 is time_in_future; past 2200, out of range."""
+    limit = pd.Timestamp("2026-07-01T18:05:00Z")
+    values = pd.Series(
+        [
+            "2026-07-01T18:05:00Z",  # at the limit: fine
+            "2100-01-01 00:00:00",  # in range, after the limit
+            "2200-12-31T23:59:59.999999Z",  # the last instant in range
+            "2201-01-01T00:00:00Z",  # the first out of range
+            "9999-12-31 23:59:59",
+            "1969-12-31T23:59:59Z",  # before the limit, but before 1970
+        ]
+    )
+    result = to_utc(values, zone=NY, not_after=limit)
+    assert result.reason.tolist() == [pd.NA] + ["time_in_future"] * 2 + [OUT] * 3
+    assert result.utc.isna().tolist() == [False] + [True] * 5
+
+
+def test_range_applies_to_time_format_times_too():
+    days = pd.Series(["31/12/9999 23:59", "01/01/0001 00:00", "31/12/1969 19:00", "x"])
+    result = to_utc(days, zone=NY, time_format="%d/%m/%Y %H:%M", not_after=FAR_AHEAD)
+    assert result.reason.tolist() == [OUT, OUT, pd.NA, "invalid_time"]
+    assert result.utc.iloc[2] == ts("1970-01-01T00:00:00Z")  # EST, UTC-5
+    zoned = pd.Series(["31/12/9999 23:00 +0500", "31/12/1969 23:00 -0200"])
+    result = to_utc(zoned, zone=TOKYO, time_format="%d/%m/%Y %H:%M %z")
+    assert result.reason.tolist() == [OUT, pd.NA]
+    assert result.utc.iloc[1] == ts("1970-01-01T01:00:00Z")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-01-01 10:00:00.1234567",
+        "2026-01-01 10:00:00.1234560",  # even a zero 7th digit, as for a payout's 7th decimal
+        "2026-01-01 10:00:00.0000001",
+        "2026-01-01 10:00:00.123456789",
+        "2026-01-01T10:00:00.9999999Z",  # would round into the next second
+        "2026-01-01T10:00:00.1234567+02:00",
+        "9999-12-31 23:59:59.1234567",  # malformed first: invalid_time, not out of range
+    ],
+)
+def test_more_than_six_fractional_digits_are_invalid(value):
+    assert one(value, file_times="utc", not_after=FAR_AHEAD) == (pd.NaT, "invalid_time")
+
+
+def test_time_format_fraction_below_the_microsecond_is_invalid_not_cut():
+    """pandas' `%f` reads nanoseconds; a non-zero part below the microsecond cannot be stored."""
+    values = pd.Series(["01/01/2026 10:00:00.1234567", "01/01/2026 10:00:00.123456"])
+    result = to_utc(values, zone="UTC", time_format="%d/%m/%Y %H:%M:%S.%f")
+    assert result.reason.tolist() == ["invalid_time", pd.NA]
+    assert result.utc.iloc[1] == ts("2026-01-01T10:00:00.123456Z")
+
+
+def test_range_check_is_vectorised_over_a_large_column():
+    """A whole column of placeholders and edge instants in one call (no per-row fallback)."""
+    values = pd.Series(
+        ["9999-12-31 23:59:59", "1970-01-01T00:00:00Z", "0001-01-01 00:00:00"] * 50_000
+    )
+    result = to_utc(values, zone=NY, not_after=FAR_AHEAD)
+    assert result.reason.value_counts(dropna=False).to_dict() == {OUT: 100_000, pd.NA: 50_000}
 
 
 # --- the future, empties, the contract of the result -------------------------------------------
