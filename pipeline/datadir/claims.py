@@ -213,7 +213,7 @@ def claim(
         received_at=received_at,
     )
     try:
-        _write_claim(claimed, claimed_at=received_at, hand_off=hand_off)
+        _write_claim(claimed, received_at, hand_off, file_at=waiting.path)
         os.rename(waiting.path, claimed.path)
     except FileNotFoundError:  # the file is gone: another worker claimed it
         remove_claim_folder(folder)
@@ -241,11 +241,12 @@ def release(layout: Layout, claimed: Claimed, keep_received: bool = True) -> Pat
     target = _inbox_path(layout, claimed.relative)
     target.parent.mkdir(parents=True, exist_ok=True)
     if keep_received:
-        _remember_received(claimed, target)
+        _remember_received(claimed, target, spare=claimed.path.parent / CLAIM_FILE)
     if not _move_no_clobber(claimed.path, target):
+        first = target
         target = target.with_name(f"{target.stem}.returned-{claimed.claim_id[:8]}{target.suffix}")
         if keep_received:
-            _remember_received(claimed, target)
+            _remember_received(claimed, target, spare=_returned_record(first))
         if not _move_no_clobber(claimed.path, target):
             raise FileExistsError(errno.EEXIST, "cannot release, name taken", str(target))
     remove_claim_folder(claimed.path.parent)
@@ -298,7 +299,7 @@ def adopt(layout: Layout, claimed: Claimed, hand_off: timedelta | None = None) -
         path=layout.processing / new_id / claimed.path.name,
         adopted_from=(*claimed.adopted_from, claimed.claim_id),
     )
-    _write_claim(adopted, claimed_at=utc_seconds(None), hand_off=hand_off)
+    _write_claim(adopted, utc_seconds(None), hand_off, file_at=adopted.path)
     return adopted
 
 
@@ -413,23 +414,32 @@ def _drop_orphan_record(entry: os.DirEntry, names: Collection[str]) -> None:
         pass
 
 
-def _remember_received(claimed: Claimed, target: Path) -> None:
-    """Best effort: without the record the file is simply received again when next claimed."""
+def _remember_received(claimed: Claimed, target: Path, spare: Path) -> None:
+    """Record the received time of a file going back to ``target`` in the inbox.
+
+    When no new file can be written (a full disk: the very failure that sends many files back)
+    ``spare``, a record already on disk holding this claim's received time and the file's
+    identity (its claim.json), is renamed into place instead: a rename needs no free space.
+    Best effort beyond that: without a record the file is simply received again.
+    """
+    record = _returned_record(target)
     try:
-        record = {
-            "received_at": claimed.received_at.isoformat(),
-            "file": _identity(claimed.path.lstat()),
-        }
-        write_json(_returned_record(target), record)
-    except OSError:  # e.g. the name is too long for a leading dot and a suffix
+        identity = _identity(claimed.path.lstat())
+        write_json(record, {"received_at": claimed.received_at.isoformat(), "file": identity})
+        return
+    except OSError:  # a full disk, or a name too long for a leading dot and a suffix
         pass
+    with contextlib.suppress(OSError):
+        os.replace(spare, record)
 
 
 def _returned_received_at(path: Path) -> datetime | None:
     """The received time ``release`` recorded for exactly this file (same inode, size, mtime)."""
     record = read_json(_returned_record(path))
     try:
-        if record is None or record.get("file") != _identity(path.lstat()):
+        # A record `release` wrote says "file"; a claim.json renamed into place says "identity".
+        recorded = record.get("identity", record.get("file")) if record else None
+        if recorded != _identity(path.lstat()):
             return None
         received = datetime.fromisoformat(record["received_at"])
     except (OSError, KeyError, TypeError, ValueError):
@@ -445,8 +455,16 @@ def _claim_folders(layout: Layout) -> list[Path]:
         return []
 
 
-def _write_claim(claimed: Claimed, claimed_at: datetime, hand_off: timedelta | None = None) -> None:
+def _write_claim(
+    claimed: Claimed, claimed_at: datetime, hand_off: timedelta | None, file_at: Path
+) -> None:
+    """Record the claim; ``file_at`` is where the file is now (its identity is kept too, so
+    that ``release`` can turn this record into the returned file's without writing a byte)."""
     until = None if hand_off is None else (claimed_at + hand_off).isoformat()
+    try:
+        identity = _identity(file_at.lstat())
+    except OSError:  # gone: a claim whose file already moved on
+        identity = None
     write_json(
         claimed.path.parent / CLAIM_FILE,
         {
@@ -461,6 +479,7 @@ def _write_claim(claimed: Claimed, claimed_at: datetime, hand_off: timedelta | N
             "file": claimed.path.name,
             "adopted_from": list(claimed.adopted_from),
             "handed_off_until": until,  # not recovered before then, though its claimer exited
+            "identity": identity,  # the file's, as `_identity` gives it
         },
     )
 

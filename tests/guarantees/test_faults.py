@@ -683,6 +683,79 @@ def test_a_full_disk_while_writing_the_report_applies_nothing(site, engine, caps
     assert_applied_once(site, engine, capsys, content)
 
 
+def fill(folder: Path) -> Path:
+    """Write zeros into ``folder`` until its file system is full; returns the filler."""
+    filler = folder / "filler.bin"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_a_full_disk_keeps_the_received_time(tmp_path, monkeypatch):
+    """The data directory and its SQLite warehouse on one small tmpfs (where this test may mount
+    one) that fills up while a file is processed: the file goes back to the inbox, and although
+    no new byte can be written its received-time record is there (claim.json renamed into
+    place), so the rerun stores its empty time as the first claim's received time. Where no
+    tmpfs can be mounted, writing the record fails with ENOSPC instead."""
+    home = tmp_path / "home"
+    with small_disk(home, "2m") as real:
+        engine = warehouse.connect(f"sqlite:///{home / 'warehouse.db'}")
+        ctx = Context(
+            config_module.parse(
+                {
+                    "settings": {"settle_seconds": 0},
+                    "accounts": {"a": {"timezone": "UTC"}},
+                    "offer_sources": {"net": {"account": "a"}},
+                }
+            ),
+            engine,
+            LocalDataDir(home),
+        )
+        ctx.datadir.ensure(["net"])
+        write_csv(home / "inbox/net/a.csv", "click_id,payout,conversion_time\nd1,1.00,\n")
+        received = []
+        real_ingest = runner.ingest_file
+        fillers = []
+
+        def ingest_on_a_full_disk(ctx, upload):
+            received.append(upload.received_at)
+            if real:
+                fillers.append(fill(home))
+            else:
+                real_write_json = claims.write_json
+
+                def no_space(path, data):
+                    if path.name.endswith(".received.json"):
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    return real_write_json(path, data)
+
+                monkeypatch.setattr(claims, "write_json", no_space)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_ingest(ctx, upload)
+
+        monkeypatch.setattr(runner, "ingest_file", ingest_on_a_full_disk)
+        [first] = runner.run_inbox(ctx)
+        assert first.state == "failed", first
+        assert (home / "inbox/net/a.csv").exists()
+        assert list((home / "processing").iterdir()) == []
+        monkeypatch.undo()
+        for filler in fillers:
+            filler.unlink()
+        time.sleep(1.1)  # received times are whole seconds: a new one would differ
+        [again] = runner.run_inbox(ctx)
+        assert again.state == "applied", again
+        assert again.received_at == received[0].isoformat()
+        # The empty conversion time is the first claim's received time, written as UTC.
+        stored = export.frame(engine, ctx.config)["converted_at"].tolist()
+        assert stored == [received[0].strftime("%Y-%m-%dT%H:%M:%SZ")]
+        engine.dispose()
+
+
 def test_a_summary_that_cannot_be_written_removes_the_committed_report(site, engine, capsys):
     """The report is committed, then the summary fails (a folder holds its name: a real EISDIR),
     all before the transaction commits: the report goes, nothing is applied."""

@@ -183,6 +183,7 @@ def test_claim_moves_the_file_and_records_who_and_when(layout):
     assert claimed.received_at == datetime(2026, 3, 8, 23, 59, 59, tzinfo=UTC)
     assert len(claimed.claim_id) == 32
     record = read_json(claimed.path.parent / "claim.json")
+    st = os.lstat(claimed.path)
     assert record == {
         "claim_id": claimed.claim_id,
         "relative": "maxbounty/status/b.csv",
@@ -195,6 +196,8 @@ def test_claim_moves_the_file_and_records_who_and_when(layout):
         "file": "b.csv",
         "adopted_from": [],
         "handed_off_until": None,
+        # The file's device, inode, size and mtime: kept by the rename into the claim folder.
+        "identity": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns],
     }
     assert sorted(p.name for p in claimed.path.parent.iterdir()) == ["b.csv", "claim.json"]
 
