@@ -129,11 +129,6 @@ def report_tag(state: str, result_id: int | str, names_taken: bool = False) -> s
     return f"{tags[state]}-{result_id}"
 
 
-def has_rejection_report(state: str) -> bool:
-    """Whether a result in this state publishes a rejection report (its summary always)."""
-    return state in (APPLIED, DRY_RUN)
-
-
 def disposition(state: str, dry_run: bool = False) -> str:
     """Where the claimed file goes once its result is known.
 
