@@ -24,6 +24,7 @@ from pipeline.core.vocabulary import FAILED, KINDS, MODES
 from pipeline.datadir.claims import FileChanged
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
+from pipeline.shutdown import Interrupted
 
 EXIT_OK, EXIT_FILES, EXIT_USAGE = 0, 1, 2
 
@@ -128,7 +129,7 @@ def _ingest(args, console: Console) -> int:
             raise ConfigError("--received-at", "", f"needs an offset or Z, {example}")
     ctx = _context(args, args.offer_source)
     results: list[FileResult] = []
-    with console.progress(len(args.files)) as advance:
+    with ctx.stop.handling(console.info), console.progress(len(args.files)) as advance:
         for name in args.files:
             path = Path(name)
             if not path.is_file():
@@ -149,23 +150,27 @@ def _ingest(args, console: Console) -> int:
                 force=args.force,
             )
             try:
-                results.append(ingest_file(ctx, upload))
-            except FileChanged as exc:  # a sender still writing it: nothing was applied
-                console.error(str(exc))
+                with ctx.stop.interruptible():
+                    results.append(ingest_file(ctx, upload))
+            except (FileChanged, Interrupted) as exc:  # nothing of it was applied
+                console.error(f"{name}: {exc}" if isinstance(exc, Interrupted) else str(exc))
                 results.append(
                     FileResult(path.name, args.offer_source, args.kind, FAILED, detail=str(exc))
                 )
             advance(results[-1])
     console.summary(results)
-    return runner.exit_code(results)
+    return runner.exit_code(results, ctx)
 
 
 def _inbox(args, console: Console) -> int:
     ctx = _context(args)
-    with console.progress(None) as advance:
+    with ctx.stop.handling(console.info), console.progress(None) as advance:
         results = runner.run_inbox(ctx, mode_override=args.mode, on_file=advance)
     console.summary(results)
-    return runner.exit_code(results)
+    if ctx.stop.requested:
+        back = sum(1 for r in results if r.state == FAILED)
+        console.info(f"stopped by {ctx.stop.name}: {back} file(s) put back in the inbox")
+    return runner.exit_code(results, ctx)
 
 
 def _export(args, console: Console) -> int:

@@ -184,6 +184,7 @@ class _Reader:
             "settle_seconds",
             "lock_timeout_seconds",
             "statement_timeout_seconds",
+            "shutdown_grace_seconds",
         ):
             if getattr(out, key) < 0:
                 raise self.fail(f"settings.{key}", "must not be negative")

@@ -6,8 +6,10 @@ ingest, which take it whole rather than a dozen loose arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from pipeline.shutdown import Stop
 
 if TYPE_CHECKING:  # types only: importing them here would drag in SQLAlchemy for DAG parsing
     from sqlalchemy import Engine
@@ -23,3 +25,6 @@ class Context:
     config: Config
     engine: Engine
     datadir: DataDir
+    # Set by SIGTERM/SIGINT while a CLI command or an Airflow task handles them; never set
+    # where nobody installed the handlers.
+    stop: Stop = field(default_factory=Stop)

@@ -175,6 +175,7 @@ def ingest_file(ctx: Context, upload: Upload) -> FileResult:
         ) as conn:
             _apply_or_skip(conn, ctx, upload, header, result, published, ledger, received)
             published.summary(result, started)
+            ctx.stop.committing()  # a stop signal no longer rolls it back: the commit is next
     except _DryRun:
         result.state = DRY_RUN
     except FileRejected as rejected:
@@ -270,6 +271,7 @@ def _record_unapplied(
     of their own (a dry run or a quarantine of bytes applied the same day under the same name
     must not write over the applied file's), and the ledger row commits only once they are
     written."""
+    ctx.stop.committing()  # short, and what it records must match the reports
     try:
         with ctx.engine.begin() as conn:
             detail = f"{result.reason_code}: {result.detail}" if result.reason_code else None

@@ -50,6 +50,11 @@ from pipeline.core.vocabulary import (
     REQUIRED_COLUMNS,
 )
 
+# One batch's bounds besides `settings.batch_size` records: cells (each a Python string while
+# parsed: a 1,000-column file gets batches of 500 records) and text.
+BATCH_CELLS = 500_000
+BATCH_BYTES = 64 * 1024 * 1024
+
 _ALIAS_SPELLINGS = {
     "click_id": ("clickid", "click_id", "click id", "subid", "sub_id"),
     "payout": ("revenue", "sum", "amount"),
@@ -256,13 +261,18 @@ def read_batches(path: str | os.PathLike[str], header: Header, batch_size: int) 
             for _ in itertools.islice(reader, header.header_line):  # sep line and header
                 pass
             first_line = line = header.header_line + 1
+            # Memory holds one batch: at most `batch_size` records, BATCH_CELLS cells and
+            # BATCH_BYTES of text (or one record, if the line limit is larger), whatever the
+            # file's width and line lengths.
+            count = max(1, min(batch_size, BATCH_CELLS // max(1, len(header.names))))
+            budget = max(BATCH_BYTES, header.max_line_bytes)
             while True:
                 with _gc_paused():
-                    rows = list(itertools.islice(reader, batch_size))
+                    rows, at_end = _take(reader, lines, count, budget)
                     batch = _make_batch(rows, line, header) if rows or line == first_line else None
                 if batch is not None:
                     yield batch
-                if len(rows) < batch_size:
+                if at_end:
                     return
                 line += len(rows)
         except UnicodeDecodeError as e:
@@ -270,6 +280,30 @@ def read_batches(path: str | os.PathLike[str], header: Header, batch_size: int) 
             raise FileRejected("unreadable_file", detail) from e
         except csv.Error as e:
             raise FileRejected("unreadable_file", f"near line {reader.line_num}: {e}") from e
+
+
+def _take(
+    reader: Iterator[list[str]], lines: _BoundedLines, count: int, budget: int
+) -> tuple[list[list[str]], bool]:
+    """Up to ``count`` records, fewer once they hold ``budget`` bytes; and whether the file ended.
+
+    Records are taken in steps that cannot pass the budget even if every line is as long as the
+    limit allows, so the check costs a C-level `islice` per step, not a Python test per record.
+    """
+    rows: list[list[str]] = []
+    start = lines.consumed
+    while len(rows) < count:
+        room = budget - (lines.consumed - start)
+        step = min(count - len(rows), room // lines.limit)
+        if step < 1:  # the next record might not fit (a batch holds at least one)
+            if rows:
+                return rows, False
+            step = 1
+        got = list(itertools.islice(reader, step))
+        rows += got
+        if len(got) < step:
+            return rows, True
+    return rows, False
 
 
 def _make_batch(rows: list[list[str]], first_line: int, header: Header) -> Batch:
@@ -339,6 +373,7 @@ class _BoundedLines:
         self.codec = "utf-16-le" if encoding.startswith("utf-16") else "utf-8"
         self.errors = "surrogatepass" if self.codec != "utf-8" else "surrogateescape"
         self.line = 1  # the spreadsheet line (record) the next line belongs to or starts
+        self.consumed = 0  # bytes of the lines read so far
         csv.field_size_limit(max(csv.field_size_limit(), limit + 1))  # only ever raised
 
     def __iter__(self) -> Iterator[str]:
@@ -350,6 +385,7 @@ class _BoundedLines:
             record_bytes = record_bytes + size if in_quote else size
             if record_bytes > limit:
                 raise FileRejected("line_too_long", self._too_long(line, in_quote))
+            self.consumed += size
             yield line
             # Judged after the yield: the header's delimiter is known only once it is sniffed.
             # A line that starts a record can leave it open only with an odd number of quotes

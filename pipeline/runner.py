@@ -29,6 +29,7 @@ from pipeline.datadir.layout import own_paths, report_paths, sha256_file
 from pipeline.ingest import Upload, ingest_file
 from pipeline.reports import write_summary
 from pipeline.results import FileResult
+from pipeline.shutdown import Interrupted
 
 # Failures that will pass: the file goes back to the inbox (or the Airflow task retries).
 TRANSIENT = (DBAPIError, warehouse.WarehouseError, OSError)
@@ -46,6 +47,8 @@ def claim_waiting(ctx: Context, hand_off: timedelta | None = None) -> list[Claim
     claimed = list(ctx.datadir.recover(hand_off=hand_off))
     settle = ctx.config.settings.settle_seconds
     for waiting in ctx.datadir.scan(ctx.config.offer_sources, settle_seconds=settle):
+        if ctx.stop.requested:  # stopping: what is claimed goes back, the rest waits
+            break
         got = ctx.datadir.claim(waiting, hand_off=hand_off)
         if got is not None:
             claimed.append(got)
@@ -87,21 +90,20 @@ def process_claimed(
         )
     if done is not None:  # recorded before a crash interrupted the filing away
         return _file_recorded(ctx, claimed, done)
+    upload = Upload(
+        claimed.path,
+        str(claimed.offer_source),
+        claimed.kind,
+        received_at=claimed.received_at,
+        name=claimed.name,
+        mode_override=mode_override,
+        dry_run=dry_run,
+        claim_id=claimed.claim_id,
+    )
     try:
-        result = ingest_file(
-            ctx,
-            Upload(
-                claimed.path,
-                str(claimed.offer_source),
-                claimed.kind,
-                received_at=claimed.received_at,
-                name=claimed.name,
-                mode_override=mode_override,
-                dry_run=dry_run,
-                claim_id=claimed.claim_id,
-            ),
-        )
-    except FileChanged as exc:  # a dry run's claim was only a look: nothing to keep
+        with ctx.stop.interruptible():  # raises at once when the run is stopping
+            result = ingest_file(ctx, upload)
+    except (FileChanged, Interrupted) as exc:  # a dry run's claim was only a look
         return _release(ctx, claimed, exc, keep_received=not dry_run)
     except TRANSIENT as exc:
         if not release_on_failure:
@@ -207,9 +209,15 @@ def run_inbox(
     dry_run: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
 ) -> list[FileResult]:
-    """One pass over the inbox, exactly as the scheduled DAG makes it."""
+    """One pass over the inbox, exactly as the scheduled DAG makes it.
+
+    A stop signal (``ctx.stop``, see `pipeline.shutdown`) ends the pass early: the file in
+    progress finishes or is rolled back and put back, and so is every claim not yet started.
+    """
     results = []
     for claimed in claim_waiting(ctx):
+        # After a stop signal each remaining claim is put back (or, if a dead run recorded
+        # it, filed away) by process_claimed without being started.
         result = process_claimed(ctx, claimed, mode_override=mode_override, dry_run=dry_run)
         results.append(result)
         if on_file:
@@ -217,6 +225,9 @@ def run_inbox(
     return results
 
 
-def exit_code(results: Iterable[FileResult]) -> int:
-    """0 when every file was processed (rows may be rejected), 1 if any was quarantined/failed."""
+def exit_code(results: Iterable[FileResult], ctx: Context | None = None) -> int:
+    """0 when every file was processed (rows may be rejected), 1 if any was quarantined/failed;
+    after a stop signal, 128 + its number (what a shell reports for a signalled process)."""
+    if ctx is not None and ctx.stop.requested:
+        return ctx.stop.exit_code
     return file_outcome.exit_code([r.state for r in results])

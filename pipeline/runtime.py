@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 
 from pipeline.context import Context
 from pipeline.datadir import LocalDataDir
+from pipeline.shutdown import Stop
 
 if TYPE_CHECKING:
     from pipeline.core.model import Config
@@ -70,6 +71,7 @@ def open_context(config: Config, home: Path, url: str) -> Context:
         config,
         warehouse.connect(url, lock_timeout_s=config.settings.lock_timeout_seconds),
         LocalDataDir(home),
+        Stop(config.settings.shutdown_grace_seconds),
     )
 
 

@@ -27,9 +27,10 @@ from pipeline.console import SHORT, printable, render
 from pipeline.context import Context
 from pipeline.core import file_outcome
 from pipeline.core.reasons import CATALOGUE
-from pipeline.core.vocabulary import TAKEN_OVER
+from pipeline.core.vocabulary import FAILED, TAKEN_OVER
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
+from pipeline.shutdown import Interrupted, Stopped
 
 HAND_OFF = timedelta(hours=1)
 TOP_REASONS = 3
@@ -49,7 +50,15 @@ def claim(ctx: Context) -> dict[str, list[Ticket]]:
     in any order; the warehouse lock makes each offer source's files apply one at a time).
     """
     tickets: dict[str, list[Ticket]] = {"conversions": [], "status": []}
-    for claimed in runner.claim_waiting(ctx, hand_off=HAND_OFF):
+    claimed_files = runner.claim_waiting(ctx, hand_off=HAND_OFF)
+    if ctx.stop.requested:  # nobody will process these: back to the inbox (none is started)
+        for claimed in claimed_files:
+            runner.process_claimed(ctx, claimed)
+        raise Stopped(
+            f"stopped by {ctx.stop.name} while claiming; {len(claimed_files)} claimed file(s) "
+            "put back in the inbox with their received times"
+        )
+    for claimed in claimed_files:
         kind = "status" if claimed.offer_source and claimed.kind == "status" else "conversions"
         tickets[kind].append(
             {
@@ -64,7 +73,9 @@ def claim(ctx: Context) -> dict[str, list[Ticket]]:
 
 
 def process(ctx: Context, ticket: Mapping[str, Any]) -> FileResultDict:
-    """Process one claimed file. Raises on a failure that will pass (the task retries)."""
+    """Process one claimed file. Raises on a failure that will pass (the task retries), and
+    `Stopped` when a stop signal rolled it back and put it back in the inbox (a file that
+    finished within the grace is a success: it is recorded and filed away)."""
     claimed = ctx.datadir.take_over(ticket["claim_id"])
     if claimed is None:  # another run recovered it meanwhile and processed it: not ours now
         return {
@@ -76,6 +87,8 @@ def process(ctx: Context, ticket: Mapping[str, Any]) -> FileResultDict:
             "detail": file_outcome.TAKEN_OVER_DETAIL,
         }
     result = runner.process_claimed(ctx, claimed, release_on_failure=False)
+    if ctx.stop.requested and result.state == FAILED:  # rolled back and put back in the inbox
+        raise Stopped(f"{ticket['file']}: {result.detail}")
     return result.to_dict() | {"file": ticket["file"]}
 
 
@@ -133,7 +146,11 @@ def replay(
         force=force,
         reports_dir=ctx.datadir.reports / "replays" / _safe_run_id(run_id),
     )
-    result = ingest_file(ctx, upload)
+    try:
+        with ctx.stop.interruptible():
+            result = ingest_file(ctx, upload)
+    except Interrupted as exc:  # rolled back; the original stays in the archive
+        raise Stopped(f"{ticket['file']}: {exc}; replay it again") from None
     return result.to_dict() | {"file": ticket["file"]}
 
 

@@ -96,7 +96,8 @@ def _context() -> Iterator[Context]:
         ctx.datadir.location,
     )
     try:
-        yield ctx
+        with ctx.stop.handling(log.warning):  # SIGTERM: see pipeline.shutdown
+            yield ctx
     finally:
         ctx.engine.dispose()
 

@@ -19,6 +19,8 @@ DEFAULT_MAX_LINE_BYTES = 4 * 1024**2
 DEFAULT_MAX_COLUMNS = 1_000
 DEFAULT_LOCK_TIMEOUT_SECONDS = 60
 DEFAULT_STATEMENT_TIMEOUT_SECONDS = 3_600
+# Under the 5 s Airflow gives a task between SIGTERM and SIGKILL.
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 3
 
 
 class ConfigError(ValueError):
@@ -83,6 +85,9 @@ class Settings:
     # back to the inbox. 0 waits without a bound.
     lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
     statement_timeout_seconds: int = DEFAULT_STATEMENT_TIMEOUT_SECONDS
+    # After SIGTERM or SIGINT, how long the file in progress may take to finish before it is
+    # rolled back and put back in the inbox (see `pipeline.shutdown`); 0 rolls it back at once.
+    shutdown_grace_seconds: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
     warehouse_url: str | None = None
 
 

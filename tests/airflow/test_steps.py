@@ -6,6 +6,8 @@ examples, including the hand-off between a claiming process and the processing o
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -18,6 +20,7 @@ from pipeline.airflow import steps
 from pipeline.context import Context
 from pipeline.core.model import ConfigError
 from pipeline.datadir import claims
+from pipeline.shutdown import Stop, Stopped
 from tests.helpers import REPO, make_config, write_csv
 
 
@@ -156,6 +159,69 @@ def test_a_transient_failure_keeps_the_claim_for_the_tasks_retry(ctx, tmp_path):
     retry = steps.process(ctx, ticket)  # the retry knows only the original ticket
     assert retry["state"] == "applied"
     assert list(ctx.datadir.layout.processing.iterdir()) == []
+
+
+# --- stop signals (pipeline.shutdown) -----------------------------------------------------------
+
+
+def _signal_at(monkeypatch, module, name: str, nth: int) -> None:
+    """Send this process a real SIGTERM when ``module.name`` is called for the ``nth`` time: a
+    way to land the signal at a known point of a task (the signal and its handling are real)."""
+    real, calls = getattr(module, name), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == nth:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def test_sigterm_in_a_task_rolls_its_file_back_into_the_inbox_with_its_received_time(
+    tmp_path, engine, monkeypatch
+):
+    config = make_config(
+        settings={"batch_size": 100, "shutdown_grace_seconds": 0, "settle_seconds": 0}
+    )
+    home = datadir.LocalDataDir(tmp_path / "home")
+    ctx = Context(config, engine, home, Stop(config.settings.shutdown_grace_seconds))
+    rows = "".join(f"m{i},{i}.00,2026-07-01 10:00:00\n" for i in range(1000))
+    write_csv(home.layout.inbox / "maxbounty/a.csv", "click_id,payout,conversion_time\n" + rows)
+    [ticket] = steps.claim(ctx)["conversions"]
+    from pipeline.core import normalise
+
+    _signal_at(monkeypatch, normalise, "conversions", 3)  # in the third batch of ten
+    with ctx.stop.handling(), pytest.raises(Stopped, match="interrupted by SIGTERM"):
+        steps.process(ctx, ticket)
+    monkeypatch.undo()
+    assert list(home.layout.processing.iterdir()) == []
+    assert (home.layout.inbox / "maxbounty/a.csv").is_file()
+    assert not [p for p in home.layout.home.rglob("*.partial")]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM ingested_files").scalar() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM conversions").scalar() == 0
+    # The next run takes it with the received time of the claim the signal interrupted.
+    again = Context(config, engine, home)
+    [retry] = steps.claim(again)["conversions"]
+    assert retry["received_at"] == ticket["received_at"]
+    result = steps.process(again, retry)
+    assert (result["state"], result["outcomes"]["inserted"]) == ("applied", 1000)
+
+
+def test_sigterm_while_claiming_puts_every_claim_back(tmp_path, engine, monkeypatch):
+    config = make_config()
+    home = datadir.LocalDataDir(tmp_path / "home")
+    ctx = Context(config, engine, home, Stop())
+    for name in ("a", "b", "c"):
+        write_csv(home.layout.inbox / f"maxbounty/{name}.csv", "click_id,payout\nm1,5.00\n")
+    _signal_at(monkeypatch, home, "claim", 2)
+    with ctx.stop.handling(), pytest.raises(Stopped, match="2 claimed file"):
+        steps.claim(ctx)
+    assert list(home.layout.processing.iterdir()) == []
+    waiting = sorted(p.name for p in (home.layout.inbox / "maxbounty").iterdir() if p.is_file())
+    # a and b were claimed and put back with their received times; c was never claimed.
+    assert waiting == [".a.csv.received.json", ".b.csv.received.json", "a.csv", "b.csv", "c.csv"]
 
 
 # --- replay -------------------------------------------------------------------------------------

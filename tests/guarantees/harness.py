@@ -294,9 +294,15 @@ class ForkServer:
             raise AssertionError(f"{why}: no answer after {RUN_TIMEOUT} s (stuck?)") from None
 
     def run(
-        self, site: Site, *, hook: tuple[str, str] | None = None, delay: float | None = None
+        self,
+        site: Site,
+        *,
+        hook: tuple[str, str] | None = None,
+        delay: float | None = None,
+        signum: int = signal.SIGKILL,
     ) -> tuple[int, float, bool]:
-        """One run: (exit code, seconds, killed); SIGKILLed after ``delay`` if still running."""
+        """One run: (exit code, seconds, killed); sent ``signum`` (SIGKILL unless told) after
+        ``delay`` if still running, and then waited for (a SIGTERM's run shuts down by itself)."""
         assert self.proc.stdin is not None
         log = site.root / "runs.log"
         request = {"argv": site.args(), "hook": hook, "cwd": str(site.root), "log": str(log)}
@@ -308,8 +314,14 @@ class ForkServer:
             code = self.replies.get(timeout=RUN_TIMEOUT if delay is None else delay)["exit"]
         except queue.Empty:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            code = self._reply("a killed run")["exit"]
+                os.killpg(pid, signum)
+            try:
+                code = self._reply("a signalled run")["exit"]
+            except AssertionError:  # it never ended: kill it, then fail
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                self._reply("a killed run")
+                raise
         elapsed = time.monotonic() - started
         if delay is None and hook is None and code not in (0, 1):
             raise AssertionError(f"a run exited {code}:\n{_tail(log)}")

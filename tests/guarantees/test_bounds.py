@@ -143,6 +143,28 @@ def test_a_10000_column_file_is_applied_in_linear_work_when_max_columns_allows_i
     assert used["rss_growth"] < 300 * MIB, used
 
 
+def test_a_batch_is_bounded_in_cells_whatever_the_files_width(engine, tmp_path: Path) -> None:
+    """10,000 records of 1,000 two-letter cells (20 MB): a batch of `batch_size` (50,000)
+    records would hold 10 million Python strings, over 600 MB; a batch holds at most
+    `reader.BATCH_CELLS` cells, so the peak stays far below the 500 MB target."""
+    width, rows = 1_000, 10_000
+    cells = ",".join("ab" for _ in range(width - 3))
+    body = "".join(f"u{i},1.00,2026-01-01 10:00:00,{cells}\n" for i in range(rows))
+    header = "click_id,payout,conversion_time," + ",".join(f"e{i}" for i in range(width - 3))
+    path = tmp_path / "wide-and-long.csv"
+    path.write_text(header + "\n" + body, encoding="utf-8")
+    del body
+    config = make_config(settings={"settle_seconds": 0, "max_columns": width})
+    with deadline(300), measured(trace=False) as used:
+        result = ingest_file(
+            Context(config, engine, LocalDataDir(tmp_path / "data")),
+            Upload(path, "maxbounty", received_at=RECEIVED),
+        )
+    assert (result.state, result.outcomes["inserted"]) == ("applied", rows), result
+    assert used["rss_growth"] < 250 * MIB, used
+    assert_accounted(result, path, engine)  # after: its second reader holds the whole file
+
+
 @pytest.mark.parametrize(
     ("head", "detail"),
     [

@@ -29,7 +29,7 @@ from pipeline.context import Context
 from pipeline.datadir import FileChanged
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
-from tests.helpers import make_config
+from tests.helpers import make_config, soak_or
 
 ROWS = 400
 SETTLE = 1  # seconds; the writer's longest pause is well under it
@@ -82,7 +82,8 @@ def write_in_place(path: Path, done: threading.Event) -> None:
     done.set()
 
 
-def test_a_file_written_in_place_is_applied_once_whole_never_half(ctx):
+@pytest.mark.parametrize("trial", range(soak_or(1, 5)))  # the soak repeats the race
+def test_a_file_written_in_place_is_applied_once_whole_never_half(ctx, trial):
     path = ctx.datadir.layout.inbox / "maxbounty" / "growing.csv"
     done = threading.Event()
     writer = threading.Thread(target=write_in_place, args=(path, done), daemon=True)

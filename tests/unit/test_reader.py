@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline import reader
 from pipeline.core.reasons import CATALOGUE
 from pipeline.reader import (
     ALIASES,
@@ -580,3 +581,25 @@ def test_the_first_record_past_the_limit_is_the_one_named(
     else:
         assert isinstance(got, str) and got.startswith("line_too_long: ")
         assert f"line {too_long[0]}" in got
+
+
+def test_batches_are_bounded_in_bytes_and_cells_as_well_as_in_records(tmp_path, monkeypatch):
+    """`batch_size` records, or fewer once a batch holds `BATCH_BYTES` of text or `BATCH_CELLS`
+    cells; every record is read exactly once, in order, whatever the bounds."""
+    lines = [f"c{i:03d},{'x' * (i % 7) * 10},2026-01-01 10:00:00" for i in range(200)]
+    path = tmp_path / "f.csv"
+    path.write_text("click_id,payout,conversion_time\n" + "\n".join(lines) + "\n")
+    header = reader.read_header(path, "conversions", max_line_bytes=100)
+    monkeypatch.setattr(reader, "BATCH_BYTES", 1_000)
+    sizes, seen = [], []
+    for batch in reader.read_batches(path, header, batch_size=150):
+        text = sum(len(",".join(r)) + 1 for r in batch.cells.itertuples(index=False))
+        sizes.append((len(batch.lines), text))
+        seen += list(batch.cells["click_id"])
+        assert text <= 1_000, sizes  # the budget, never passed (each step fits in what is left)
+    assert seen == [f"c{i:03d}" for i in range(200)]
+    assert len(sizes) > 10 and max(n for n, _ in sizes) < 150
+    monkeypatch.setattr(reader, "BATCH_BYTES", 10**9)
+    monkeypatch.setattr(reader, "BATCH_CELLS", 30)  # 3 columns: 10 records a batch
+    counts = [len(b.lines) for b in reader.read_batches(path, header, batch_size=150)]
+    assert counts == [10] * 20
