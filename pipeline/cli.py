@@ -1,7 +1,8 @@
 """`conversions`: the command line. Thin: it resolves settings, then calls the library.
 
 Exit codes: 0 every file processed (rows may have been rejected: see the reports); 1 at least one
-file quarantined or failed; 2 bad usage or configuration (the message says what and where).
+file quarantined or failed, or a file whose every data line was rejected (all_rows_rejected);
+2 bad usage or configuration (the message says what and where).
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         help="validate and write reports; change nothing in the warehouse",
     )
     ing.add_argument(
-        "--force", action="store_true", help="re-apply a file whose bytes were applied before"
+        "--force",
+        action="store_true",
+        help="re-apply a file whose bytes were applied before (also what a re-send of them "
+        "under another --mode needs)",
     )
     ing.add_argument(
         "--received-at",
@@ -80,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
 
     tpl = sub.add_parser("template", help="print a CSV header and an example row")
     tpl.add_argument("--kind", choices=KINDS, default="conversions")
+    tpl.add_argument(
+        "--offer-source",
+        metavar="NAME",
+        help="also say how this offer source reads a file (times, payouts, columns), on stderr",
+    )
+    tpl.add_argument(
+        "--config", help="TOML config (else $CONVERSIONS_CONFIG, else ./conversions.toml)"
+    )
 
     demo = sub.add_parser("demo", help="run the sample end to end and show where to look")
     demo.add_argument("--home", help="demo data directory (default: ./var/demo)")
@@ -106,9 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _context(args, offer_source: str | None = None) -> Context:
+def _context(args, offer_source: str | None = None, console: Console | None = None) -> Context:
     home = runtime.resolve_home(args.home)
     config = load(runtime.resolve_config_path(args.config))
+    for warning in config.warnings if console else ():
+        console.warn(f"config: {warning}")
     if offer_source:  # refuse an unknown name before touching the warehouse
         config.offer_source(offer_source)
     url = runtime.resolve_warehouse_url(args.warehouse, config, home)
@@ -127,7 +141,7 @@ def _ingest(args, console: Console) -> int:
             ) from None
         if received.tzinfo is None:
             raise ConfigError("--received-at", "", f"needs an offset or Z, {example}")
-    ctx = _context(args, args.offer_source)
+    ctx = _context(args, args.offer_source, console)
     results: list[FileResult] = []
     with ctx.stop.handling(console.info), console.progress(len(args.files)) as advance:
         for name in args.files:
@@ -163,7 +177,7 @@ def _ingest(args, console: Console) -> int:
 
 
 def _inbox(args, console: Console) -> int:
-    ctx = _context(args)
+    ctx = _context(args, console=console)
     with ctx.stop.handling(console.info), console.progress(None) as advance:
         results = runner.run_inbox(ctx, mode_override=args.mode, on_file=advance)
     console.summary(results)
@@ -194,6 +208,10 @@ def _export(args, console: Console) -> int:
 
 def _template(args, console: Console) -> int:
     sys.stdout.write(export.template(args.kind))
+    if args.offer_source:
+        source = load(runtime.resolve_config_path(args.config)).offer_source(args.offer_source)
+        for note in export.template_notes(source, args.kind):
+            console.info(f"# {note}")
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ Unknown keys are errors too: a misspelt optional key would otherwise silently do
 
 from __future__ import annotations
 
+import codecs
 import re
 import tomllib
 from collections.abc import Mapping
@@ -15,16 +16,18 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import available_timezones
 
 import pandas as pd
 
 from pipeline.core.currencies import ISO_4217
 from pipeline.core.model import Account, Config, ConfigError, OfferSource, Settings, defaults
-from pipeline.core.timezones import to_utc
+from pipeline.core.timezones import check_account_zone, fixed_offset_warning, to_utc
 from pipeline.core.vocabulary import (
     AMBIGUOUS_POLICIES,
+    DECIMAL_SEPARATORS,
     FILE_TIMES,
+    KIND_COLUMNS,
     MODES,
     NAME_PATTERN,
     NONEXISTENT_POLICIES,
@@ -40,7 +43,6 @@ _SOURCE_KEYS = {f.name for f in fields(OfferSource)} - {"name", "type_modes"} | 
 _CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "duplicate_mode": (MODES, "mode"),
     "default_status": (STATUSES, "status"),
-    "file_times": (FILE_TIMES, "value"),
     "nonexistent_times": (NONEXISTENT_POLICIES, "policy"),
     "ambiguous_times": (AMBIGUOUS_POLICIES, "policy"),
 }
@@ -86,7 +88,7 @@ def parse(raw: Mapping[str, Any], path: str | Path = "<config>") -> Config:
     }
     if not sources:
         raise ConfigError(path, "offer_sources", "at least one offer source is required")
-    return Config(str(path), accounts, sources, settings)
+    return Config(str(path), accounts, sources, settings, warnings=_zone_warnings(accounts))
 
 
 class _Reader:
@@ -197,14 +199,10 @@ class _Reader:
             raise self.fail(where, "must be a table")
         self.only_keys(table, where, _ACCOUNT_KEYS)
         zone = self.value(table, where, "timezone", str, required=True)
-        try:
-            if zone not in _zones():
-                raise ZoneInfoNotFoundError(zone)
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise self.fail(
-                f"{where}.timezone", f"unknown IANA time zone {zone!r} (e.g. America/New_York)"
-            ) from None
+        try:  # an IANA zone, UTC/GMT or a fixed offset as a person means it (GMT+4)
+            check_account_zone(zone)
+        except ValueError as exc:
+            raise self.fail(f"{where}.timezone", str(exc)) from None
         currency = self.value(table, where, "currency", str, defaults(Account)["currency"])
         if currency not in ISO_4217:
             raise self.fail(f"{where}.currency", f"{currency!r} is not an ISO 4217 code")
@@ -267,7 +265,7 @@ class _Reader:
             account=accounts[account_name],
             duplicate_mode=one_of("duplicate_mode"),
             default_status=one_of("default_status"),
-            file_times=one_of("file_times"),
+            file_times=self.file_times(table, where, default["file_times"]),
             allow_negative_payout=self.value(
                 table, where, "allow_negative_payout", bool, default["allow_negative_payout"]
             ),
@@ -277,7 +275,96 @@ class _Reader:
             time_format=time_format,
             allowed_conversion_types=allowed,
             type_modes=type_modes,
+            columns=self.columns(table, where),
+            ignore_columns=self.headers(table, where, "ignore_columns"),
+            decimal_separator=self.decimal_separator(table, where, default["decimal_separator"]),
+            encoding=self.encoding(table, where),
+            status_aliases=self.status_aliases(table, where),
         )
+
+    def file_times(self, table: Mapping[str, Any], where: str, default: str) -> str:
+        """One of FILE_TIMES, or the zone a network exports in (refused as an account's zone
+        would be: `Etc/GMT+4` and abbreviations such as `EST` read otherwise than meant)."""
+        value = self.value(table, where, "file_times", str, default)
+        if value in FILE_TIMES:
+            return value
+        try:
+            check_account_zone(value)
+        except ValueError as exc:
+            words = " or ".join(map(repr, FILE_TIMES))
+            raise self.fail(
+                f"{where}.file_times",
+                f"{value!r} is neither {words} nor a time zone (e.g. Europe/Berlin): {exc}",
+            ) from None
+        return value
+
+    def columns(self, table: Mapping[str, Any], where: str) -> dict[str, str]:
+        """field -> header; the fields are the two kinds' columns, and no header twice."""
+        key = f"{where}.columns"
+        mapping = self.table(table, where, "columns")
+        fields_ = sorted({c for columns in KIND_COLUMNS.values() for c in columns})
+        seen: dict[str, str] = {}
+        for field_, header in mapping.items():
+            if field_ not in fields_:
+                raise self.fail(
+                    f"{key}.{field_}", f"no such field (expected one of: {', '.join(fields_)})"
+                )
+            if not isinstance(header, str) or not header.strip():
+                raise self.fail(f"{key}.{field_}", "must be the header as a non-empty string")
+            folded = header.strip().casefold()
+            if folded in seen:
+                raise self.fail(
+                    f"{key}.{field_}",
+                    f"the header {header!r} is mapped to {seen[folded]} already",
+                )
+            seen[folded] = field_
+        return dict(mapping)
+
+    def headers(self, table: Mapping[str, Any], where: str, key: str) -> tuple[str, ...]:
+        values = self.value(table, where, key, list, [])
+        if not all(isinstance(v, str) and v.strip() for v in values):
+            raise self.fail(f"{where}.{key}", "must be a list of headers (non-empty strings)")
+        mapped = {h.strip().casefold() for h in self.table(table, where, "columns").values()}
+        for value in values:
+            if value.strip().casefold() in mapped:
+                raise self.fail(f"{where}.{key}", f"{value!r} is mapped in columns as well")
+        return tuple(values)
+
+    def decimal_separator(self, table: Mapping[str, Any], where: str, default: str) -> str:
+        value = self.value(table, where, "decimal_separator", str, default)
+        if value not in DECIMAL_SEPARATORS:
+            choices = " or ".join(map(repr, DECIMAL_SEPARATORS))
+            raise self.fail(
+                f"{where}.decimal_separator",
+                f"{value!r} is not a decimal separator: use {choices} (',' for 12,50)",
+            )
+        return value
+
+    def encoding(self, table: Mapping[str, Any], where: str) -> str | None:
+        value = self.value(table, where, "encoding", str)
+        if value is None:
+            return None
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise self.fail(
+                f"{where}.encoding",
+                f"unknown encoding {value!r} (e.g. utf-8, cp1252, latin-1, utf-16)",
+            ) from None
+        return value
+
+    def status_aliases(self, table: Mapping[str, Any], where: str) -> dict[str, str]:
+        key = f"{where}.status_aliases"
+        aliases = self.table(table, where, "status_aliases")
+        for word, status in aliases.items():
+            if not word.strip():
+                raise self.fail(key, "a word must not be empty")
+            if status not in STATUSES:
+                raise self.fail(
+                    f"{key}.{word}",
+                    f"unknown status {status!r} (expected one of: {', '.join(STATUSES)})",
+                )
+        return {word.strip().casefold(): status for word, status in aliases.items()}
 
     def time_format(self, key: str, time_format: str) -> None:
         """Refuse a format now rather than fail on every file later: the sample time, written in
@@ -315,6 +402,12 @@ class _Reader:
                 f"{shown} reads back as {read:%Y-%m-%d %H:%M:%S}: the time of day is lost "
                 "(%I needs %p)",
             )
+
+
+def _zone_warnings(accounts: Mapping[str, Account]) -> tuple[str, ...]:
+    """One warning per account whose zone is a fixed offset (no daylight saving time)."""
+    found = ((name, fixed_offset_warning(account.timezone)) for name, account in accounts.items())
+    return tuple(f"accounts.{name}.timezone: {warning}" for name, warning in found if warning)
 
 
 def _toml_kind(hint: Any) -> type:

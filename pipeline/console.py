@@ -81,6 +81,26 @@ class Console:
 
     def summary(self, results: Sequence[FileResult]) -> None:
         print(render(results), file=self.out)
+        said = notes(results)
+        if said:
+            print(file=self.out)
+        for line in said:
+            print(line, file=self.out)
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=self.err)
+
+
+def notes(results: Sequence[FileResult]) -> list[str]:
+    """Below the table, per file: how its times were read, then its warnings (an
+    all-rows-rejected file first, loudly), so nothing the run noticed stays in a JSON file."""
+    lines = []
+    for r in results:
+        said = [f"  {printable(r.times)}"] if r.times else []
+        said += [f"  warning: {printable(w)}" for w in r.warnings]
+        if said:
+            lines += [f"{r.offer_source or '-'}/{printable(r.name)}:", *said]
+    return lines
 
 
 def rows(results: Sequence[FileResult]) -> list[list[str]]:

@@ -100,7 +100,7 @@ Where to look:
 
 Try:
   {env} conversions export --local-time
-  {env} conversions template""",
+  {env} conversions template --offer-source maxbounty""",
         file=console.out,
     )
     return 0 if state == "success" else 1

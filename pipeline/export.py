@@ -11,14 +11,16 @@ Only the rejection reports, which people open in a spreadsheet, are neutralised 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import TextIO
 
 import pandas as pd
 from sqlalchemy import Engine
 
 from pipeline import warehouse
-from pipeline.core import money, timezones
-from pipeline.core.model import Config
+from pipeline.core import money, time_rule, timezones
+from pipeline.core.model import Config, OfferSource
+from pipeline.core.vocabulary import MODES
 
 COLUMNS = warehouse.EXPORT_COLUMNS
 
@@ -33,6 +35,55 @@ _TEMPLATES = {
 
 def template(kind: str) -> str:
     return _TEMPLATES[kind]
+
+
+# The template row's time, which the seed's example reads: 14:00:00 in a New York account's logs.
+_EXAMPLE_WALL = datetime(2026, 3, 8, 14, 0, 0)
+
+
+def template_notes(source: OfferSource, kind: str) -> list[str]:
+    """How this offer source reads a file, in a person's words: what `conversions template
+    --offer-source NAME` prints beside the CSV (the rules a sender needs and the config lines
+    that change them)."""
+    account = source.account
+    notes = [f"offer source {source.name}: account {account.name} ({account.timezone})"]
+    if kind == "conversions":
+        rule = time_rule.rule(source.file_times, account.timezone, None)
+        file_zone = {"utc": "UTC", "account": account.timezone}.get(
+            source.file_times, source.file_times
+        )
+        advice = time_rule.advice(
+            account.timezone,
+            _EXAMPLE_WALL,
+            timezones.zone(account.timezone),
+            timezones.zone(file_zone),
+        )
+        notes.append(f"times: {rule}; {advice}; a Parameters:TimeZone= first line wins")
+        point = "','" if source.decimal_separator == "," else "'.'"
+        notes.append(
+            f"payouts: {point} is the decimal point (decimal_separator = "
+            f'"{source.decimal_separator}"), e.g. '
+            + ("12,50 or 1.234,56" if source.decimal_separator == "," else "12.50")
+        )
+        modes = ", ".join(f"{m}/" for m in MODES)
+        notes.append(
+            f"modes: {source.duplicate_mode} (duplicate_mode); a file in "
+            f"inbox/{source.name}/<mode>/ is applied under that mode ({modes})"
+        )
+    if source.columns:
+        mapped = ", ".join(f'{f} = "{h}"' for f, h in source.columns.items())
+        notes.append(f"columns: {mapped} (columns)")
+    if source.ignore_columns:
+        notes.append(f"ignored on purpose: {', '.join(source.ignore_columns)} (ignore_columns)")
+    if source.status_aliases:
+        words = ", ".join(f"{w} -> {s}" for w, s in source.status_aliases.items())
+        notes.append(f"status words: {words} (status_aliases), besides the built-in ones")
+    notes.append(
+        f"encoding: {source.encoding} (encoding)"
+        if source.encoding
+        else "encoding: UTF-8 (with or without BOM) or UTF-16 with BOM"
+    )
+    return notes
 
 
 def frames(

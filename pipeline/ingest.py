@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from sqlalchemy import Connection
 
 from pipeline import reader, warehouse
 from pipeline.context import Context
-from pipeline.core import duplicates, file_outcome, normalise
+from pipeline.core import duplicates, file_outcome, normalise, time_rule, timezones
 from pipeline.core.model import OfferSource
 from pipeline.core.reasons import describe
 from pipeline.core.vocabulary import (
@@ -40,7 +41,14 @@ from pipeline.core.vocabulary import (
     PROCESSING,
     QUARANTINED,
 )
-from pipeline.datadir.layout import UNHASHED, own_paths, report_paths, sha256_file
+from pipeline.datadir.layout import (
+    UNHASHED,
+    own_paths,
+    report_origin,
+    report_paths,
+    safe_stem,
+    sha256_file,
+)
 from pipeline.reader import FileRejected
 from pipeline.reports import RejectionReport, write_summary
 from pipeline.results import FileResult
@@ -159,14 +167,19 @@ def ingest_file(ctx: Context, upload: Upload) -> FileResult:
         )
         if refusal is not None:
             raise FileRejected(refusal.code, refusal.detail)
+        source = ctx.config.offer_sources[upload.offer_source]
         header = reader.read_header(
             path,
             upload.kind,
             max_line_bytes=settings.max_line_bytes,
             max_columns=settings.max_columns,
+            source=source,
         )
         result.warnings += [f"ignored unknown column {c!r}" for c in header.unknown]
-        published.report = RejectionReport(published.csv_path, header.names, header.delimiter)
+        result.warnings += [f"ignored column {c!r} (ignore_columns)" for c in header.ignored]
+        published.report = RejectionReport(
+            published.csv_path, header.names, header.delimiter, origin=header.origin is not None
+        )
         with warehouse.file_transaction(
             ctx.engine,
             upload.offer_source,
@@ -209,7 +222,9 @@ def _apply_or_skip(
     received: pd.Timestamp,
 ) -> None:
     """Inside the file's transaction: a duplicate of applied bytes is recorded and skipped;
-    anything else is applied (a dry run raises `_DryRun` at the end, to roll it all back).
+    anything else is applied (a dry run raises `_DryRun` at the end, to roll it all back). A
+    duplicate under another mode override than the applied copy's says that only force
+    re-applies it (`file_outcome.duplicate_detail`).
 
     Before either is recorded as done, the file is hashed again: bytes that changed since the
     hash taken before reading (a sender still writing in place) were not what was read, so
@@ -223,9 +238,19 @@ def _apply_or_skip(
     applied_before = warehouse.applied_count(
         conn, result.content_hash, upload.offer_source, upload.kind
     )
+    origin = report_origin(result.name) if header.origin else None
+    if origin is not None:  # a fixed rejection report: link it to the file it came from
+        stem, prefix = origin
+        ledger["original_file_id"] = warehouse.original_of(
+            conn, upload.offer_source, upload.kind, prefix, lambda name: safe_stem(name) == stem
+        )
     state = file_outcome.state_after_ledger_check(applied_before, upload.force, upload.dry_run)
     if state == DUPLICATE_FILE:
-        result.state, result.detail = DUPLICATE_FILE, file_outcome.DUPLICATE_DETAIL
+        applied_mode = warehouse.applied_mode_override(
+            conn, result.content_hash, upload.offer_source, upload.kind, upload.mode_override
+        )
+        result.state = DUPLICATE_FILE
+        result.detail = file_outcome.duplicate_detail(applied_mode, upload.mode_override)
         result.file_id = warehouse.record_file(
             conn, state=DUPLICATE_FILE, detail=result.detail, **ledger
         )
@@ -346,10 +371,18 @@ class _FileRun:
                 f"{result.name}: outcomes add up to {total}, but the file has "
                 f"{result.data_lines} data lines ({result.outcomes}); nothing was applied"
             )
+        if result.data_lines and result.outcomes["rejected"] == result.data_lines:
+            result.warnings.insert(
+                0,
+                f"all_rows_rejected: every one of the {result.data_lines} data line(s) was "
+                "rejected, so the file changed nothing; fix the rows in its rejection report "
+                "and drop that report back in",
+            )
 
     def _read_into(self, stage: str) -> None:
         result, header = self.result, self.header
         blank = 0
+        example: str | None = None
         for batch in reader.read_batches(self.upload.path, header, self.batch_size):
             blank += batch.blank_lines
             result.data_lines += len(batch.lines) + len(batch.malformed)
@@ -364,7 +397,10 @@ class _FileRun:
                     received_at=self.received,
                     future_tolerance_seconds=self.future_tolerance,
                     mode_override=self.upload.mode_override,
+                    file_zone=header.time_zone,
                 )
+                if example is None:
+                    example = _time_example(cells, batch.lines, part.accepted, self.source)
             warehouse.stage_append(self.conn, stage, result.kind, part.accepted)
             rejected = _with_cells(part.rejected, batch, header)
             if batch.malformed:
@@ -373,6 +409,10 @@ class _FileRun:
             self._reject(rejected)
         if blank:
             result.warnings.append(f"skipped {blank} blank line(s)")
+        if result.kind == "conversions":
+            source = self.source
+            rule = time_rule.rule(source.file_times, source.account.timezone, header.time_zone)
+            result.times = time_rule.statement(rule, example)
 
     def _merge_from(self, stage: str) -> None:
         result = self.result
@@ -421,6 +461,26 @@ def _resolve(
     return duplicates.resolve(rows, existing, defaults, prefix)
 
 
+def _time_example(
+    cells: pd.DataFrame, lines: np.ndarray, accepted: pd.DataFrame, source: OfferSource
+) -> str | None:
+    """The first accepted row of a batch whose time had no offset of its own, as written and
+    in the account's clock (`core.time_rule`); None when the batch has none. A few rows are
+    looked at, not the batch: the statement needs one."""
+    if accepted.empty or "conversion_time" not in cells:
+        return None
+    written = cells["conversion_time"].fillna("").astype("str").str.strip()
+    position = np.searchsorted(lines, accepted["line"].to_numpy()[:1000])
+    for at, row in zip(position, accepted.itertuples(index=False), strict=False):
+        text = written.iloc[at]
+        if text and not time_rule.has_own_instant(text):
+            zone = timezones.zone(source.account.timezone)
+            return time_rule.example(
+                int(row.line), text, row.converted_at, source.account.timezone, zone
+            )
+    return None
+
+
 def _with_cells(rejected: pd.DataFrame, batch: reader.Batch, header: reader.Header) -> pd.DataFrame:
     """Attach the original cells (as written) to rejected rows of a batch.
 
@@ -428,25 +488,60 @@ def _with_cells(rejected: pd.DataFrame, batch: reader.Batch, header: reader.Head
     at a time, quadratic in the header's width.
     """
     if rejected.empty:
-        empty = pd.DataFrame(index=rejected.index, columns=list(header.cell_names), dtype="str")
+        empty = pd.DataFrame(index=rejected.index, columns=_kept(header), dtype="str")
         return pd.concat([rejected, empty], axis=1)
     position = np.searchsorted(batch.lines, rejected["line"].to_numpy())
-    cells = batch.cells[list(header.cell_names)].iloc[position].reset_index(drop=True)
+    cells = _kept_cells(batch.cells, header).iloc[position].reset_index(drop=True)
     return pd.concat([rejected.reset_index(drop=True), cells], axis=1)
 
 
+def _kept(header: reader.Header) -> list[str]:
+    """The columns a rejected row keeps: its original line (a re-dropped report), its cells."""
+    return (["original_line"] if header.origin else []) + list(header.cell_names)
+
+
+def _kept_cells(cells: pd.DataFrame, header: reader.Header) -> pd.DataFrame:
+    kept = cells[list(header.cell_names)]
+    if header.origin is None:
+        return kept
+    return pd.concat([cells[header.origin].rename("original_line"), kept], axis=1)
+
+
+_INTEGER_PART = re.compile(r"-?[0-9]{1,3}(?:\.[0-9]{3})*|-?[0-9]+")
+_DECIMALS = re.compile(r"[0-9]{1,6}")
+
+
 def _malformed(batch: reader.Batch, header: reader.Header) -> pd.DataFrame:
-    """Malformed rows keep their cells by position; extra cells stay in the last column."""
+    """Malformed rows keep their cells by position; extra cells stay in the last column.
+
+    A comma-separated row with exactly one cell too many whose payout and the next cell read
+    as a decimal-comma amount (`12` and `50` of `12,50`) is `unquoted_decimal_comma`, with the
+    payout shown joined as the sender wrote it: that, not the shifted columns, is the mistake.
+    """
     width = len(header.names)
     cell_names = header.cell_names  # once: a property that walks the header (width work)
     keep = [i for i, name in enumerate(header.names) if not reader.is_report_column(name)]
+    payout = header.columns.get("payout")
+    origin = header.names.index(header.origin) if header.origin else None
     rows = []
     for line, cells in batch.malformed:  # rare by nature; the common path has no such loop
+        code = "malformed_row"
+        if (
+            payout is not None
+            and header.delimiter == ","
+            and len(cells) == width + 1
+            and _INTEGER_PART.fullmatch(cells[payout].strip())
+            and _DECIMALS.fullmatch(cells[payout + 1].strip())
+        ):
+            code = "unquoted_decimal_comma"
+            cells = [*cells[:payout], f"{cells[payout]},{cells[payout + 1]}", *cells[payout + 2 :]]
         cells = list(cells) + [""] * (width - len(cells))
         if len(cells) > width:
             cells = [*cells[: width - 1], header.delimiter.join(cells[width - 1 :])]
-        rows.append([line, "malformed_row", *(cells[i] for i in keep)])
-    return pd.DataFrame(rows, columns=["line", "reason_code", *cell_names])
+        first = [] if origin is None else [cells[origin]]
+        rows.append([line, code, *first, *(cells[i] for i in keep)])
+    origin_column = [] if origin is None else ["original_line"]
+    return pd.DataFrame(rows, columns=["line", "reason_code", *origin_column, *cell_names])
 
 
 def _cells_for_lines(
@@ -458,9 +553,7 @@ def _cells_for_lines(
     for batch in reader.read_batches(path, header, batch_size):
         hit = np.isin(batch.lines, lines)
         if hit.any():
-            parts.append(
-                batch.cells.loc[hit, list(header.cell_names)].assign(line=batch.lines[hit])
-            )
+            parts.append(_kept_cells(batch.cells.loc[hit], header).assign(line=batch.lines[hit]))
     cells = pd.concat(parts, ignore_index=True)
     return wanted.merge(cells, on="line", how="left").sort_values("line", ignore_index=True)
 
@@ -486,8 +579,9 @@ def _reject(
         u: "; ".join(describe(c) for c in u.split("|")) for u in rejected["reason_code"].unique()
     }
     described = rejected["reason_code"].map(texts)
-    cell_columns = [c for c in rejected.columns if c not in ("line", "reason_code")]
-    out = rejected[["line", *cell_columns, "reason_code"]].assign(reason=described)
+    origin = ["original_line"] if "original_line" in rejected.columns else []
+    cell_columns = [c for c in rejected.columns if c not in ("line", "reason_code", *origin)]
+    out = rejected[["line", *origin, *cell_columns, "reason_code"]].assign(reason=described)
     report.write(out)
     warehouse.record_rejections(
         conn,

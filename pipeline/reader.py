@@ -9,8 +9,35 @@ formula neutralisation (`'=...` back to `=...`), so a fixed rejection report can
 into the inbox as it is.
 
 Line numbers are record numbers as a spreadsheet shows them (the header is line 1, or line 2
-after an Excel ``sep=;`` line), because that is what users see when they open the file and what
-the rejection report must point at. A record with a newline inside quotes is still one line.
+after an Excel ``sep=;`` line or a Google Ads ``Parameters:TimeZone=<zone>`` line, line 3 after
+both), because that is what users see when they open the file and what the rejection report must
+point at. A record with a newline inside quotes is still one line. The Parameters line may be
+quoted as a whole or carry trailing delimiters, as spreadsheets save it; its zone (an IANA name,
+or an offset like ``-0500`` or ``+05:30``) is kept as written in `Header.time_zone` for the time
+rules, and any other zone or parameter is `invalid_parameters_line`.
+
+Encoding: a byte order mark decides (UTF-8 or UTF-16); without one the file is the offer
+source's `encoding` (e.g. ``cp1252``) if it sets one, else UTF-8, and a file that is not valid
+in it is `unreadable_file` with a detail naming that setting.
+
+Which header cell is which (`read_header`), in this order: the report columns our rejection
+reports add (``line``, ``reason_code``, ``reason``) are skipped; a header the offer source's
+`columns` maps to a field of this kind (matched after trimming, ignoring case) is that field; a
+header in its `ignore_columns` (matched the same way) is left out on purpose (`Header.ignored`);
+a canonical name or built-in alias (`ALIASES`, matched by `_normalise`) is its column; anything
+else is unknown. Two cells naming one column, however each was matched, are `duplicate_column`.
+
+Nothing is silently defaulted: an unknown header whose words name a field of ours (a status,
+currency, payout, time or click id, see `_FIELD_WORDS`; for status files only the status and the
+click id) stops the file with `unmapped_column`, because its values would otherwise be dropped
+and the row would take a default (`default_status`, the account currency, the time the file was
+received) or another column's value. This holds even when another header is mapped to that
+field: beside a mapped ``Conversion Date``, a ``Click Date`` is `unmapped_column` too, since the
+reader never picks one of two times (or statuses, or payouts); the user maps one and lists the
+other in `ignore_columns`. Headers that name nothing of ours (``sub2``, ``Sub ID 2``, ``IP``,
+``Country``, ``Offer Name``, ``User Agent``) stay unknown: ignored, and listed by the caller. A
+file missing a required column is `missing_required_column` first, its detail naming a header
+that looks like the missing field.
 
 Files can have millions of rows, so they are streamed and parsed in batches by the C `csv`
 module; per batch, rows are split into good, malformed and blank ones with numpy masks, and
@@ -33,8 +60,11 @@ import functools
 import gc
 import io
 import itertools
+import json
 import os
 import re
+import string
+import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -43,7 +73,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.model import DEFAULT_MAX_COLUMNS, DEFAULT_MAX_LINE_BYTES
+from pipeline.core.model import DEFAULT_MAX_COLUMNS, DEFAULT_MAX_LINE_BYTES, OfferSource
 from pipeline.core.vocabulary import (
     KIND_COLUMNS,
     REPORT_COLUMNS,
@@ -56,11 +86,28 @@ BATCH_CELLS = 500_000
 BATCH_BYTES = 64 * 1024 * 1024
 
 _ALIAS_SPELLINGS = {
-    "click_id": ("clickid", "click_id", "click id", "subid", "sub_id"),
-    "payout": ("revenue", "sum", "amount"),
-    "conversion_time": ("time", "date", "datetime", "conversion_date", "timestamp"),
-    "conversion_type": ("type", "event", "conversion_type"),
-    "event_id": ("transaction_id", "order_id", "tid", "txid"),
+    "click_id": (
+        "clickid",
+        "click_id",
+        "click id",
+        "subid",
+        "sub_id",
+        "gclid",
+        "google click id",  # Google Ads' offline-conversion template
+    ),
+    "payout": ("revenue", "sum", "amount", "commission", "conversion value", "payout amount"),
+    "conversion_time": (
+        "time",
+        "date",
+        "datetime",
+        "conversion_date",
+        "timestamp",
+        "conversion time",
+    ),
+    "conversion_type": ("type", "event", "conversion_type", "conversion name"),
+    "status": ("conversion status",),
+    "event_id": ("transaction_id", "order_id", "tid", "txid", "txn_id"),
+    "currency": ("conversion currency", "currency code"),
 }
 _SEPARATORS = re.compile(r"[ _-]+")
 
@@ -82,11 +129,64 @@ ALIASES: dict[str, str] = {
     for spelling in spellings
 }
 
+
+def _words(*words: str) -> re.Pattern[str]:
+    """Any of these words (each a regex) as a whole word of a normalised header."""
+    return re.compile(rf"(?<![a-z0-9])(?:{'|'.join(words)})(?![a-z0-9])")
+
+
+# Header words that name a field of ours, one line per field, searched in the normalised header
+# (`Commission Amount (EUR)` has the words commission, amount, eur). Compound words count where
+# they are unambiguous (`clickdate`, `conversiontime`, `orderstatus`, `currencycode`). A header
+# takes the first field whose words it has (`Click Date` is a time, not a click id); when that
+# field is one of its kind's columns and no column is mapped from the header, the file is
+# `unmapped_column`. `click` names a click id before `id`, or alone, or with a ref, key, token,
+# code or number (`Click ID 2`, `Sub Click ID`, `Click`, `Click Ref`), so `Click IP`, `Click
+# URL` or `Days Since Click` name nothing of ours. Every pattern is linear in the header's length
+# (a match starts only at a word's start, and nothing in it can be split two ways).
+_FIELD_WORDS: dict[str, re.Pattern[str]] = {
+    "status": _words("[a-z]*status", "state"),
+    "currency": _words("[a-z]*currency", "currency[a-z]*", "curr", "ccy"),
+    "payout": _words(
+        "(?:payout|revenue|commission|amount|value|price|sum|payment|earning|profit)s?"
+    ),
+    "conversion_time": _words("[a-z]*(?:date|time)(?:stamp)?", "day"),
+    "click_id": _words(
+        "[a-z]*clickid",
+        "click_id",
+        "gclid",
+        "gbraid",
+        "wbraid",
+        "^click(?:_(?:ref|key|token|code|[0-9]+))?$",
+    ),
+}
+_WATCHED = {  # the fields each kind watches for: those of its columns
+    kind: tuple(f for f in _FIELD_WORDS if f in columns) for kind, columns in KIND_COLUMNS.items()
+}
+# Where a row takes a field from when no column holds it (an unmapped header would hide that).
+_DEFAULTED = {
+    "conversions": {
+        "status": "default_status",
+        "currency": "the account's currency",
+        "conversion_time": "the time the file was received",
+    },
+    "status": {},
+}
+
+_SEP_LINE = re.compile(r"sep=([,;\t])\r?\n?")
+# Google Ads' first line, `Parameters:TimeZone=America/New_York`, any case, spaces around `=`.
+# Greedy and unambiguous, so a hostile line of `max_line_bytes` costs linear time; the key and
+# the value are trimmed after the match.
+_PARAMETERS = re.compile(r"parameters\s*:(?P<key>[^=]*)(?:=(?P<value>.*))?", re.I | re.S)
+_TRAILING = ",;\t "  # the empty cells a spreadsheet writes after a one-cell line
+_OFFSET = re.compile(r"[+-](?P<h>[0-9]{2}):?(?P<m>[0-9]{2})")
+
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
+_BOM_NAMES = {"utf-8-sig": "UTF-8", "utf-16-le": "UTF-16 LE", "utf-16-be": "UTF-16 BE"}
 # Binary formats people save by mistake instead of "CSV UTF-8".
 _MAGIC = {
     b"PK\x03\x04": "an Excel workbook (.xlsx)",
@@ -116,18 +216,30 @@ class FileRejected(Exception):
 class Header:
     """What the header line says: how to decode and split the file, and which cell is which."""
 
-    encoding: str  # python codec: "utf-8", "utf-8-sig", "utf-16-le" or "utf-16-be"
+    # python codec: "utf-8", "utf-8-sig", "utf-16-le" or "utf-16-be" (from the BOM), or the offer
+    # source's `encoding` as configured for a file without one ("utf-16"/"utf-32" become "-le")
+    encoding: str
     delimiter: str  # ",", ";" or "\t"
     names: tuple[str, ...]  # header cells as written (BOM removed; an empty one is "column_<n>")
     columns: dict[str, int]  # canonical column -> 0-based position, in the kind's column order
-    unknown: tuple[str, ...]  # cells that are no column of this kind (the caller warns)
-    header_line: int  # 1, or 2 after an Excel "sep=;" line
+    unknown: tuple[str, ...]  # cells that name nothing of ours (the caller warns)
+    # 1; 2 after an Excel "sep=;" line or a Google Ads "Parameters:TimeZone=" line; 3 after both
+    header_line: int
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # the record limit `read_batches` applies
+    ignored: tuple[str, ...] = ()  # cells the offer source's `ignore_columns` leaves out
+    time_zone: str | None = None  # the Parameters:TimeZone= zone as written, e.g. "-0500"
 
     @property
     def cell_names(self) -> tuple[str, ...]:
         """The header cells that carry data: all but report columns of a re-dropped report."""
         return tuple(n for n in self.names if not is_report_column(n))
+
+    @property
+    def origin(self) -> str | None:
+        """In a re-dropped rejection report, the header cell that holds each row's line in the
+        first file: its `original_line` (a report of a report), else its `line`."""
+        by_name = {_normalise(n): n for n in self.names}
+        return by_name.get("original_line") or by_name.get("line")
 
     def canonical(self, cells: pd.DataFrame) -> pd.DataFrame:
         """The canonical columns of a `Batch.cells` frame, renamed to their canonical names."""
@@ -151,6 +263,7 @@ def read_header(
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     max_columns: int = DEFAULT_MAX_COLUMNS,
+    source: OfferSource | None = None,
 ) -> Header:
     """Detect encoding and delimiter and map the header cells to columns; raise `FileRejected`.
 
@@ -159,23 +272,26 @@ def read_header(
     cells is refused before anything else is done with it. Bytes that cannot be decoded further
     down the file are found by `read_batches`, so an error there is reported by the pass that
     reads it, with its line.
+
+    With an offer `source`, its `encoding` decodes a file without a byte order mark, its
+    `columns` map headers before the built-in aliases do, and its `ignore_columns` are headers
+    left out on purpose (see the module docstring for the order and `unmapped_column`).
     """
     if kind not in KIND_COLUMNS:
         raise ValueError(f"kind must be one of {sorted(KIND_COLUMNS)}, got {kind!r}")
-    columns_of_kind = KIND_COLUMNS[kind]
     with open(path, "rb") as raw:
-        encoding = _detect_encoding(raw)
+        encoding = _detect_encoding(raw, source.encoding if source else None)
         text = io.TextIOWrapper(raw, encoding, errors="surrogateescape", newline="")
         bounded = _BoundedLines(text, encoding, max_line_bytes)
         lines = iter(bounded)
+        header_line = 1
         try:
-            first = next(lines, "")
-            sep = re.fullmatch(r"sep=([,;\t])\r?\n?", first)
-            header_line, line = (2, next(lines, "")) if sep else (1, first)
+            sep, time_zone, line = _preamble(lines)
+            header_line += (sep is not None) + (time_zone is not None)
             if line.startswith("\ufeff"):  # a second BOM, e.g. a UTF-8 file re-saved with BOM
                 line = line[1:]
-            _check_header_text(line, header_line, bool(sep))
-            delimiter = sep.group(1) if sep else _sniff_delimiter(line)
+            _check_header_text(line, header_line, encoding, sep is not None, time_zone is not None)
+            delimiter = sep or _sniff_delimiter(line)
             bounded.delimiter = delimiter  # before the header's own line end is judged
             reader = csv.reader(itertools.chain([line], lines), delimiter=delimiter)
             names = tuple(next(reader))
@@ -187,12 +303,13 @@ def read_header(
                 )
             if _ESCAPED_BYTE.search("".join(names)):
                 detail = f"the header (line {header_line}) is not valid {encoding}"
-                raise FileRejected("unreadable_file", f"{detail}; save it as CSV UTF-8")
+                raise FileRejected("unreadable_file", f"{detail}; {_encoding_advice(encoding)}")
             if "\x00" in "".join(names):  # a quoted header cell reaching past the first line
                 detail = f"the header (line {header_line}) contains NUL bytes"
                 raise FileRejected("unreadable_file", f"{detail}; save it as CSV UTF-8")
         except UnicodeDecodeError as e:  # UTF-16 errors are not escaped (they can be ASCII bytes)
-            raise FileRejected("unreadable_file", _decode_error_detail(e, raw, 0)) from e
+            detail = _decode_error_detail(e, raw, bounded.line - 1, encoding)
+            raise FileRejected("unreadable_file", detail) from e
         except csv.Error as e:
             raise FileRejected("unreadable_file", f"line {header_line}: {e}") from e
     if not any(name.strip() for name in names):
@@ -200,24 +317,9 @@ def read_header(
     # Spreadsheets export formatted-but-empty columns as empty header cells ("a,b,,"). They carry
     # no column, so they get a name of their position instead of colliding with each other.
     names = tuple(n if n.strip() else f"column_{i + 1}" for i, n in enumerate(names))
-
-    columns: dict[str, int] = {}
-    unknown: list[str] = []
-    seen: dict[str, int] = {}  # canonical column or normalised unknown text -> position
-    for position, name in enumerate(names):
-        normalised = _normalise(name)
-        if normalised in REPORT_COLUMNS:
-            key = normalised
-        elif normalised in columns_of_kind or ALIASES.get(normalised) in columns_of_kind:
-            key = ALIASES.get(normalised, normalised)
-            columns[key] = position
-        else:
-            key = normalised
-            unknown.append(name)
-        if key in seen:
-            detail = _duplicate_detail(names, seen[key], position, key)
-            raise FileRejected("duplicate_column", detail)
-        seen[key] = position
+    columns, unknown, ignored = _map_header(names, kind, source)
+    # Cells mapped to nothing that look like a field of ours (see `_FIELD_WORDS`).
+    unmapped = [(p, f) for p in unknown if (f := _looks_like(names[p], kind)) is not None]
 
     missing = [c for c in REQUIRED_COLUMNS[kind] if c not in columns]
     if missing:
@@ -229,17 +331,72 @@ def read_header(
                 "; the whole header is one cell: is it quoted as a whole, or separated by"
                 " something other than ',', ';' or tab?"
             )
+        else:
+            for position, field in unmapped:
+                if field in missing:
+                    setting = f"{field} = {_toml(names[position])}"
+                    detail += (
+                        f"; the header {names[position]!r} (column {position + 1}) looks like"
+                        f" {field}: map it in columns ({setting})"
+                    )
         raise FileRejected("missing_required_column", detail)
+    if unmapped:
+        raise FileRejected("unmapped_column", _unmapped_detail(names, unmapped, columns, kind))
 
     return Header(
         encoding=encoding,
         delimiter=delimiter,
         names=names,
-        columns={c: columns[c] for c in columns_of_kind if c in columns},
-        unknown=tuple(unknown),
+        columns={c: columns[c] for c in KIND_COLUMNS[kind] if c in columns},
+        unknown=tuple(names[i] for i in unknown),
         header_line=header_line,
         max_line_bytes=max_line_bytes,
+        ignored=tuple(names[i] for i in ignored),
+        time_zone=time_zone,
     )
+
+
+def _map_header(
+    names: tuple[str, ...], kind: str, source: OfferSource | None
+) -> tuple[dict[str, int], list[int], list[int]]:
+    """Which cell is which: (canonical column -> position, unknown positions, ignored positions).
+
+    Each cell is, in this order: a report column (skipped), a header the source's `columns` maps
+    to a field of this kind, one of its `ignore_columns`, a canonical name or alias of a column of
+    this kind, or unknown. Two cells of one column (or of one spelling) are `duplicate_column`.
+    """
+    columns_of_kind = KIND_COLUMNS[kind]
+    mapped: dict[str, str] = {}  # folded header -> field, from the source's `columns`
+    ignore: set[str] = set()
+    if source is not None:
+        mapped = {_folded(h): f for f, h in source.columns.items() if f in columns_of_kind}
+        ignore = {_folded(h) for h in source.ignore_columns}
+    columns: dict[str, int] = {}
+    unknown: list[int] = []
+    ignored: list[int] = []
+    by_columns: set[int] = set()  # positions mapped by the source's `columns`
+    seen: dict[str, int] = {}  # canonical column or normalised other text -> position
+    for position, name in enumerate(names):
+        normalised, folded = _normalise(name), _folded(name)
+        key = normalised
+        if normalised in REPORT_COLUMNS:
+            pass
+        elif folded in mapped:
+            key = mapped[folded]
+            columns[key] = position
+            by_columns.add(position)
+        elif folded in ignore:
+            ignored.append(position)
+        elif normalised in columns_of_kind or ALIASES.get(normalised) in columns_of_kind:
+            key = ALIASES.get(normalised, normalised)
+            columns[key] = position
+        else:
+            unknown.append(position)
+        if key in seen:
+            detail = _duplicate_detail(names, seen[key], position, key, by_columns)
+            raise FileRejected("duplicate_column", detail)
+        seen[key] = position
+    return columns, unknown, ignored
 
 
 def read_batches(path: str | os.PathLike[str], header: Header, batch_size: int) -> Iterator[Batch]:
@@ -276,7 +433,7 @@ def read_batches(path: str | os.PathLike[str], header: Header, batch_size: int) 
                     return
                 line += len(rows)
         except UnicodeDecodeError as e:
-            detail = _decode_error_detail(e, raw, reader.line_num)
+            detail = _decode_error_detail(e, raw, reader.line_num, header.encoding)
             raise FileRejected("unreadable_file", detail) from e
         except csv.Error as e:
             raise FileRejected("unreadable_file", f"near line {reader.line_num}: {e}") from e
@@ -355,6 +512,27 @@ def _record_patterns(delimiter: str | None) -> _RecordPatterns:
     )
 
 
+@functools.cache
+def _byte_counting(encoding: str) -> tuple[str, str, int]:
+    """How `_BoundedLines` counts a line's bytes in `encoding`: (codec, errors, ASCII width).
+
+    The width is the bytes of one ASCII character when every ASCII character has that width (a
+    pure ASCII line is then counted without encoding it), else 0. UTF-16/32 are counted without
+    a byte order mark; undecodable bytes kept as surrogates count as the one byte they were.
+    """
+    name = codecs.lookup(encoding).name
+    for family, codec, width in (("utf-16", "utf-16-le", 2), ("utf-32", "utf-32-le", 4)):
+        if name.startswith(family):
+            return codec, "surrogatepass", width
+    if name.startswith("utf-8"):
+        return "utf-8", "surrogateescape", 1
+    try:
+        same = string.printable.encode(name) == string.printable.encode("ascii")
+    except UnicodeError:
+        same = False
+    return name, "surrogateescape", 1 if same else 0
+
+
 class _BoundedLines:
     """The physical lines of a text stream for the csv module, each record held to a byte limit.
 
@@ -370,18 +548,17 @@ class _BoundedLines:
         self, text: io.TextIOWrapper, encoding: str, limit: int, delimiter: str | None = None
     ):
         self.text, self.limit, self.delimiter = text, limit, delimiter
-        self.codec = "utf-16-le" if encoding.startswith("utf-16") else "utf-8"
-        self.errors = "surrogatepass" if self.codec != "utf-8" else "surrogateescape"
+        self.codec, self.errors, self.ascii_width = _byte_counting(encoding)
         self.line = 1  # the spreadsheet line (record) the next line belongs to or starts
         self.consumed = 0  # bytes of the lines read so far
         csv.field_size_limit(max(csv.field_size_limit(), limit + 1))  # only ever raised
 
     def __iter__(self) -> Iterator[str]:
         readline = functools.partial(self.text.readline, self.limit + 1)
-        ascii_width = 1 if self.codec == "utf-8" else 2
+        ascii_width = self.ascii_width
         limit, in_quote, record_bytes = self.limit, False, 0
         while line := readline():
-            size = len(line) * ascii_width if line.isascii() else self._bytes(line)
+            size = len(line) * ascii_width if ascii_width and line.isascii() else self._bytes(line)
             record_bytes = record_bytes + size if in_quote else size
             if record_bytes > limit:
                 raise FileRejected("line_too_long", self._too_long(line, in_quote))
@@ -401,7 +578,10 @@ class _BoundedLines:
                 self.line += 1
 
     def _bytes(self, line: str) -> int:
-        return len(line.encode(self.codec, self.errors))
+        try:
+            return len(line.encode(self.codec, self.errors))
+        except UnicodeError:  # not expected for decoded text; 4 bytes a character bounds it
+            return 4 * len(line)
 
     def _too_long(self, line: str, in_quote: bool) -> str:
         """The detail for the record at `self.line`: where it is, and why when that is known."""
@@ -470,38 +650,181 @@ def _undo_neutralisation(column: pd.Series) -> pd.Series:
     return column.mask(neutralised, column.str.slice(1))
 
 
-def _detect_encoding(raw: io.BufferedReader) -> str:
-    """Pick the codec from the byte order mark and leave `raw` positioned just after it."""
+def _detect_encoding(raw: io.BufferedReader, configured: str | None = None) -> str:
+    """Pick the codec and leave `raw` positioned just after the byte order mark.
+
+    A BOM says what the file is; without one it is the offer source's `encoding` if it sets one,
+    else UTF-8. A setting of plain "utf-16" or "utf-32" (whose decoders need a BOM) reads a file
+    without one as little-endian, as Windows writes it.
+    """
     start = raw.read(4)
     for magic, what in _MAGIC.items():
         if start.startswith(magic):
             raise FileRejected("unreadable_file", f"looks like {what}; save it as CSV UTF-8")
-    bom, encoding = next(((b, e) for b, e in _BOMS if start.startswith(b)), (b"", "utf-8"))
+    default = configured or "utf-8"
+    if codecs.lookup(default).name in ("utf-16", "utf-32"):
+        default = f"{codecs.lookup(default).name}-le"
+    bom, encoding = next(((b, e) for b, e in _BOMS if start.startswith(b)), (b"", default))
     raw.seek(len(bom))
     return encoding
 
 
-def _check_header_text(line: str, header_line: int, after_sep: bool) -> None:
+def _encoding_advice(encoding: str) -> str:
+    """What to do about a file that is not valid in `encoding` (the one `read_header` chose)."""
+    if encoding == "utf-8":  # no BOM and no `encoding` setting (or the setting says UTF-8)
+        return (
+            'save it as CSV UTF-8, or, if the file is from Excel, set encoding = "cp1252" for'
+            " this offer source"
+        )
+    if encoding in _BOM_NAMES:  # what the file's byte order mark says
+        return (
+            f"the file starts with a {_BOM_NAMES[encoding]} byte order mark; save it as CSV UTF-8"
+        )
+    return (
+        f'check encoding = "{encoding}" for this offer source against the file, or save it as'
+        " CSV UTF-8 and remove the setting"
+    )
+
+
+def _check_header_text(
+    line: str, header_line: int, encoding: str, after_sep: bool, after_parameters: bool
+) -> None:
     """Reject a missing or binary-looking header line with a helpful detail."""
     if not line.strip():
+        before = " and ".join(
+            w for w, there in (("'sep='", after_sep), ("'Parameters:'", after_parameters)) if there
+        )
+        before += " lines" if header_line > 2 else " line"
         if line:
             problem = f"the header line (line {header_line}) is blank"
+        elif header_line > 1:
+            problem = f"the file has only the {before}"
         else:
-            problem = "the file has only the 'sep=' line" if after_sep else "the file is empty"
-        raise FileRejected("empty_file", f"{problem}; the first line must be the header")
+            problem = "the file is empty"
+        where = f"the line after the {before}" if header_line > 1 else "the first line"
+        raise FileRejected("empty_file", f"{problem}; {where} must be the header")
     if "\x00" in line:
         raise FileRejected(
             "unreadable_file",
             f"the header (line {header_line}) contains NUL bytes: the file is probably UTF-16"
-            " without a byte order mark; save it as CSV UTF-8",
+            f" without a byte order mark (it was read as {encoding}); save it as CSV UTF-8, or"
+            ' set encoding = "utf-16-le" for this offer source',
         )
 
 
-def _duplicate_detail(names: tuple[str, ...], first: int, second: int, column: str) -> str:
+def _preamble(lines: Iterator[str]) -> tuple[str | None, str | None, str]:
+    """Skip an Excel `sep=` line and a Google Ads `Parameters:` line (either order, each once).
+
+    Returns the `sep=` delimiter, the Parameters time zone as written, and the header line.
+    """
+    sep: str | None = None
+    time_zone: str | None = None
+    line = next(lines, "")
+    for number in (1, 2):
+        if sep is None and (match := _SEP_LINE.fullmatch(line)):
+            sep = match.group(1)
+        elif time_zone is None and (zone := _parameters_zone(line, number)) is not None:
+            time_zone = zone
+        else:
+            break
+        line = next(lines, "")
+    return sep, time_zone, line
+
+
+def _parameters_zone(line: str, number: int) -> str | None:
+    """The zone of a Google Ads `Parameters:TimeZone=<zone>` line; None for any other line.
+
+    Spreadsheets save the line quoted as a whole, or with the delimiters of the columns below
+    it (`Parameters:TimeZone=-0500,,,,`); both are the same line. A line that starts with
+    `Parameters:` but says anything else is `invalid_parameters_line`.
+    """
+    text = line.strip().rstrip(_TRAILING)
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip().rstrip(_TRAILING)
+    match = _PARAMETERS.fullmatch(text)
+    if match is None:
+        return None
+    key, value = match["key"].strip(), match["value"]
+    value = None if value is None else value.strip()
+    if '"' in text or value is None:
+        problem = "is not a Parameters line like Parameters:TimeZone=America/New_York"
+        raise FileRejected("invalid_parameters_line", f"line {number}: {text!r} {problem}")
+    if key.casefold() != "timezone":
+        raise FileRejected(
+            "invalid_parameters_line",
+            f"line {number}: {f'Parameters:{key}='!r} is not a parameter this pipeline reads (only"
+            " Parameters:TimeZone=<zone>, e.g. America/New_York or -0500)",
+        )
+    offset = _OFFSET.fullmatch(value)
+    if (offset and int(offset["h"]) <= 14 and int(offset["m"]) < 60) or (
+        not offset and value in _zones()
+    ):
+        return value
+    raise FileRejected(
+        "invalid_parameters_line",
+        f"line {number}: Parameters:TimeZone={value!r} is neither an IANA time zone nor an"
+        " offset like -0500",
+    )
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _folded(header: str) -> str:
+    """A header as the offer source's `columns` and `ignore_columns` match it."""
+    return header.strip().casefold()
+
+
+def _toml(header: str) -> str:
+    """A header as a TOML string, for a `columns` line to copy."""
+    return json.dumps(header.strip(), ensure_ascii=False)
+
+
+def _looks_like(name: str, kind: str) -> str | None:
+    """The field of `kind` an unmapped header names by its words (`_FIELD_WORDS`), if any."""
+    normalised = _normalise(name)
+    field = next((f for f, words in _FIELD_WORDS.items() if words.search(normalised)), None)
+    return field if field in _WATCHED[kind] else None
+
+
+def _unmapped_detail(
+    names: tuple[str, ...], unmapped: list[tuple[int, str]], columns: dict[str, int], kind: str
+) -> str:
+    position, field = unmapped[0]
+    name = names[position]
+    detail = f"the header {name!r} (column {position + 1}) looks like {field}"
+    setting = f"{field} = {_toml(name)}"
+    if field in columns:
+        other = columns[field]
+        detail += (
+            f", which this file takes from {names[other]!r} (column {other + 1}); the reader"
+            f" never picks one of two: list it in ignore_columns, or map it in columns"
+            f" ({setting}) and list {names[other]!r} in ignore_columns"
+        )
+    else:
+        default = _DEFAULTED[kind].get(field)
+        source = f"take from {default}" if default else "have no column for"
+        detail += (
+            f", which this file would otherwise {source}; map it in columns ({setting}), or"
+            " list it in ignore_columns"
+        )
+    if len(unmapped) > 1:
+        others = ", ".join(f"{names[p]!r} ({f})" for p, f in unmapped[1:])
+        detail += f"; the same holds for {others}"
+    return detail
+
+
+def _duplicate_detail(
+    names: tuple[str, ...], first: int, second: int, column: str, by_columns: set[int]
+) -> str:
     cells = f"header cells {first + 1} ({names[first]!r}) and {second + 1} ({names[second]!r})"
     if not names[first].strip():
         return f"{cells} are both empty; remove the empty columns or give them names"
-    return f"{cells} both name column {column!r} (matching ignores case, spaces, '_' and '-')"
+    how = [f"{names[p]!r} is mapped to it in columns" for p in (first, second) if p in by_columns]
+    how.append("matching ignores case, spaces, '_' and '-'")
+    return f"{cells} both name column {column!r} ({'; '.join(how)})"
 
 
 def _sniff_delimiter(line: str) -> str:
@@ -510,7 +833,9 @@ def _sniff_delimiter(line: str) -> str:
     return max(_DELIMITERS, key=unquoted.count)  # max keeps the first of equal counts
 
 
-def _decode_error_detail(e: UnicodeDecodeError, raw: io.BufferedReader, lines_read: int) -> str:
+def _decode_error_detail(
+    e: UnicodeDecodeError, raw: io.BufferedReader, lines_read: int, encoding: str
+) -> str:
     """Say where decoding failed: the byte offset and (approximately) the physical line.
 
     `e.object` is the chunk the text layer was decoding, which ends where `raw` now stands.
@@ -519,10 +844,10 @@ def _decode_error_detail(e: UnicodeDecodeError, raw: io.BufferedReader, lines_re
     ends inside the chunk before the bad byte.
     """
     offset = raw.tell() - len(e.object) + e.start
-    before = e.object[: e.start].decode(e.encoding, "replace")
+    before = e.object[: e.start].decode(_byte_counting(encoding)[0], "replace")
     line = lines_read + 1 + before.count("\n") + before.count("\r") - before.count("\r\n")
-    bad = e.object[e.start : e.end].hex(" ")
+    bad = " ".join(f"0x{b:02x}" for b in e.object[e.start : e.end])
     return (
-        f"the file is not valid {e.encoding}: cannot decode byte(s) {bad} at byte offset {offset}"
-        f" (near line {line}); save it as CSV UTF-8"
+        f"the file is not valid {encoding}: cannot decode byte(s) {bad} at byte offset {offset}"
+        f" (near line {line}); {_encoding_advice(encoding)}"
     )

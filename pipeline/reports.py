@@ -77,10 +77,13 @@ class RejectionReport:
             report.commit()
     """
 
-    def __init__(self, path: Path, header_names: Sequence[str], delimiter: str):
+    def __init__(
+        self, path: Path, header_names: Sequence[str], delimiter: str, origin: bool = False
+    ):
         self.path = Path(path)
         self.columns: tuple[str, ...] = (
             "line",
+            *(("original_line",) if origin else ()),  # a re-dropped report: the first file's
             *(name for name in header_names if not is_report_column(name)),
             "reason_code",
             "reason",

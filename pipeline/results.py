@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.core import file_outcome
 from pipeline.core.vocabulary import OUTCOMES
 
 
@@ -26,6 +27,8 @@ class FileResult:
     reasons: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # How times without an offset were read, with an example from the file (README "Times").
+    times: str | None = None
     detail: str | None = None
     reason_code: str | None = None
     report_path: str | None = None
@@ -33,6 +36,14 @@ class FileResult:
     file_id: int | None = None
     received_at: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def all_rows_rejected(self) -> bool:
+        """Read (applied or a dry run), with data lines, every one of them rejected: nothing of
+        the file applied. The CLI exits 1 for such a file; not a field, so not in ``to_dict``."""
+        return file_outcome.all_rows_rejected(
+            self.state, self.data_lines, self.outcomes.get("rejected", 0)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,7 +5,9 @@ same way whoever picks it up: claimed from the data directory (two workers never
 file), ingested by `ingest.ingest_file`, then filed where `core.file_outcome` says (archive,
 quarantine, or back to the inbox). A transient failure (the warehouse is down) puts the file
 back in the inbox for the next run; a claim left behind by a crashed worker is adopted by the
-next run, keeping its received time so the result is the same as if nothing had happened.
+next run, keeping its received time so the result is the same as if nothing had happened. A
+file dropped in a mode folder (``inbox/<offer_source>/<mode>/``) is applied under that mode, as
+``conversions ingest --mode`` would apply it (``Claimed.mode``).
 
 The runner knows no path: every name under the data directory is `ctx.datadir`'s.
 """
@@ -65,6 +67,11 @@ def process_claimed(
 ) -> FileResult:
     """Ingest one claimed file and file it away.
 
+    The file's duplicate mode override is ``mode_override`` when given (a run-level override,
+    e.g. ``conversions inbox --mode``, wins over the folder's), else ``claimed.mode``: the mode
+    folder it was dropped in (``inbox/<offer_source>/<mode>/``), else none (the configured
+    modes). Either way the ledger records it as the file's ``duplicate_mode_override``.
+
     A failure that will pass (the warehouse is down) puts the file back in the inbox for the
     next run, or, with ``release_on_failure=False``, re-raises and leaves the claim where it is:
     an Airflow task does that so that its own retry takes the claim over (``take_over``); once
@@ -73,7 +80,10 @@ def process_claimed(
     it must settle there before anyone takes it again, and a retry would not wait for that.
     """
     refusal = file_outcome.refused_claim(
-        claimed.offer_source, ctx.datadir.not_a_regular_file(claimed), ctx.config.offer_sources
+        claimed.offer_source,
+        ctx.datadir.not_a_regular_file(claimed),
+        ctx.config.offer_sources,
+        claimed.relative,
     )
     if refusal is not None:
         return _quarantine(ctx, claimed, None, refusal)
@@ -96,7 +106,7 @@ def process_claimed(
         claimed.kind,
         received_at=claimed.received_at,
         name=claimed.name,
-        mode_override=mode_override,
+        mode_override=mode_override if mode_override is not None else claimed.mode,
         dry_run=dry_run,
         claim_id=claimed.claim_id,
     )
@@ -211,6 +221,9 @@ def run_inbox(
 ) -> list[FileResult]:
     """One pass over the inbox, exactly as the scheduled DAG makes it.
 
+    ``mode_override``, when given, applies to every conversion file of the pass, over the mode
+    folders' (see ``process_claimed``).
+
     A stop signal (``ctx.stop``, see `pipeline.shutdown`) ends the pass early: the file in
     progress finishes or is rolled back and put back, and so is every claim not yet started.
     """
@@ -226,8 +239,12 @@ def run_inbox(
 
 
 def exit_code(results: Iterable[FileResult], ctx: Context | None = None) -> int:
-    """0 when every file was processed (rows may be rejected), 1 if any was quarantined/failed;
-    after a stop signal, 128 + its number (what a shell reports for a signalled process)."""
+    """0 when every file was processed (rows may be rejected), 1 if any was quarantined/failed
+    or had every data line rejected (``FileResult.all_rows_rejected``); after a stop signal,
+    128 + its number (what a shell reports for a signalled process)."""
     if ctx is not None and ctx.stop.requested:
         return ctx.stop.exit_code
-    return file_outcome.exit_code([r.state for r in results])
+    results = list(results)  # any iterable, read twice
+    return file_outcome.exit_code(
+        [r.state for r in results], any(r.all_rows_rejected for r in results)
+    )

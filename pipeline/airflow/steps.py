@@ -2,10 +2,11 @@
 
 ``pipeline.airflow.taskflow`` wraps these in ``@task`` and the DAGs in ``dags/`` wire those
 together; the CLI calls the same ``runner`` functions, so a file is claimed, ingested, archived or
-quarantined the same way whoever picks it up. Tasks pass *tickets* (a claim id and where the file
-came from) and each file's result as a small JSON dict between them, never data frames: a mapped
-task gets one ticket and works on that one file. Only task bodies import this module, so it may
-import the whole engine; parsing a DAG does not.
+quarantined the same way whoever picks it up. Tasks pass *tickets* (a claim id, where the file
+came from and its ``mode``: the duplicate mode of its mode folder, or None) and each file's
+result as a small JSON dict between them, never data frames: a mapped task gets one ticket and
+works on that one file. Only task bodies import this module, so it may import the whole
+engine; parsing a DAG does not.
 
 Hand-off: the claiming task exits before the mapped tasks start, so its claims carry a lease
 (``HAND_OFF``) during which no other run recovers them; each mapped task then takes its claim
@@ -33,6 +34,7 @@ from pipeline.results import FileResult
 from pipeline.shutdown import Interrupted, Stopped
 
 HAND_OFF = timedelta(hours=1)
+ALL_ROWS_REJECTED = "all_rows_rejected"  # the summary warning's word, its text's first
 TOP_REASONS = 3
 Ticket = dict[str, Any]
 """A claimed (or archived) file as tasks pass it: JSON only, so it can be an XCom."""
@@ -48,6 +50,8 @@ def claim(ctx: Context) -> dict[str, list[Ticket]]:
     The DAG processes all conversion files before any status file, so that a status update
     dropped together with the conversions it updates finds them (mapped tasks of one list run
     in any order; the warehouse lock makes each offer source's files apply one at a time).
+    A ticket's ``mode`` is the duplicate mode of the folder the file was dropped in
+    (``inbox/<offer_source>/<mode>/``), or None.
     """
     tickets: dict[str, list[Ticket]] = {"conversions": [], "status": []}
     claimed_files = runner.claim_waiting(ctx, hand_off=HAND_OFF)
@@ -67,6 +71,7 @@ def claim(ctx: Context) -> dict[str, list[Ticket]]:
                 "offer_source": claimed.offer_source,
                 "kind": claimed.kind,
                 "received_at": claimed.received_at.isoformat(),
+                "mode": claimed.mode,
             }
         )
     return tickets
@@ -75,7 +80,11 @@ def claim(ctx: Context) -> dict[str, list[Ticket]]:
 def process(ctx: Context, ticket: Mapping[str, Any]) -> FileResultDict:
     """Process one claimed file. Raises on a failure that will pass (the task retries), and
     `Stopped` when a stop signal rolled it back and put it back in the inbox (a file that
-    finished within the grace is a success: it is recorded and filed away)."""
+    finished within the grace is a success: it is recorded and filed away).
+
+    The file is applied under the ticket's ``mode`` (its mode folder's): the claim taken over
+    records it too (claim.json), and that record is what counts, so a retry, or a ticket written
+    before tickets had a mode, applies the file the same way."""
     claimed = ctx.datadir.take_over(ticket["claim_id"])
     if claimed is None:  # another run recovered it meanwhile and processed it: not ours now
         return {
@@ -83,6 +92,7 @@ def process(ctx: Context, ticket: Mapping[str, Any]) -> FileResultDict:
             "file": ticket["file"],
             "offer_source": ticket.get("offer_source"),
             "kind": ticket.get("kind", "conversions"),
+            "mode": ticket.get("mode"),
             "state": TAKEN_OVER,
             "detail": file_outcome.TAKEN_OVER_DETAIL,
         }
@@ -99,7 +109,8 @@ def archived_tickets(
     offer_source: str | None = None,
     kind: str | None = None,
 ) -> list[Ticket]:
-    """Archived originals received from ``start`` to ``end`` (UTC dates), oldest first."""
+    """Archived originals received from ``start`` to ``end`` (UTC dates), oldest first; each
+    ticket's ``mode`` is the archived file's (its mode folder's when it was dropped, or None)."""
     if end < start:
         raise ValueError(f"the end date {end} is before the start date {start}")
     if offer_source is not None:
@@ -112,6 +123,7 @@ def archived_tickets(
             "kind": found.kind,
             "received_at": found.received_at.isoformat(),
             "content_hash": found.content_hash,
+            "mode": found.mode,
         }
         for found in ctx.datadir.archived(start, end, offer_source, kind)
     ]
@@ -130,7 +142,9 @@ def replay(
 
     Its reports go to ``reports/replays/<run id>/`` so that the original run's reports stay as
     they were. The original stays in the archive. Without ``force`` a file whose bytes were
-    applied before is a ``duplicate_file`` and changes nothing.
+    applied before is a ``duplicate_file`` and changes nothing. Its duplicate mode override is
+    the run's ``mode_override`` when given, else the archived file's ``mode`` (the mode folder
+    it was dropped in), else none.
     """
     path = Path(ticket["path"])
     if not ctx.datadir.is_archived(path):
@@ -141,7 +155,7 @@ def replay(
         ticket["kind"],
         received_at=datetime.fromisoformat(ticket["received_at"]),
         name=Path(ticket["file"]).name,
-        mode_override=mode_override,
+        mode_override=mode_override if mode_override is not None else ticket.get("mode"),
         dry_run=dry_run,
         force=force,
         reports_dir=ctx.datadir.reports / "replays" / _safe_run_id(run_id),
@@ -155,13 +169,28 @@ def replay(
 
 
 def story(result: Mapping[str, Any]) -> list[str]:
-    """The log lines of one file: its outcome, counts, top rejection reasons, report paths."""
+    """The log lines of one file: its outcome, counts, top rejection reasons, report paths.
+
+    A file whose every data line was rejected says so first, right under its outcome: its
+    ``all_rows_rejected:`` warning (told from the counts when the result carries none).
+    """
     where = printable(str(result.get("file") or result.get("name")))  # a name is one line
     lines = [f"{where} ({result.get('kind')}): {result['state']}"]
+    warnings = list(result.get("warnings") or [])
+    first = [w for w in warnings if str(w).startswith(ALL_ROWS_REJECTED)]
+    if not first and _all_rows_rejected(result):
+        first = [
+            f"{ALL_ROWS_REJECTED}: all {result.get('data_lines', 0)} data lines were rejected; "
+            "nothing of the file was applied (see the rejection report)"
+        ]
+    lines += [f"  warning: {warning}" for warning in first]
+    warnings = [w for w in warnings if w not in first]
     if result["state"] in ("applied", "dry_run"):
         outcomes = result.get("outcomes") or {}
         counts = ", ".join(f"{outcomes.get(key, 0)} {label}" for key, label in SHORT.items())
         lines.append(f"  {result.get('data_lines', 0)} data lines: {counts}")
+    if result.get("times"):
+        lines.append(f"  {printable(str(result['times']))}")
     reasons = Counter(result.get("reasons") or {})
     for code, count in reasons.most_common(TOP_REASONS):
         examples = ", ".join(map(str, (result.get("examples") or {}).get(code, [])))
@@ -172,7 +201,7 @@ def story(result: Mapping[str, Any]) -> list[str]:
     if result.get("reason_code") or result.get("detail"):
         detail = printable(result.get("detail") or "")
         lines.append(f"  {result.get('reason_code') or 'detail'}: {detail}")
-    lines += [f"  warning: {warning}" for warning in result.get("warnings") or []]
+    lines += [f"  warning: {warning}" for warning in warnings]
     for label, key in (("rejection report", "report_path"), ("summary", "summary_path")):
         if result.get(key):
             lines.append(f"  {label}: {result[key]}")
@@ -180,7 +209,8 @@ def story(result: Mapping[str, Any]) -> list[str]:
 
 
 def totals(results: Iterable[Mapping[str, Any] | None]) -> RunTotals:
-    """The run's totals: files per state and rows per outcome, plus a table for the log."""
+    """The run's totals: files per state, rows per outcome, files whose every data line was
+    rejected (``all_rows_rejected``), plus a table for the log."""
     done = [r for r in results if r]  # a mapped task that failed leaves no result
     known = {f.name for f in fields(FileResult)}
     records = [FileResult(**{k: v for k, v in r.items() if k in known}) for r in done]
@@ -191,8 +221,16 @@ def totals(results: Iterable[Mapping[str, Any] | None]) -> RunTotals:
         "files": len(done),
         "states": dict(Counter(r["state"] for r in done)),
         "outcomes": dict(outcomes),
+        "all_rows_rejected": sum(1 for r in records if r.all_rows_rejected),
         "table": render(records) if records else "no files",
     }
+
+
+def _all_rows_rejected(result: Mapping[str, Any]) -> bool:
+    outcomes = result.get("outcomes") or {}
+    return file_outcome.all_rows_rejected(
+        str(result.get("state")), int(result.get("data_lines") or 0), outcomes.get("rejected", 0)
+    )
 
 
 def _safe_run_id(run_id: str) -> str:

@@ -87,6 +87,8 @@ def _context() -> Iterator[Context]:
     from pipeline import runtime
 
     ctx = runtime.airflow_context(warehouse_url())
+    for warning in ctx.config.warnings:
+        log.warning("config: %s", warning)
     password = ctx.engine.url.password
     if password:
         mask_secret(str(password))
@@ -185,6 +187,11 @@ def summarise(
     total = steps.totals(done)
     log.info("run summary:\n%s", total.pop("table"))
     log.info("files by state %s; rows by outcome %s", total["states"], total["outcomes"])
+    if total.get("all_rows_rejected"):
+        log.warning(
+            "all_rows_rejected: %d file(s) had every data line rejected (see their reports)",
+            total["all_rows_rejected"],
+        )
     processed = {result.get("file") for result in done}
     failed = [ticket["file"] for ticket in wanted if ticket["file"] not in processed]
     if failed:

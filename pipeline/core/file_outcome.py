@@ -22,10 +22,16 @@ state                     when                                       the file go
 ``taken_over``            an Airflow task's claim that another run   (already filed by that run)
                           recovered and finished
 ========================  =========================================  ==========================
+
+A ``duplicate_file`` re-sent under another mode than the applied copy's (a mode folder, ``--mode``)
+is still a duplicate; its detail says that only ``force`` re-applies (``duplicate_detail``). A
+file that was read but had every data line rejected (``all_rows_rejected``) ends ``applied`` like
+any other, and still makes the CLI exit 1 (``exit_code``).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -34,6 +40,7 @@ from pipeline.core.vocabulary import (
     DRY_RUN,
     DUPLICATE_FILE,
     FAILED,
+    MODES,
     QUARANTINED,
 )
 
@@ -46,6 +53,11 @@ RETURN_UNPINNED = "return_unpinned"  # back to the inbox as if never claimed (a 
 DUPLICATE_DETAIL = (
     "the same bytes were already applied for this offer source and kind; nothing changed "
     "(a replay with force re-applies)"
+)
+# Added to DUPLICATE_DETAIL's facts when the file asks for another mode than the applied copy's.
+FORCE_FOR_ANOTHER_MODE = (
+    "a re-send under another mode needs --force (conversions ingest --force) or force (the "
+    "replay DAG's param)"
 )
 TAKEN_OVER_DETAIL = "another run recovered this claim and processed the file"
 INTERNAL_ERROR = "internal_error"
@@ -87,14 +99,21 @@ def refused_unread(
 
 
 def refused_claim(
-    offer_source: str | None, odd_entry: str | None, configured: Collection[str]
+    offer_source: str | None,
+    odd_entry: str | None,
+    configured: Collection[str],
+    relative: str | None = None,
 ) -> Refusal | None:
     """Why a claimed inbox entry is quarantined before it is opened, or None: it is not a
     regular file (``odd_entry`` says what it is), or it lies outside every offer source's
-    folder."""
+    folder. With its inbox-relative path, a file in an offer source's sub-folder that the inbox
+    does not read (a misspelt mode folder) is told so, with the folders it does read."""
     if odd_entry:
         return Refusal("unknown_offer_source", odd_entry)
     if offer_source is None:
+        folder = _unread_folder(relative, configured)
+        if folder is not None:
+            return Refusal("unknown_offer_source", folder)
         return Refusal(
             "unknown_offer_source",
             "not inside a configured offer source's inbox folder "
@@ -103,10 +122,53 @@ def refused_claim(
     return None
 
 
+def _unread_folder(relative: str | None, configured: Collection[str]) -> str | None:
+    """Why a file inside a configured offer source's folder is not read: it lies in a sub-folder
+    that is neither ``status/`` nor one of the six mode folders (a misspelt mode: ``edt/``), or
+    deeper; None for a file outside every offer source's folder."""
+    parts = (relative or "").split("/")
+    if len(parts) < 3 or parts[0] not in configured:
+        return None
+    source, folder = parts[0], parts[1]
+    where = (
+        f"inbox/{source}/ reads files directly in it, in status/ (status files) and in one "
+        f"folder per duplicate mode ({', '.join(f'{m}/' for m in MODES)})"
+    )
+    if len(parts) > 3:
+        return f"{'/'.join(parts[1:-1])}/ is nested too deep: {where}"
+    close = difflib.get_close_matches(folder.lower(), (*MODES, "status"), n=1, cutoff=0.6)
+    guess = f" (did you mean {close[0]}/?)" if close else ""
+    return f"{folder}/ is not a mode folder{guess}: {where}"
+
+
 def refusal_of(ledger_detail: str | None, known_codes: Collection[str]) -> Refusal:
     """The refusal a quarantined ledger row records (see ``Refusal.ledger_detail``)."""
     code, _, detail = (ledger_detail or "").partition(": ")
     return Refusal(code if code in known_codes else "invalid_file", detail)
+
+
+def duplicate_detail(applied_mode: str | None, mode: str | None) -> str:
+    """The detail of a ``duplicate_file``: ``applied_mode`` is the mode override the applied copy
+    of these bytes was applied under, ``mode`` this file's (None: no override, the configured
+    modes). The same mode gives ``DUPLICATE_DETAIL``; another says what a re-send under another
+    mode needs (``FORCE_FOR_ANOTHER_MODE``)."""
+    if applied_mode == mode:
+        return DUPLICATE_DETAIL
+    return (
+        "the same bytes were already applied for this offer source and kind under "
+        f"{_mode_words(applied_mode)}, and this file asks for {_mode_words(mode)}; nothing "
+        f"changed: {FORCE_FOR_ANOTHER_MODE}"
+    )
+
+
+def _mode_words(mode: str | None) -> str:
+    return "the configured modes (no mode override)" if mode is None else f"the mode {mode}"
+
+
+def all_rows_rejected(state: str, data_lines: int, rejected: int) -> bool:
+    """Whether a file was read and every one of its data lines rejected: nothing of it applied,
+    though the file itself was fine (wrong columns' contents, another network's export)."""
+    return state in (APPLIED, DRY_RUN) and data_lines > 0 and rejected == data_lines
 
 
 def state_after_ledger_check(applied_before: int, force: bool, dry_run: bool) -> str:
@@ -148,7 +210,10 @@ def failure_state(transient: bool) -> str:
     return FAILED if transient else QUARANTINED
 
 
-def exit_code(states: Collection[str]) -> int:
+def exit_code(states: Collection[str], all_rows_rejected: bool = False) -> int:
     """0 when every file was processed (rows may be rejected), 1 if any was quarantined or
-    failed."""
+    failed, or if ``all_rows_rejected``: a file had every data line rejected (see
+    ``all_rows_rejected``)."""
+    if all_rows_rejected:
+        return 1
     return 1 if any(s in (QUARANTINED, FAILED) for s in states) else 0

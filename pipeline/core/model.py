@@ -44,7 +44,10 @@ class OfferSource:
     account: Account
     duplicate_mode: str = "ignore"
     default_status: str = "approved"
-    file_times: str = "account"
+    # How times without an offset are read: "utc" (the seed's rule), "account" (the account's
+    # wall time) or an IANA zone; a file's Parameters:TimeZone line, then a row's own offset,
+    # come first.
+    file_times: str = "utc"
     allow_negative_payout: bool = False
     click_id_pattern: str | None = None
     nonexistent_times: str = "reject"
@@ -52,6 +55,12 @@ class OfferSource:
     time_format: str | None = None
     allowed_conversion_types: tuple[str, ...] | None = None
     type_modes: Mapping[str, str] = field(default_factory=dict)
+    # field -> the header this source writes for it (matched case-insensitively, trimmed)
+    columns: Mapping[str, str] = field(default_factory=dict)
+    ignore_columns: tuple[str, ...] = ()  # headers ignored on purpose, never unmapped_column
+    decimal_separator: str = "."  # "," for 12,50 and 1.234,56
+    encoding: str | None = None  # None: UTF-8, or UTF-16 with a BOM; else a Python codec
+    status_aliases: Mapping[str, str] = field(default_factory=dict)  # word -> status
 
     def modes(self, override: str | None = None) -> tuple[Mapping[str, str], str]:
         """The duplicate-mode precedence, the one place it is written: the run's override wins,
@@ -97,6 +106,9 @@ class Config:
     accounts: Mapping[str, Account]
     offer_sources: Mapping[str, OfferSource]
     settings: Settings = Settings()
+    # Things the loader accepted but a person should know (a fixed-offset account zone has no
+    # daylight saving time); the CLI prints them and an Airflow task logs them, once per run.
+    warnings: tuple[str, ...] = ()
 
     def offer_source(self, name: str) -> OfferSource:
         try:

@@ -1,11 +1,12 @@
 """Normalising: raw text cells of one batch -> typed rows, or reasons why not.
 
-Two steps, on purpose. First every column is *parsed* here (trim, case, Decimal micros, UTC
-instants, the duplicate mode of each row); a value that cannot be parsed becomes a reason and
-<NA>, never an exception. Then the typed frame is *validated* by the pandera schemas in
-`core/schemas/` with lazy validation, so every failing check of every row is collected (a failed
-coercion would otherwise hide a column's other checks): the required values, the shapes and the
-offer source's options are checks there. A row is accepted only if it has no reason at all.
+Two steps, on purpose. First every column is *parsed* here (trim, case, status aliases, exact
+micros with the offer source's decimal separator, UTC instants, the duplicate mode of each row); a
+value that cannot be parsed becomes a reason and <NA>, never an exception. Then the typed frame is
+*validated* by the pandera schemas in `core/schemas/` with lazy validation, so every failing check
+of every row is collected (a failed coercion would otherwise hide a column's other checks): the
+required values, the shapes and the offer source's options are checks there. A row is accepted
+only if it has no reason at all.
 
 Pure functions over DataFrames and the config: no I/O, no per-row Python.
 """
@@ -20,6 +21,7 @@ import pandas as pd
 import pandera.errors
 
 from pipeline.core import money, schemas, timezones
+from pipeline.core import statuses as status_words
 from pipeline.core.model import OfferSource
 from pipeline.core.reasons import CATALOGUE
 from pipeline.core.vocabulary import IGNORE_BY_EVENT_ID, PAYOUT_MODES
@@ -52,18 +54,31 @@ def conversions(
     received_at: pd.Timestamp,
     future_tolerance_seconds: int,
     mode_override: str | None = None,
+    file_zone: str | None = None,
 ) -> Normalised:
-    """Upload rows: parse, decide each row's duplicate mode, validate."""
+    """Upload rows: parse, decide each row's duplicate mode, validate.
+
+    `file_zone` is the file's `Parameters:TimeZone=` zone, if it has that line: it reads the
+    times without an offset, instead of the offer source's `file_times`."""
     cells = cells.reset_index(drop=True)
     reasons: dict[str, np.ndarray] = {}
 
-    payout, bad_payout, no_payout = money.parse_payouts(_text(cells, "payout"))
-    reasons["invalid_payout"] = bad_payout.to_numpy()
+    payout_text = _text(cells, "payout")
+    payout, bad_payout, no_payout = money.parse_payouts(
+        payout_text, decimal_separator=source.decimal_separator
+    )
+    bad = bad_payout.to_numpy()
+    comma = np.zeros(len(cells), dtype=bool)
+    if source.decimal_separator == "." and bad.any():  # 12,50 read with ".": name the setting
+        comma = bad & money.decimal_commas(payout_text).to_numpy()
+    reasons["invalid_payout"] = bad & ~comma
+    reasons["payout_decimal_comma"] = comma
 
     times = timezones.to_utc(
         _text(cells, "conversion_time"),
         zone=source.account.timezone,
         file_times=source.file_times,
+        file_zone=file_zone,
         time_format=source.time_format,
         nonexistent=source.nonexistent_times,
         ambiguous=source.ambiguous_times,
@@ -90,7 +105,7 @@ def conversions(
             "payout": payout,
             "converted_at": times.utc,
             "conversion_type": ctype,
-            "status": _nullable(_text(cells, "status").str.lower()),
+            "status": _status(cells, source),
             "event_id": event_id,
             "currency": _nullable(_text(cells, "currency").str.upper()),
             "mode": mode,
@@ -109,12 +124,18 @@ def statuses(cells: pd.DataFrame, lines: np.ndarray, source: OfferSource) -> Nor
             "click_id": _nullable(_text(cells, "click_id")),
             "conversion_type": _nullable(_text(cells, "conversion_type")),
             "event_id": _nullable(_text(cells, "event_id")),
-            "status": _nullable(_text(cells, "status").str.lower()),
+            "status": _status(cells, source),
         }
     )
     reasons: dict[str, np.ndarray] = {}
     _validate(schemas.for_offer_source("status", source), typed, reasons)
     return _split(typed, reasons)
+
+
+def _status(cells: pd.DataFrame, source: OfferSource) -> pd.Series:
+    """The status column with aliases applied (built-in, then the offer source's): an unknown
+    word stays as written, casefolded, for `invalid_status`; an empty cell is <NA>."""
+    return _nullable(status_words.canonical(_text(cells, "status"), source.status_aliases))
 
 
 def _validate(schema, typed: pd.DataFrame, reasons: dict[str, np.ndarray]) -> None:

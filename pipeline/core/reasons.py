@@ -60,10 +60,29 @@ _ROW = [
         "check the payout and its unit (cents instead of dollars?)",
     ),
     (
+        "payout_decimal_comma",
+        "payout is written with a decimal comma (12,50 or 1.234,56) but the offer source "
+        "reads '.' as the decimal point",
+        'set decimal_separator = "," for this offer source, or write the payout like 12.50',
+    ),
+    (
+        "unquoted_decimal_comma",
+        "the row has one cell more than the header because a payout with a decimal comma "
+        "was not quoted (12,50 split into 12 and 50)",
+        'quote the payout ("12,50"), or export with ";" as the delimiter',
+    ),
+    (
         "invalid_time",
-        "conversion_time is not YYYY-MM-DD HH:MM:SS[.ffffff][Z|+HH:MM] "
-        "(or the offer source's time_format)",
+        "conversion_time is not YYYY-MM-DD HH:MM[:SS[.ffffff]][Z|+HH:MM|+HHMM], Unix epoch "
+        "seconds (10 digits) or milliseconds (13 digits), or the offer source's time_format",
         "write the time like 2026-03-08 14:00:00; day-first or month-first dates are never guessed",
+    ),
+    (
+        "time_reformatted_by_spreadsheet",
+        "conversion_time looks like a time a spreadsheet reformatted on save (11/3/2026 8:30): "
+        "day and month cannot be told apart",
+        "drop the original time again as YYYY-MM-DD HH:MM:SS; format the column as text before "
+        "saving (or import it as text), so the spreadsheet keeps it as written",
     ),
     (
         "nonexistent_local_time",
@@ -89,8 +108,12 @@ _ROW = [
     ),
     (
         "invalid_status",
-        "status is not approved, pending, declined or other",
-        "use one of approved, pending, declined, other (any case) or leave it empty",
+        "status is not approved, pending, declined or other, nor one of their aliases "
+        "(approve, accepted, confirmed; hold, on hold, waiting; decline, rejected, reject, "
+        "denied, chargeback, reversed) or the offer source's status_aliases",
+        "use one of approved, pending, declined, other (any case), or map the network's word "
+        "in status_aliases (only in an upload file may it be empty: the offer source's "
+        "default_status)",
     ),
     (
         "missing_status",
@@ -137,13 +160,27 @@ _ROW = [
 _FILE = [
     (
         "unreadable_file",
-        "the file is not CSV in UTF-8 (with or without BOM) or UTF-16 with BOM",
-        "save the file as CSV UTF-8",
+        "the file is not CSV in UTF-8 (with or without BOM) or UTF-16 with BOM, or not in "
+        "the offer source's encoding",
+        'save the file as CSV UTF-8, or set encoding = "cp1252" (or the file\'s encoding) for '
+        "this offer source",
     ),
     (
         "missing_required_column",
         "a required column is missing from the header",
         "add the column (see `conversions template`)",
+    ),
+    (
+        "unmapped_column",
+        "a header names a field of ours (a status, currency, payout, time or click id) that no "
+        "column is mapped to: its values would be replaced by defaults",
+        'map it in `columns` (field = "header"), or list it in `ignore_columns`',
+    ),
+    (
+        "invalid_parameters_line",
+        "the file's first line is a Parameters:TimeZone= line whose zone is neither an IANA "
+        "time zone nor an offset like +0100 or -0500",
+        "write Parameters:TimeZone=America/New_York (or -0500), as Google Ads' template does",
     ),
     (
         "duplicate_column",

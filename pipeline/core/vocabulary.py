@@ -61,8 +61,10 @@ KINDS = ("conversions", "status")
 # Offer source names are also inbox folder names.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-# How times without an offset are read (core/timezones.py), and the DST policies.
+# How times without an offset are read (core/timezones.py), and the DST policies: `file_times`
+# is one of these words or an IANA zone name (a network that exports in its own zone).
 FILE_TIMES = ("account", "utc")
+DECIMAL_SEPARATORS = (".", ",")  # `decimal_separator`: how an offer source writes payouts
 NONEXISTENT_POLICIES = ("reject", "shift_forward")  # a wall time inside a DST gap
 AMBIGUOUS_POLICIES = ("reject", "earliest", "latest")  # a wall time inside a DST overlap
 
@@ -92,7 +94,8 @@ STATUS_COLUMNS = ("click_id", "status", "conversion_type", "event_id")
 KIND_COLUMNS = {"conversions": CONVERSION_COLUMNS, "status": STATUS_COLUMNS}
 REQUIRED_COLUMNS = {"conversions": ("click_id", "payout"), "status": ("click_id", "status")}
 # Written by our rejection reports; silently ignored on input so a fixed report can be re-uploaded.
-REPORT_COLUMNS = ("line", "reason_code", "reason")
+# `original_line`: in the report of a re-dropped report, the first file's line of each row.
+REPORT_COLUMNS = ("line", "original_line", "reason_code", "reason")
 
 # A conversion's fields that a later row may change (edit, increment, status update), in the
 # order the history table records them as old_<field>/new_<field>.

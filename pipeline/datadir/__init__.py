@@ -60,6 +60,11 @@ class DataDir(Protocol):
     def scan(self, offer_sources: Collection[str], settle_seconds: float = 0) -> list[Waiting]:
         """The inbox's waiting files, in a deterministic order.
 
+        ``inbox/<offer_source>/`` holds conversion files, ``.../status/`` status files and
+        ``.../<mode>/`` (one of ``vocabulary.MODES``) conversion files applied under that mode
+        (``Waiting.mode``, then ``Claimed.mode``); anything else is listed with no offer source,
+        for quarantine.
+
         With ``settle_seconds``, only files that have not changed for that long (a sender may
         write in place); ``claim`` then takes such a file only if it is unchanged since the
         scan. A backend without modification times uses what stands for them (an object's
@@ -76,7 +81,8 @@ class DataDir(Protocol):
         ...
 
     def release(self, claimed: Claimed, keep_received: bool = True) -> Path:
-        """Put a claimed file back in the inbox (a failure that will pass)."""
+        """Put a claimed file back in the inbox (a failure that will pass), in the folder it
+        came from (a mode folder's file keeps its mode)."""
         ...
 
     def not_a_regular_file(self, claimed: Claimed) -> str | None:
@@ -84,7 +90,7 @@ class DataDir(Protocol):
         ...
 
     def file_archived(self, claimed: Claimed, content_hash: str) -> Path:
-        """Move a processed file to the archive."""
+        """Move a processed file to the archive (its sidecar keeps ``Claimed.mode``)."""
         ...
 
     def file_quarantined(

@@ -12,6 +12,11 @@ worker that died mid-file leaves enough behind for ``recover`` to hand the file 
 Symlinks are never followed: a link in the inbox could point anywhere (``/etc/passwd``, another
 customer's folder). They are moved as links, to quarantine, and never opened.
 
+A file in a mode folder, ``inbox/<offer_source>/<mode>/`` (``mode`` one of the six duplicate
+modes, ``vocabulary.MODES``), is a conversion file applied under that mode: its ``Waiting`` and
+``Claimed`` carry ``mode``, claim.json records it (so recovery and ``take_over`` keep it), and
+``release`` puts the file back into the same folder (``relative`` names it).
+
 A sender may write a file in place, under its final name, instead of renaming a temp file into
 the inbox: such a file is claimed only once it has settled (``scan``'s ``settle_seconds``), and a
 file that still changed after it was read raises ``FileChanged`` before its transaction commits.
@@ -34,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.core.vocabulary import KINDS, NAME_PATTERN
+from pipeline.core.vocabulary import KINDS, MODES, NAME_PATTERN
 from pipeline.datadir.layout import Layout, read_json, utc_seconds, write_json
 
 CLAIM_FILE = "claim.json"
@@ -72,6 +77,8 @@ class Waiting:
     # (size, mtime_ns) as the scan saw them, when it checked that the file had settled: the
     # claim takes the file only if they are still the same.
     seen: tuple[int, int] | None = None
+    # The duplicate mode of its folder (``inbox/<offer_source>/<mode>/``), or None.
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,10 @@ class Claimed:
     # Earlier claim ids of this file, oldest first, when it was adopted after a crash: work
     # recorded under an old id (e.g. in the warehouse ledger) still belongs to this file.
     adopted_from: tuple[str, ...] = ()
+    # The duplicate mode of the folder it was dropped in (``inbox/<offer_source>/<mode>/``),
+    # applied as the file's mode override; None for a file directly in its offer source's
+    # folder (the configured modes) and for status files, which take no mode.
+    mode: str | None = None
 
     def __post_init__(self) -> None:
         # These fields become folder names in archive/ and quarantine/, and may come back from
@@ -99,6 +110,11 @@ class Claimed:
             raise ValueError(f"not a valid offer source name: {self.offer_source!r}")
         if self.received_at.tzinfo is None:
             raise ValueError("received_at must be timezone-aware")
+        if self.mode is not None and (self.mode not in MODES or self.kind != "conversions"):
+            raise ValueError(
+                f"not a duplicate mode of a conversion file: {self.mode!r} ({self.kind}; "
+                f"modes: {', '.join(MODES)})"
+            )
 
     @property
     def name(self) -> str:
@@ -115,9 +131,12 @@ def scan(
     """List the inbox's waiting files, sorted by relative path (a deterministic order).
 
     Files directly in ``inbox/<offer_source>/`` are conversions, in ``.../status/`` status
-    updates. Anything else that is not a temporary file (see ``_is_ignored``) is listed with
-    ``offer_source=None`` so it gets quarantined rather than silently left behind: a file at the
-    inbox root or in an unknown or nested folder, and every symlink or other non-regular file.
+    updates, in ``.../<mode>/`` (one of the six duplicate modes) conversions applied under that
+    mode (``Waiting.mode``). Anything else that is not a temporary file (see ``_is_ignored``)
+    is listed with ``offer_source=None`` so it gets quarantined rather than silently left
+    behind: a file at the inbox root or in an unknown or nested folder (a misspelt mode folder
+    such as ``edt/`` included: quarantined, never left waiting), and every symlink or other
+    non-regular file.
 
     With ``settle_seconds`` a regular file is listed only once it has not changed for that long
     (see ``_settled``): a sender writing it in place is not done, and half a file would be
@@ -145,10 +164,10 @@ def scan(
                 folders.append(path)
                 continue
             relative = path.relative_to(layout.inbox).as_posix()
-            offer_source, kind = _classify(relative, known)
+            offer_source, kind, mode = _classify(relative, known)
             seen = None
             if not entry.is_file(follow_symlinks=False):  # symlink, FIFO, socket: never opened
-                offer_source = None
+                offer_source, mode = None, None
             elif settle_seconds > 0:
                 try:
                     st = entry.stat(follow_symlinks=False)
@@ -158,7 +177,7 @@ def scan(
                     log.debug("%s is still changing: left waiting until it settles", relative)
                     continue
                 seen = (st.st_size, st.st_mtime_ns)
-            found.append(Waiting(path, relative, offer_source, kind, seen))
+            found.append(Waiting(path, relative, offer_source, kind, seen=seen, mode=mode))
     return sorted(found, key=lambda waiting: waiting.relative)
 
 
@@ -211,6 +230,7 @@ def claim(
         offer_source=waiting.offer_source,
         kind=waiting.kind,
         received_at=received_at,
+        mode=waiting.mode,
     )
     try:
         _write_claim(claimed, received_at, hand_off, file_at=waiting.path)
@@ -229,6 +249,9 @@ def claim(
 
 def release(layout: Layout, claimed: Claimed, keep_received: bool = True) -> Path:
     """Put a claimed file back where it was in the inbox (processing failed, try again later).
+
+    Where it was includes its folder: a file from a mode folder goes back into that folder, so
+    the next claim applies it under the same mode.
 
     Never overwrites: if a file of that name was dropped meanwhile, this one comes back as
     ``<stem>.returned-<claim_id[:8]><suffix>``. Returns the inbox path.
@@ -353,13 +376,16 @@ def _is_ignored(name: str) -> bool:
     )
 
 
-def _classify(relative: str, known: set[str]) -> tuple[str | None, str]:
+def _classify(relative: str, known: set[str]) -> tuple[str | None, str, str | None]:
+    """(offer source, kind, mode) of an inbox-relative path; offer source None: quarantine."""
     parts = relative.split("/")
     if len(parts) == 2 and parts[0] in known:
-        return parts[0], "conversions"
+        return parts[0], "conversions", None
     if len(parts) == 3 and parts[0] in known and parts[1] == "status":
-        return parts[0], "status"
-    return None, "status" if parts[-2:-1] == ["status"] else "conversions"
+        return parts[0], "status", None
+    if len(parts) == 3 and parts[0] in known and parts[1] in MODES:
+        return parts[0], "conversions", parts[1]
+    return None, "status" if parts[-2:-1] == ["status"] else "conversions", None
 
 
 def _is_safe_relative(relative: str) -> bool:
@@ -465,6 +491,7 @@ def _write_claim(
         identity = _identity(file_at.lstat())
     except OSError:  # gone: a claim whose file already moved on
         identity = None
+    mode = {"mode": claimed.mode} if claimed.mode is not None else {}  # only a mode folder's
     write_json(
         claimed.path.parent / CLAIM_FILE,
         {
@@ -480,6 +507,7 @@ def _write_claim(
             "adopted_from": list(claimed.adopted_from),
             "handed_off_until": until,  # not recovered before then, though its claimer exited
             "identity": identity,  # the file's, as `_identity` gives it
+            **mode,
         },
     )
 
@@ -522,6 +550,7 @@ def _recorded_claim(folder: Path, record: Mapping[str, Any]) -> Claimed | None:
             kind=record["kind"],
             received_at=datetime.fromisoformat(record["received_at"]),
             adopted_from=lineage,
+            mode=record.get("mode"),
         )
         pid, claimed_at = int(record["pid"]), datetime.fromisoformat(record["claimed_at"])
         until = record.get("handed_off_until")

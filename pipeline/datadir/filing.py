@@ -3,7 +3,9 @@ writer left behind.
 
 ``file_archived`` and ``file_quarantined`` are the actions; ``layout.archive`` and
 ``layout.quarantine`` the folders; ``archived`` lists the archive for replays. Each file filed
-away has a sidecar JSON record beside it, written first, so a filed file always has one.
+away has a sidecar JSON record beside it, written first, so a filed file always has one. A file
+from a mode folder (``inbox/<offer_source>/<mode>/``) keeps its ``mode`` in the sidecar (the key
+is there only for such a file), so a replay of the archived original can apply it the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.reasons import CATALOGUE
+from pipeline.core.vocabulary import MODES
 from pipeline.datadir.claims import Claimed, remove_claim_folder
 from pipeline.datadir.layout import (
     PARTIAL,
@@ -45,6 +48,7 @@ class Archived:
     kind: str
     received_at: datetime
     content_hash: str
+    mode: str | None = None  # the duplicate mode of the folder it was dropped in, or None
 
 
 def file_archived(layout: Layout, claimed: Claimed, content_hash: str) -> Path:
@@ -74,6 +78,7 @@ def file_archived(layout: Layout, claimed: Claimed, content_hash: str) -> Path:
         "received_at": claimed.received_at.isoformat(),
         "content_hash": content_hash,
         "archived_at": utc_seconds(None).isoformat(),
+        **_mode_of(claimed),
     }
     return _file_away(claimed, target, target.with_name(target.name + ".json"), sidecar)
 
@@ -106,6 +111,7 @@ def file_quarantined(
         "received_at": claimed.received_at.isoformat(),
         "content_hash": content_hash,
         "quarantined_at": utc_seconds(None).isoformat(),
+        **_mode_of(claimed),
     }
     return _file_away(claimed, target, target.with_name(target.name + ".reason.json"), sidecar)
 
@@ -180,6 +186,11 @@ def remove_partials(
             path.unlink(missing_ok=True)
 
 
+def _mode_of(claimed: Claimed) -> dict[str, str]:
+    """The sidecar's ``mode`` entry: only for a file from a mode folder."""
+    return {"mode": claimed.mode} if claimed.mode is not None else {}
+
+
 def _file_away(claimed: Claimed, target: Path, sidecar: Path, record: Mapping[str, Any]) -> Path:
     """Sidecar first, then the file (atomically replacing an identical earlier copy)."""
     write_json(sidecar, record)
@@ -196,6 +207,9 @@ def _read_archive_sidecar(sidecar: Path) -> Archived | None:
     try:
         if record is None or not stat.S_ISREG(path.lstat().st_mode):
             return None
+        mode = record.get("mode")
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"not a duplicate mode: {mode!r}")
         return Archived(
             path=path,
             relative=record["relative"],
@@ -203,6 +217,7 @@ def _read_archive_sidecar(sidecar: Path) -> Archived | None:
             kind=record["kind"],
             received_at=datetime.fromisoformat(record["received_at"]),
             content_hash=record["content_hash"],
+            mode=mode,
         )
     except (OSError, KeyError, TypeError, ValueError):
         return None

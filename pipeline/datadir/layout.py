@@ -184,11 +184,29 @@ def own_paths(csv_path: Path, json_path: Path, tag: str) -> tuple[Path, Path]:
 
 
 def safe_stem(original_name: str) -> str:
-    """A file-name stem safe on any file system and in any shell: never a path, never hidden."""
+    """A file-name stem safe on any file system and in any shell: never a path, never hidden.
+
+    A rejection report dropped back in (``cb.68312183913d.rejected.csv``) has the stem of the
+    file it came from (``cb``), so a report's name does not grow with each round of fixing."""
     name = original_name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     stem = Path(name).stem if name not in ("", ".", "..") else ""
+    origin = report_origin(name)
+    if origin is not None:
+        stem = origin[0]
     stem = _UNSAFE_NAME_CHARS.sub("_", stem).lstrip(".-")[:_MAX_STEM]
     return stem or "file"
+
+
+_REPORT_NAME = re.compile(
+    rf"(?P<stem>.+)\.(?P<hash>[0-9a-f]{{{REPORT_HASH_CHARS}}})(?:\.[A-Za-z0-9_-]+)?\.rejected"
+)
+
+
+def report_origin(name: str) -> tuple[str, str] | None:
+    """(stem, hash prefix) of the file a rejection report's name says it came from, or None
+    when ``name`` is not named like one of our reports (``<stem>.<hash12>[.<tag>].rejected.*``)."""
+    match = _REPORT_NAME.fullmatch(Path(name).stem)
+    return (match["stem"], match["hash"]) if match else None
 
 
 def partial_path(path: Path) -> Path:

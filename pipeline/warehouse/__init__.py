@@ -23,8 +23,10 @@ Callers use the names below as `warehouse.<name>`.
 from pipeline.warehouse.extract import EXPORT_COLUMNS, export
 from pipeline.warehouse.ledger import (
     applied_count,
+    applied_mode_override,
     finish_file,
     names_taken,
+    original_of,
     record_file,
     recorded_by_claim,
 )
@@ -59,6 +61,7 @@ __all__ = [
     "UTCDateTime",
     "WarehouseError",
     "applied_count",
+    "applied_mode_override",
     "apply",
     "connect",
     "conversion_history",
@@ -70,6 +73,7 @@ __all__ = [
     "ingested_files",
     "metadata",
     "names_taken",
+    "original_of",
     "record_file",
     "record_rejections",
     "recorded_by_claim",

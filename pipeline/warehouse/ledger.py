@@ -30,6 +30,27 @@ def applied_count(conn: Connection, content_hash: str, offer_source: str, kind: 
     ).scalar_one()
 
 
+def applied_mode_override(
+    conn: Connection, content_hash: str, offer_source: str, kind: str, mode: str | None
+) -> str | None:
+    """The ``duplicate_mode_override`` of the applied copy that a file of these bytes under
+    ``mode`` duplicates: ``mode`` itself if a copy was applied under it (or none was), else the
+    latest applied copy's (None: applied with no override, under the configured modes)."""
+    f = ingested_files.c
+    applied = conn.execute(
+        select(f.duplicate_mode_override)
+        .where(
+            f.content_hash == content_hash,
+            f.offer_source == offer_source,
+            f.kind == kind,
+            f.state == APPLIED,
+        )
+        .order_by(f.file_id)
+    ).scalars()
+    modes = list(applied)
+    return mode if not modes or mode in modes else modes[-1]
+
+
 def recorded_by_claim(conn: Connection, claim_ids: Sequence[str]) -> dict[str, Any] | None:
     """The ledger row a claim (under any of its ids) committed before its worker died: the
     file was applied, quarantined or found a duplicate, and only the filing away was cut off.
@@ -78,3 +99,28 @@ def finish_file(conn: Connection, file_id: int, **values: Any) -> None:
     conn.execute(
         ingested_files.update().where(ingested_files.c.file_id == file_id).values(**values)
     )
+
+
+def original_of(
+    conn: Connection, offer_source: str, kind: str, hash_prefix: str, same_stem: Any
+) -> int | None:
+    """The first file of a chain of fixed rejection reports: the applied file whose content hash
+    starts with ``hash_prefix`` (the prefix a report's name carries) and whose name has the
+    stem the report was named by (``same_stem(original_name)``), then that file's own original
+    if it was itself a report. None when no applied file matches (the report was renamed, or
+    comes from another warehouse)."""
+    f = ingested_files.c
+    rows = conn.execute(
+        select(f.file_id, f.original_name, f.original_file_id)
+        .where(
+            f.offer_source == offer_source,
+            f.kind == kind,
+            f.state == APPLIED,
+            f.content_hash.startswith(hash_prefix.lower(), autoescape=True),
+        )
+        .order_by(f.file_id.desc())
+    ).all()
+    for file_id, original_name, original_file_id in rows:
+        if same_stem(original_name):
+            return int(original_file_id or file_id)
+    return None

@@ -46,7 +46,7 @@ from pipeline.core.model import DEFAULT_LOCK_TIMEOUT_SECONDS
 from pipeline.core.money import format_micros, parse_decimal
 from pipeline.core.vocabulary import MUTABLE_FIELDS, OUTCOMES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how `UTCDateTime` stores a time on SQLite
 # "No bound" on SQLite, whose busy timeout 0 means "do not wait at all": about 24 days, in ms.
 _SQLITE_FOREVER_MS = 2**31 - 1
@@ -131,6 +131,9 @@ ingested_files = Table(
     Column("detail", Text),
     Column("report_path", Text),
     Column("summary_path", Text),
+    # A fixed rejection report dropped back in: the file whose lines its `original_line` column
+    # points at (the first file of the chain, however many rounds of fixing).
+    Column("original_file_id", _ID),
     Index("ix_ingested_files_hash", "content_hash", "offer_source", "kind", "state"),
     Index("ix_ingested_files_claim", "claim_id"),
 )
@@ -197,6 +200,8 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn)
     for index in _ADDED_IN_V2:
         index.drop(conn, checkfirst=True)
+    for column in _ADDED_IN_V3:
+        conn.exec_driver_sql(f"ALTER TABLE ingested_files DROP COLUMN {column}")
 
 
 # Replays and reporting select files by received time; version 1 had no index for that.
@@ -208,6 +213,16 @@ def _v2(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+# Version 3 links a re-dropped rejection report to the file it came from.
+_ADDED_IN_V3 = ["original_file_id"]
+
+
+def _v3(conn: Connection) -> None:
+    kind = ingested_files.c.original_file_id.type.compile(dialect=conn.dialect)
+    for column in _ADDED_IN_V3:
+        conn.exec_driver_sql(f"ALTER TABLE ingested_files ADD COLUMN {column} {kind}")
+
+
 # Versioned migrations, applied in order inside one transaction (DDL is transactional on both
 # PostgreSQL and SQLite, so a failed upgrade leaves the old version intact). A warehouse made
 # by an older tool is upgraded in place when `connect` opens it. When the schema changes, add a
@@ -215,6 +230,7 @@ def _v2(conn: Connection) -> None:
 MIGRATIONS = [
     (1, "conversions, conversion_history, ingested_files, rejected_rows", _v1),
     (2, "index ingested_files by received_at for replays", _v2),
+    (3, "ingested_files.original_file_id: a re-dropped report's original file", _v3),
 ]
 
 

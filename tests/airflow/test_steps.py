@@ -125,6 +125,7 @@ def test_tickets_claimed_by_an_exited_process_are_processed_by_this_one(ctx):
     claimed = json.loads(done.stdout)
     assert [t["file"] for t in claimed["conversions"]] == ["stray.csv", "maxbounty/a.csv"]
     assert [t["file"] for t in claimed["status"]] == ["maxbounty/status/s.csv"]
+    assert [t["mode"] for t in (*claimed["conversions"], *claimed["status"])] == [None] * 3
     assert claims.recover(ctx.datadir.layout) == []  # the claimer exited, but the hand-off holds
 
     states = [
@@ -281,6 +282,58 @@ def test_story_tells_counts_top_reasons_with_examples_and_paths():
     ]
 
 
+ALL_REJECTED = {
+    "file": "maxbounty/edit/a.csv",
+    "kind": "conversions",
+    "state": "applied",
+    "data_lines": 2,
+    "outcomes": {"rejected": 2},
+    "reasons": {"invalid_payout": 2},
+    "examples": {"invalid_payout": [2, 3]},
+    "warnings": [
+        "ignored unknown column 'note'",
+        "all_rows_rejected: every one of the 2 data lines was rejected",
+    ],
+}
+
+
+def test_story_tells_a_file_with_every_row_rejected_first():
+    lines = steps.story(ALL_REJECTED)
+    assert lines[:3] == [
+        "maxbounty/edit/a.csv (conversions): applied",
+        "  warning: all_rows_rejected: every one of the 2 data lines was rejected",
+        "  2 data lines: 0 ins, 0 upd, 0 inc, 0 status, 0 ignored, 2 rejected",
+    ]
+    assert lines[3].startswith("  rejected 2 x invalid_payout (e.g. lines 2, 3): ")
+    assert lines[4:] == ["  warning: ignored unknown column 'note'"]  # once, in its place
+    # A result without the warning (one recorded before a crash) is told from its counts.
+    bare = steps.story(ALL_REJECTED | {"warnings": []})
+    assert bare[1] == (
+        "  warning: all_rows_rejected: all 2 data lines were rejected; nothing of the file was "
+        "applied (see the rejection report)"
+    )
+    assert not any("all_rows_rejected" in line for line in steps.story(ALL_REJECTED | {
+        "warnings": [], "outcomes": {"inserted": 1, "rejected": 1}
+    }))  # fmt: skip
+
+
+def test_totals_count_files_with_every_row_rejected():
+    total = steps.totals(
+        [
+            {"name": "a", "offer_source": "s", "kind": "conversions", "state": "applied",
+             "data_lines": 2, "outcomes": {"rejected": 2}},
+            {"name": "b", "offer_source": "s", "kind": "conversions", "state": "dry_run",
+             "data_lines": 1, "outcomes": {"rejected": 1}},
+            {"name": "c", "offer_source": "s", "kind": "conversions", "state": "applied",
+             "data_lines": 2, "outcomes": {"inserted": 1, "rejected": 1}},
+            {"name": "d", "offer_source": "s", "kind": "conversions", "state": "applied",
+             "data_lines": 0, "outcomes": {}},
+        ]
+    )  # fmt: skip
+    assert total["all_rows_rejected"] == 2
+    assert total["states"] == {"applied": 3, "dry_run": 1}
+
+
 def test_totals_count_states_and_outcomes():
     total = steps.totals(
         [
@@ -302,4 +355,5 @@ def test_totals_count_states_and_outcomes():
         "ignored_duplicate": 0,
         "rejected": 1,
     }
+    assert total["all_rows_rejected"] == 0
     assert "3 file(s)" in total["table"]

@@ -1,8 +1,10 @@
 """Hypothesis strategies for the fuzz tests: files from a model, damaged, or random bytes.
 
 A *model* of a table (header spellings, aliases, unknown, report, empty, duplicated and missing
-columns; rows that are valid or hold anything from odd Unicode to every time shape and extreme
-payouts; blank and malformed rows) is written with a random dialect (delimiter, `sep=` line,
+columns, and unknown ones that name a field; a Google Ads `Parameters:TimeZone=` line, valid or
+not; rows that are valid or hold anything from odd Unicode to every time shape (epoch numbers,
+spreadsheet rewrites), status words and extreme or decimal-comma payouts; blank and malformed
+rows, unquoted decimal commas among them) is written with a random dialect (delimiter, `sep=` line,
 quoting, line breaks, BOMs and encodings); `Upload.model` stays set only while the bytes are a
 faithful copy, so `test_fuzz.py` can check the model against the second reader (`oracle.py`).
 """
@@ -25,6 +27,7 @@ from tests.guarantees.oracle import (
     NOT_CURRENCIES,
     REQUIRED,
     SPELLINGS,
+    STATUS_WORDS,
     STATUSES,
     matched,
 )
@@ -107,6 +110,31 @@ def click_id_cells(draw) -> str:
 
 
 BIG_PAYOUTS = ["999999999999.999999", "500000000000.5", "-999999999999.999999", "0.000001"]
+# README `payout_decimal_comma` / `decimal_separator = ","`: 12,50 and 1.234,56.
+COMMA_PAYOUTS = [
+    "12,50",
+    "0,5",
+    "1.234,56",
+    "-3,25",
+    "1.234.567,891",
+    "999.999.999.999,999999",
+    "1.234",  # 1.234 with ".", 1234 with ","
+    "12,",
+    ",5",
+    "12,5000000",  # a 7th decimal: invalid either way
+    "1.23,5",  # not grouped in threes
+    "12.345.67",
+    "1,234.56",
+    "1.000.000.000.000,5",  # 13 digits
+]
+
+
+@st.composite
+def comma_payouts(draw) -> str:
+    units = draw(st.integers(0, 10**9))
+    grouped = f"{units:,}".replace(",", ".") if draw(st.booleans()) else str(units)
+    sign = draw(st.sampled_from(["", "", "-"]))
+    return sign + grouped + "," + draw(st.text("0123456789", min_size=1, max_size=6))
 
 
 @st.composite
@@ -120,6 +148,8 @@ def payout_cells(draw) -> str:
         st.one_of(
             st.just(generated),
             st.just(generated),
+            comma_payouts(),
+            st.sampled_from(COMMA_PAYOUTS),
             st.sampled_from(BIG_PAYOUTS),
             st.sampled_from(
                 [
@@ -168,10 +198,11 @@ def payout_cells(draw) -> str:
 
 @st.composite
 def standard_times(draw, moments: st.SearchStrategy[datetime]) -> str:
-    """README "Times": `YYYY-MM-DD[ T]HH:MM:SS[.f][Z|+HH:MM|+HHMM|+HH]`, any fraction length
+    """README "Times": `YYYY-MM-DD[ T]HH:MM[:SS[.f]][Z|+HH:MM|+HHMM|+HH]`, any fraction length
     (up to 9 digits: 7 or more are `invalid_time`)."""
     when = draw(moments)
-    digits = draw(st.integers(0, 9))
+    seconds = not draw(rarely(5))
+    digits = draw(st.integers(0, 9)) if seconds else 0
     fraction = (f"{when.microsecond:06d}" + draw(st.text("0123456789", min_size=3, max_size=3)))[
         :digits
     ]
@@ -184,13 +215,42 @@ def standard_times(draw, moments: st.SearchStrategy[datetime]) -> str:
     )
     return (
         f"{when.year:04d}-{when.month:02d}-{when.day:02d}{draw(st.sampled_from(' T'))}"
-        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
+        f"{when.hour:02d}:{when.minute:02d}"
+        + (f":{when.second:02d}" if seconds else "")
         + ("." + fraction if fraction else "")
         + offset
     )
 
 
 PAST = st.datetimes(datetime(2000, 1, 1), datetime(2026, 6, 30))
+EPOCH = datetime(1970, 1, 1)
+
+
+@st.composite
+def epoch_times(draw, moments: st.SearchStrategy[datetime]) -> str:
+    """README "Times": Unix epoch seconds (10 digits) or milliseconds (13), UTC instants; other
+    lengths (a time before 2001-09-09 has 9 digits) are `invalid_time`."""
+    micros = (draw(moments) - EPOCH) // EPOCH.resolution
+    seconds, millis = micros // 1_000_000, micros // 1_000
+    return str(seconds if draw(st.booleans()) else millis)
+
+
+@st.composite
+def spreadsheet_times(draw, moments: st.SearchStrategy[datetime]) -> str:
+    """What a spreadsheet writes back on save: `11/3/2026 8:30`, `3/11/2026 8:30:15 PM`,
+    `31.07.2026 10:00` (README `time_reformatted_by_spreadsheet`)."""
+    when = draw(moments)
+    first, second = draw(st.permutations([when.month, when.day]))
+    dotted = draw(st.booleans())
+    date = f"{when.day:02d}.{when.month:02d}.{when.year}" if dotted else f"{first}/{second}/"
+    if not dotted:
+        date += str(when.year) if draw(st.booleans()) else f"{when.year % 100:02d}"
+    hour = when.hour
+    suffix = ""
+    if not dotted and draw(st.booleans()):
+        hour, suffix = (hour % 12 or 12), draw(st.sampled_from([" PM", " AM", " pm", "AM"]))
+    seconds = f":{when.second:02d}" if draw(st.booleans()) else ""
+    return f"{date} {hour}:{when.minute:02d}{seconds}{suffix}"
 
 
 @st.composite
@@ -202,16 +262,44 @@ def time_cells(draw) -> str:
         st.datetimes(datetime(2026, 6, 30), datetime(2026, 7, 2)),  # around the future limit
         st.datetimes(datetime(1969, 12, 30), datetime(1970, 1, 2)),  # the range's first instant
         st.datetimes(datetime(2200, 12, 30), datetime(2201, 1, 2)),  # and its end
+        st.datetimes(datetime(2026, 3, 29, 1, 30), datetime(2026, 3, 29, 3, 30)),  # Berlin's gap
+        st.datetimes(datetime(2026, 10, 25, 1, 30), datetime(2026, 10, 25, 3, 30)),  # overlap
         st.datetimes(),
     )
     shaped = draw(standard_times(moments))
+    recent = st.one_of(PAST, st.datetimes(datetime(2026, 6, 30), datetime(2026, 7, 2)))
     return draw(
         st.one_of(
             st.just(shaped),
             st.just(shaped),
+            epoch_times(st.one_of(recent, st.datetimes(EPOCH, datetime(2300, 1, 1)))),
+            spreadsheet_times(recent),
             st.sampled_from(
                 [
                     "",
+                    "2026-03-29 02:30:00",  # Berlin's gap
+                    "2026-10-25 02:30:00",  # Berlin's overlap
+                    "2026-07-01 14:05",  # no seconds: the future limit in New York
+                    "2026-07-01 18:05Z",
+                    "2026-07-01 10:00+0200",
+                    "2026-07-01 10:00.5",  # a fraction needs its seconds
+                    "0000000000",  # epoch: 1970-01-01T00:00:00Z
+                    "7289654399",  # 2200-12-31T23:59:59Z, the last second
+                    "7289654400",
+                    "7289654399999",
+                    "7289654400000",
+                    "9999999999",
+                    "1782936000",  # 2026-07-01T20:00:00Z: in the future
+                    "1782929100",  # 18:05:00Z, exactly the future limit
+                    "178290000",  # 9 digits
+                    "17829000000",  # 11 digits
+                    "+1782900000",
+                    "1782900000.5",
+                    "11/3/2026 8:30",
+                    "3.11.2026 8:30:00",
+                    "11/3/2026 8:30 PM",
+                    "31.07.2026 10:00",
+                    "7/1/26 14:05",
                     "2026-03-08 02:30:00",  # New York's gap
                     "2026-11-01 01:30:00",  # New York's overlap
                     "2026-11-01 01:30:00-04:00",
@@ -308,9 +396,34 @@ def _any_case(word: str) -> st.SearchStrategy[str]:
     )
 
 
+def _status_words() -> st.SearchStrategy[str]:
+    """README: our four words and their aliases, any case, runs of inner spaces."""
+    words = st.sampled_from(sorted(STATUS_WORDS)).flatmap(_any_case)
+    return words.flatmap(
+        lambda w: st.sampled_from([" ", "  ", "   "]).map(lambda gap: w.replace(" ", gap))
+    )
+
+
 STATUS_CELLS = st.one_of(
     st.sampled_from(STATUSES).flatmap(_any_case),
-    st.sampled_from(["", " Pending ", "approve", "ok", "Approved!", "\u0430pproved", "PENDİNG"]),
+    _status_words(),
+    st.sampled_from(
+        [
+            "",
+            " Pending ",
+            "approve",
+            "ok",
+            "Approved!",
+            "\u0430pproved",
+            "PENDİNG",
+            "onhold",
+            "on-hold",
+            "paid",
+            "refunded",
+            "on\thold",
+            " On  Hold ",
+        ]
+    ),
     st.text(max_size=6),
 )
 CURRENCY_CELLS = st.one_of(
@@ -328,11 +441,21 @@ VALID_CELLS: dict[str | None, Callable[[], st.SearchStrategy[str]]] = {
         st.sampled_from(["c1", "c2"]),
     ),
     "payout": lambda: st.one_of(
-        st.from_regex(r"\A[0-9]{1,12}(\.[0-9]{1,6})?\Z"), st.sampled_from(BIG_PAYOUTS[:2])
+        st.from_regex(r"\A[0-9]{1,12}(\.[0-9]{1,6})?\Z"),
+        st.from_regex(r"\A[0-9]{1,12}(\.[0-9]{1,6})?\Z"),
+        st.sampled_from(BIG_PAYOUTS[:2]),
+        comma_payouts(),  # valid where the offer source reads decimal commas
     ),
-    "conversion_time": lambda: st.one_of(standard_times(PAST), st.just("")),
+    "conversion_time": lambda: st.one_of(
+        standard_times(PAST),
+        standard_times(PAST),
+        epoch_times(st.datetimes(datetime(2001, 9, 10), datetime(2026, 6, 30))),
+        st.just(""),
+    ),
     "conversion_type": lambda: st.sampled_from(["", "Purchase", "Lead", "Kauf \U0001f600"]),
-    "status": lambda: st.one_of(st.just(""), st.sampled_from(STATUSES).flatmap(_any_case)),
+    "status": lambda: st.one_of(
+        st.just(""), st.sampled_from(STATUSES).flatmap(_any_case), _status_words()
+    ),
     "event_id": lambda: st.one_of(st.just(""), st.text(ID_CHARS, max_size=12)),
     "currency": lambda: st.one_of(
         st.just(""), st.sampled_from(KNOWN_CURRENCIES).flatmap(_any_case)
@@ -360,7 +483,7 @@ def spellings(draw, column: str) -> str:
     return draw(st.sampled_from(["", " ", "  "])) + word + draw(st.sampled_from(["", " "]))
 
 
-UNKNOWN_HEADERS = [
+UNKNOWN_HEADERS = [  # headers that name nothing of ours: ignored (or report columns)
     "notes",
     "Offer Name",
     "campaign",
@@ -368,8 +491,59 @@ UNKNOWN_HEADERS = [
     "line",
     "Reason Code",
     "reason",
-    "payout 2",
+    "sub2",
+    "Sub ID 2",
+    "IP",
+    "Country",
+    "User Agent",
 ]
+# Unknown headers that name a field of ours by its words (README `unmapped_column`), whatever
+# the kind: a status or click id stops any file, the others only an upload (a status file
+# ignores them). None is a compound the README leaves open (`orderstatus`, `Click IP`).
+FIELD_HEADERS = [
+    "order status",
+    "Conversion State",
+    "currency used",
+    "CCY",
+    "payout 2",
+    "Commission Amount (EUR)",
+    "Revenue USD",
+    "Value",
+    "Payout Currency",
+    "Transaction Date",
+    "day",
+    "Sub Click ID",
+    "Click ID 2",
+    "gbraid",
+    "click",
+    "Click Ref",
+]
+UPLOAD_FIELD_HEADERS = ["click date", "Last Click Time"]  # a time, or a click id: either stops it
+# README "Times": Google Ads' first line, `Parameters:` and what follows it, with the zone it
+# names (None: `invalid_parameters_line`).
+PARAMETERS: list[tuple[str, str | None]] = [
+    ("TimeZone=America/New_York", "America/New_York"),
+    ("TimeZone=Europe/Berlin", "Europe/Berlin"),
+    ("TimeZone=Asia/Kolkata", "Asia/Kolkata"),
+    ("TimeZone=UTC", "UTC"),
+    ("TimeZone=Etc/GMT+4", "Etc/GMT+4"),  # IANA's own name for UTC-4
+    ("TimeZone=-0500", "-0500"),
+    ("TimeZone=+05:30", "+05:30"),
+    ("TimeZone=+0000", "+0000"),
+    ("TimeZone=-03:00", "-03:00"),
+    ("TimeZone=+1400", "+1400"),
+    ("TimeZone=Mars/Olympus_Mons", None),
+    ("TimeZone=america/new_york", None),
+    ("TimeZone=+2500", None),
+    ("TimeZone=+05:60", None),
+    ("TimeZone=-05", None),
+    ("TimeZone=", None),
+    ("TimeZone", None),
+    ("Currency=USD", None),
+    ("Time Zone=UTC", None),
+]
+# The two halves of an unquoted decimal-comma payout (README `unquoted_decimal_comma`).
+SPLIT_PAYOUTS = [("12", "50"), ("0", "5"), ("1.234", "56"), ("-3", "25"), ("12", "500000")]
 
 
 @dataclass
@@ -379,6 +553,7 @@ class Model:
     kind: str
     names: list[str]
     rows: list[list[str]]  # data rows, blank rows ([] or empty cells) and malformed rows
+    parameters: tuple[str, str | None] | None = None  # a Parameters: line and its zone
 
 
 @st.composite
@@ -389,8 +564,11 @@ def models(draw, kind: str) -> Model:
     header: list[tuple[str, str | None]] = [
         (draw(spellings(c)), c) for c in dict.fromkeys(required + chosen)
     ]
-    others = st.lists(st.sampled_from(UNKNOWN_HEADERS), max_size=2, unique_by=matched)
-    header += [(name, None) for name in draw(others)]
+    others = draw(st.lists(st.sampled_from(UNKNOWN_HEADERS), max_size=2, unique_by=matched))
+    if draw(rarely(12)):  # a header naming a field no column is mapped to
+        fields = FIELD_HEADERS + (UPLOAD_FIELD_HEADERS if kind == "conversions" else [])
+        others.append(draw(st.sampled_from(fields)))
+    header += [(name, None) for name in others]
     if draw(rarely(15)):  # a column named twice (aliases count)
         twice = draw(st.sampled_from(columns))
         header.append((draw(spellings(twice)), twice))
@@ -406,7 +584,7 @@ def models(draw, kind: str) -> Model:
         }
     rows = []
     for _ in range(draw(st.integers(0, 10))):
-        shape = draw(st.sampled_from(["data"] * 17 + ["empty", "blank", "malformed"]))
+        shape = draw(st.sampled_from(["data"] * 17 + ["empty", "blank", "malformed", "split"]))
         if shape == "empty":
             rows.append([])  # an empty line
         elif shape == "blank":
@@ -420,8 +598,16 @@ def models(draw, kind: str) -> Model:
                     if row and draw(st.booleans())
                     else row + draw(st.lists(OTHER_CELLS, min_size=1, max_size=3))
                 )
+            payout = next((i for i, (_, c) in enumerate(header) if c == "payout"), None)
+            if shape == "split" and payout is not None:  # 12,50 written without its quotes
+                row[payout : payout + 1] = draw(st.sampled_from(SPLIT_PAYOUTS))
             rows.append(row)
-    return Model(kind, [name for name, _ in header], rows)
+    parameters = None
+    if draw(rarely(6)):  # Google Ads' first line: three in four name a zone
+        valid = [p for p in PARAMETERS if p[1] is not None]
+        invalid = [p for p in PARAMETERS if p[1] is None]
+        parameters = draw(st.sampled_from(invalid if draw(rarely(4)) else valid))
+    return Model(kind, [name for name, _ in header], rows, parameters)
 
 
 @dataclass
@@ -459,6 +645,17 @@ def written(draw, model: Model) -> Upload:
         out.append(f"sep={delimiter}" + draw(st.sampled_from(["\n", "\r\n", "\r"])))
         if delimiter == "|":
             faithful = False
+    if model.parameters is not None:  # as Google Ads and spreadsheets write it
+        key, equals, value = model.parameters[0].partition("=")
+        if key == "TimeZone":
+            key = draw(_any_case(key))
+        around = draw(st.sampled_from(["", "", " "]))
+        line = draw(_any_case("Parameters")) + ":" + key + (around + equals + around + value)
+        if draw(rarely(4)):
+            line = f'"{line}"'
+        line += draw(st.sampled_from(["", "", delimiter * 3, ",,"]))
+        line += draw(st.sampled_from(["\n", "\r\n", "\r"]))
+        out.insert(draw(st.integers(0, len(out))), line)
     previous = "\n"
     for row in [model.names, *model.rows]:
         cells = []
@@ -494,7 +691,7 @@ def written(draw, model: Model) -> Upload:
     )
     if draw(rarely(20)):  # a BOM written twice
         text = "\ufeff" + text
-        faithful = faithful and not sep_line
+        faithful = faithful and not sep_line and model.parameters is None
     if encoding in ("cp1252", "latin-1"):
         raw = text.encode(encoding, errors="replace")
         faithful = faithful and text.isascii()  # non-ASCII bytes are not UTF-8 (or other text)
@@ -511,6 +708,8 @@ def written(draw, model: Model) -> Upload:
         codec = "utf-8" if encoding.startswith("utf-8") else encoding
         raw = boms[encoding] + text.encode(codec, errors="surrogatepass")
     how = f"{encoding} delimiter={delimiter!r} sep_line={sep_line} quoting={quoting}"
+    if model.parameters is not None:
+        how += f" parameters={model.parameters[0]!r}"
     return Upload(raw, model.kind, model if faithful else None, how)
 
 

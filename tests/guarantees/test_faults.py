@@ -337,10 +337,11 @@ def test_every_result_for_the_same_day_name_and_bytes_has_its_own_report(
     )
     kept = {p: Path(p).read_bytes() for p in (applied["report_path"], applied["summary_path"])}
 
-    # A forced dry run under another mode (every row now lacks an event id: another report).
+    # A forced dry run under another mode (every row now lacks an event id: another report;
+    # every row rejected, so the CLI exits 1 for it: all_rows_rejected).
     assert (
         site.main("ingest", *at, "--dry-run", "--force", "--mode", "ignore_by_event_id", str(path))
-        == 0
+        == 1
     )
     # The same bytes quarantined after a config change (the limit is now below the file's size).
     strict = site.root / "strict.toml"

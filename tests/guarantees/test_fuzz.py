@@ -145,20 +145,16 @@ def offer_source_config(source: Source) -> tuple[str, Config]:
         options["time_format"] = source.time_format
     if source.purchase_increments:
         options["conversion_types"] = {"Purchase": {"duplicate_mode": "increment_payout"}}
+    if source.decimal_separator != ".":
+        options["decimal_separator"] = source.decimal_separator
     return name, make_config(**{name: options})
 
 
 def expected_report_cells(reading: Reading, line: int) -> dict[str, str]:
     """README: a rejected row's original cells as written (the report then neutralises formulas);
-    a malformed row's by position, extra cells joined into the last column."""
-    cells = reading.data[line]
-    width = len(reading.names)
-    if len(cells) == width:
-        cells = [undo_neutralisation(c) for c in cells]
-    else:
-        cells = cells + [""] * (width - len(cells))
-        if len(cells) > width:
-            cells = [*cells[: width - 1], reading.delimiter.join(cells[width - 1 :])]
+    a malformed row's by position, extra cells joined into the last column (an unquoted decimal
+    comma's payout joined back)."""
+    cells = reading.report_cells(line)
     return {
         n: c for n, c in zip(reading.names, cells, strict=True) if matched(n) not in REPORT_COLUMNS
     }
@@ -188,12 +184,18 @@ def check(
                 event(f"outcome: {outcome}")
     if upload.model is not None:  # the writer here is faithful to its model
         names = upload.model.names
-        problem, named, columns = (
+        problem, named, columns, undecided = (
             header_problem(names, upload.kind)
             if any(n.strip() for n in names)
-            else ("empty_file", (), {})
+            else ("empty_file", (), {}, False)
         )
+        assert not undecided, "models hold only headers the README settles"
+        parameters = upload.model.parameters
+        zone = None if parameters is None else parameters[1]
+        if parameters is not None and zone is None:
+            problem = "invalid_parameters_line"  # before the header is looked at
         assert reading.quarantine == (frozenset({problem}) if problem else frozenset())
+        assert not reading.undecided and (problem or reading.time_zone == zone)
         if not problem:
             assert (reading.names, reading.columns) == (named, columns)
             kept = [r for r in upload.model.rows if "".join(r).strip()]
@@ -219,9 +221,10 @@ def check(
         result.data_lines,
         result.outcomes,
     )
-    if reading.quarantine:
+    undecided = result.state == "quarantined" and result.reason_code in reading.undecided
+    if reading.quarantine or undecided:
         assert result.state == "quarantined"
-        assert result.reason_code in reading.quarantine
+        assert result.reason_code in reading.quarantine | reading.undecided
         assert CATALOGUE[result.reason_code].scope == "file"
         assert result.detail and ledger["detail"].startswith(f"{result.reason_code}: ")
         assert result.report_path is None and result.data_lines == 0
@@ -238,7 +241,9 @@ def check(
     # The rejection report: one row per rejected line, never twice, only data lines.
     with open(result.report_path, encoding="utf-8-sig", newline="") as fh:
         report = list(csv.reader(fh, delimiter=reading.delimiter))
-    expected_header = ["line", *reading.cell_names, "reason_code", "reason"]
+    origin = reading.origin
+    first = ["original_line"] if origin is not None else []
+    expected_header = ["line", *first, *reading.cell_names, "reason_code", "reason"]
     assert [undo_neutralisation(c) for c in report[0]] == expected_header
     rejected: dict[int, frozenset[str]] = {}
     for row in report[1:]:
@@ -248,9 +253,11 @@ def check(
         rejected[line] = frozenset(row[-2].split("|"))
         assert all(CATALOGUE[c].scope == "row" for c in rejected[line]) and row[-1]
         want = expected_report_cells(reading, line)
-        assert row[1:-2] == [neutralise(want[n]) for n in reading.cell_names], line
+        if origin is not None:  # a re-dropped report: the first file's line comes first
+            assert row[1] == neutralise(reading.report_cells(line)[origin]), line
+        assert row[1 + len(first) : -2] == [neutralise(want[n]) for n in reading.cell_names], line
         if reading.malformed(line):
-            assert rejected[line] == {"malformed_row"}
+            assert rejected[line] == {reading.malformed_code(line)}
     for line in reading.data:
         if reading.malformed(line):
             assert line in rejected
@@ -386,11 +393,12 @@ SOURCES = st.builds(
     Source,
     mode=st.sampled_from(["create_new", "create_new", "new_or_repeated", *MODES]),
     allow_negative=st.booleans(),
-    file_times=st.sampled_from(["account", "account", "utc"]),
+    file_times=st.sampled_from(["account", "account", "utc", "utc", "Europe/Berlin"]),
     nonexistent=st.sampled_from(["reject", "shift_forward"]),
     ambiguous=st.sampled_from(["reject", "earliest", "latest"]),
     time_format=st.sampled_from([None, None, "%d/%m/%Y %H:%M", "%Y%m%d%H%M%S"]),
     purchase_increments=st.booleans(),
+    decimal_separator=st.sampled_from([".", ".", ".", ","]),
 )
 OPTIONS = st.fixed_dictionaries(
     {
@@ -553,6 +561,34 @@ def test_the_second_reader_agrees_with_the_csv_module_on_well_formed_text() -> N
     assert read_independently(b"c\x00l\x00i\x00", "conversions").quarantine == {"unreadable_file"}
     assert read_independently(b"click_id,payout\nx,\xff\n", "conversions").quarantine == {
         "unreadable_file"
+    }
+    # The new rules of "Real exports in": Google Ads' first line and names, unmapped headers,
+    # decimal commas.
+    google = read_independently(
+        b'"Parameters:TimeZone=-0500",,\r\nGoogle Click ID,Conversion Time,Conversion Value,'
+        b"Conversion Currency\r\ngc1,2026-07-01 10:00,12,50,eur\r\n",
+        "conversions",
+    )
+    assert google.quarantine == frozenset() and google.time_zone == "-0500"
+    assert set(google.columns) == {"click_id", "conversion_time", "payout", "currency"}
+    assert google.malformed_code(3) == "unquoted_decimal_comma"
+    assert google.report_cells(3) == ["gc1", "2026-07-01 10:00", "12,50", "eur"]
+    for raw, kind, code in (
+        (
+            b"sep=;\nparameters : timezone = Mars/X\nclick_id;status\n",
+            "status",
+            "invalid_parameters_line",
+        ),
+        (b"Parameters:Currency=USD\nclick_id,payout\n", "conversions", "invalid_parameters_line"),
+        (b"click id,sum,notes,payout 2\n", "conversions", "unmapped_column"),
+        (b"click id,status,order status\n", "status", "unmapped_column"),
+        (b"click id,status,payout 2\n", "status", None),
+        (b"click id,notes,sub2,IP,Country,Offer Name,User Agent,revenue\n", "conversions", None),
+        (b"click date,payout\n", "conversions", "missing_required_column"),
+    ):
+        assert read_independently(raw, kind).quarantine == ({code} if code else set()), raw
+    assert read_independently(b"click_id,payout,Click IP\n", "conversions").undecided == {
+        "unmapped_column"
     }
 
 

@@ -581,7 +581,8 @@ def test_the_cli_ingests_files_named_like_options_after_a_double_dash(tmp_path):
     assert clicks == {f"c{i}" for i in range(len(names))} | {"abs1"}
     # The summary table is one line per file: a name cannot forge lines or drive the terminal.
     assert "\x1b" not in done.stdout + done.stderr
-    table = done.stdout.splitlines()  # header, rule, a line per file, rule, total
+    # header, rule, a line per file, rule, total; then (after a blank line) the per-file notes
+    table = done.stdout.split("\n\n")[0].splitlines()
     assert len(table) == len(names) + 5, done.stdout
     assert all(line.startswith("maxbounty/") for line in table[2:-2])
     assert len(done.stderr.splitlines()) == len(names) + 1, done.stderr  # progress lines

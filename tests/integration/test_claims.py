@@ -71,6 +71,11 @@ def test_scan_classifies_every_kind_of_entry(layout, tmp_path):
         "unknown/status/y.csv",
         "maxbounty/deep/z.csv",
         "maxbounty/status/deeper/w.csv",
+        "maxbounty/edit/e.csv",  # a mode folder: conversions under that mode
+        "clickbank/increment_payout/i.csv",
+        "maxbounty/edt/m.csv",  # a misspelt mode: quarantined, never left waiting
+        "maxbounty/edit/deeper/n.csv",
+        "unknown/edit/u.csv",
         # skipped: hidden, editor and upload temp files, the ready marker
         "maxbounty/.hidden.csv",
         "maxbounty/~$locked.csv",
@@ -96,21 +101,39 @@ def test_scan_classifies_every_kind_of_entry(layout, tmp_path):
 
     found = claims.scan(layout, SOURCES)
 
-    assert [(w.relative, w.offer_source, w.kind) for w in found] == [
-        ("clickbank/d.csv", "clickbank", "conversions"),
-        ("clickbank/pipe.csv", None, "conversions"),  # not a regular file: never opened
-        ("maxbounty/a.csv", "maxbounty", "conversions"),
-        ("maxbounty/c.txt", "maxbounty", "conversions"),
-        ("maxbounty/deep/z.csv", None, "conversions"),
-        ("maxbounty/dirlink", None, "conversions"),  # listed as a link, never descended into
-        ("maxbounty/link.csv", None, "conversions"),
-        ("maxbounty/status/b.csv", "maxbounty", "status"),
-        ("maxbounty/status/deeper/w.csv", None, "conversions"),
-        ("root.csv", None, "conversions"),
-        ("unknown/status/y.csv", None, "status"),
-        ("unknown/x.csv", None, "conversions"),
+    assert [(w.relative, w.offer_source, w.kind, w.mode) for w in found] == [
+        ("clickbank/d.csv", "clickbank", "conversions", None),
+        ("clickbank/increment_payout/i.csv", "clickbank", "conversions", "increment_payout"),
+        ("clickbank/pipe.csv", None, "conversions", None),  # not a regular file: never opened
+        ("maxbounty/a.csv", "maxbounty", "conversions", None),
+        ("maxbounty/c.txt", "maxbounty", "conversions", None),
+        ("maxbounty/deep/z.csv", None, "conversions", None),
+        ("maxbounty/dirlink", None, "conversions", None),  # a link, never descended into
+        ("maxbounty/edit/deeper/n.csv", None, "conversions", None),
+        ("maxbounty/edit/e.csv", "maxbounty", "conversions", "edit"),
+        ("maxbounty/edt/m.csv", None, "conversions", None),
+        ("maxbounty/link.csv", None, "conversions", None),
+        ("maxbounty/status/b.csv", "maxbounty", "status", None),
+        ("maxbounty/status/deeper/w.csv", None, "conversions", None),
+        ("root.csv", None, "conversions", None),
+        ("unknown/edit/u.csv", None, "conversions", None),
+        ("unknown/status/y.csv", None, "status", None),
+        ("unknown/x.csv", None, "conversions", None),
     ]
     assert all(w.path == layout.inbox / w.relative for w in found)
+
+
+def test_a_link_in_a_mode_folder_is_never_opened_nor_given_a_mode(layout, tmp_path):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("not yours")
+    (layout.inbox / "maxbounty" / "edit").mkdir()
+    (layout.inbox / "maxbounty" / "edit" / "link.csv").symlink_to(secret)
+    [found] = claims.scan(layout, SOURCES)
+    assert (found.relative, found.offer_source, found.mode) == (
+        "maxbounty/edit/link.csv",
+        None,
+        None,
+    )
 
 
 def test_scan_of_a_missing_inbox_is_empty(tmp_path):
@@ -202,6 +225,22 @@ def test_claim_moves_the_file_and_records_who_and_when(layout):
     assert sorted(p.name for p in claimed.path.parent.iterdir()) == ["b.csv", "claim.json"]
 
 
+def test_a_claim_from_a_mode_folder_carries_and_records_its_mode(layout):
+    now = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
+    claimed = claim_file(layout, "maxbounty/edit/e.csv", now=now)
+    assert (claimed.relative, claimed.offer_source, claimed.kind, claimed.mode) == (
+        "maxbounty/edit/e.csv",
+        "maxbounty",
+        "conversions",
+        "edit",
+    )
+    assert claimed.name == "e.csv"
+    record = read_json(claimed.path.parent / "claim.json")
+    assert (record["relative"], record["mode"]) == ("maxbounty/edit/e.csv", "edit")
+    # A plain file's record has no mode at all (as before mode folders existed).
+    assert "mode" not in read_json(claim_file(layout, "maxbounty/a.csv").path.parent / "claim.json")
+
+
 def test_claim_of_a_file_already_taken_returns_none_and_leaves_no_folder(layout):
     drop(layout, "maxbounty/a.csv")
     first = waiting(layout, "maxbounty/a.csv")
@@ -268,6 +307,37 @@ def test_release_puts_the_file_back(layout):
     assert (layout.inbox / "maxbounty/status/b.csv").read_bytes() == b"click_id,payout\nabc,1.00\n"
     assert list(layout.processing.iterdir()) == []
     assert [w.relative for w in claims.scan(layout, SOURCES)] == ["maxbounty/status/b.csv"]
+
+
+def test_release_puts_a_mode_folders_file_back_in_its_folder_with_its_received_time(layout):
+    first = datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
+    claimed = claim_file(layout, "maxbounty/increment_payout/p.csv", now=first)
+    (layout.inbox / "maxbounty" / "increment_payout").rmdir()  # even if its folder went away
+    back = claims.release(layout, claimed)
+    assert back == layout.inbox / "maxbounty/increment_payout/p.csv"
+    assert sorted(p.name for p in back.parent.iterdir()) == [".p.csv.received.json", "p.csv"]
+    [found] = claims.scan(layout, SOURCES)
+    assert (found.relative, found.mode) == ("maxbounty/increment_payout/p.csv", "increment_payout")
+
+    again = claims.claim(layout, found, now=first + timedelta(hours=2))
+
+    assert again is not None
+    assert (again.received_at, again.mode, again.relative) == (
+        first,
+        "increment_payout",
+        "maxbounty/increment_payout/p.csv",
+    )
+    assert list(back.parent.iterdir()) == []  # the hidden record went with the claim
+
+
+def test_a_mode_folders_file_returned_under_another_name_keeps_folder_and_time(layout):
+    first = datetime(2026, 3, 8, 9, 30, tzinfo=UTC)
+    claimed = claim_file(layout, "maxbounty/edit/a.csv", now=first, content=b"old")
+    drop(layout, "maxbounty/edit/a.csv", content=b"new")
+    back = claims.release(layout, claimed)
+    assert back == layout.inbox / f"maxbounty/edit/a.returned-{claimed.claim_id[:8]}.csv"
+    old = claims.claim(layout, waiting(layout, back.relative_to(layout.inbox).as_posix()))
+    assert old is not None and (old.received_at, old.mode) == (first, "edit")
 
 
 def test_release_never_overwrites_a_file_dropped_meanwhile(layout):
@@ -378,6 +448,43 @@ def test_recover_adopts_the_claim_of_a_dead_worker(layout):
     assert claims.recover(layout) == []  # now owned by this live process
 
 
+def test_recover_adopts_a_dead_workers_claim_from_a_mode_folder_with_its_mode(layout):
+    drop(layout, "maxbounty/edit/a.csv")
+    worker = python(CLAIM_ONE_AND_DIE, str(layout.home))
+    old_id = worker.communicate(timeout=60)[0].strip()
+    assert worker.returncode == 1
+
+    [recovered] = claims.recover(layout)
+
+    assert recovered.adopted_from == (old_id,)
+    assert (recovered.relative, recovered.offer_source, recovered.kind, recovered.mode) == (
+        "maxbounty/edit/a.csv",
+        "maxbounty",
+        "conversions",
+        "edit",
+    )
+    assert recovered.received_at == datetime(2026, 3, 8, 9, 30, tzinfo=UTC)  # kept
+    record = read_json(recovered.path.parent / "claim.json")
+    assert (record["mode"], record["received_at"]) == ("edit", "2026-03-08T09:30:00+00:00")
+    back = claims.release(layout, recovered)  # and put back, it goes to its mode folder
+    assert back == layout.inbox / "maxbounty/edit/a.csv"
+    again = claims.claim(layout, waiting(layout, "maxbounty/edit/a.csv"))
+    assert again is not None and (again.mode, again.received_at) == (
+        "edit",
+        datetime(2026, 3, 8, 9, 30, tzinfo=UTC),
+    )
+
+
+def test_a_claim_record_with_a_bad_mode_is_not_trusted(layout):
+    claimed = claim_file(layout, "maxbounty/edit/a.csv")
+    edit_claim(claimed, pid=dead_pid(), mode="overwrite")
+    assert claims.recover(layout) == []  # not written by this module: judged by age
+    old = (datetime.now(UTC) - timedelta(hours=7)).timestamp()
+    os.utime(claimed.path.parent, (old, old))
+    [recovered] = claims.recover(layout)
+    assert (recovered.offer_source, recovered.mode) == (None, None)  # quarantined, not applied
+
+
 def test_recover_leaves_claims_of_live_workers_alone(layout):
     claimed = claim_file(layout, "maxbounty/a.csv")  # this test process: alive
     assert claims.recover(layout, stale_after=timedelta(0)) == []
@@ -435,6 +542,19 @@ def test_take_over_adopts_a_handed_off_claim_and_finds_it_again_on_retry(layout)
     assert retry.adopted_from == (claim_id, first.claim_id)
     assert retry.path.read_bytes() == b"click_id,payout\nabc,1.00\n"
     assert sorted(p.name for p in layout.processing.iterdir()) == [retry.claim_id]
+
+
+def test_take_over_keeps_a_mode_folders_mode(layout):
+    drop(layout, "maxbounty/ignore_by_event_id/a.csv")
+    claimer = python(CLAIM_AND_HAND_OFF, str(layout.home))
+    claim_id = claimer.communicate(timeout=60)[0].strip()
+    taken = claims.take_over(layout, claim_id)
+    assert taken is not None
+    assert (taken.relative, taken.mode) == (
+        "maxbounty/ignore_by_event_id/a.csv",
+        "ignore_by_event_id",
+    )
+    assert read_json(taken.path.parent / "claim.json")["mode"] == "ignore_by_event_id"
 
 
 def test_take_over_of_a_claim_that_is_gone_is_none(layout):
@@ -508,3 +628,26 @@ def test_claimed_refuses_paths_that_leave_the_inbox(layout):
         )
     with pytest.raises(ValueError):
         Claimed(layout.processing / "x", "x", "a.csv", "../up", "conversions", datetime.now(UTC))
+
+
+def test_claimed_refuses_a_mode_that_is_none_of_the_six_or_on_a_status_file(layout):
+    now = datetime.now(UTC)
+    folder = layout.processing / "x"
+    with pytest.raises(ValueError, match="duplicate mode"):
+        Claimed(
+            folder / "a.csv",
+            "x",
+            "maxbounty/a.csv",
+            "maxbounty",
+            "conversions",
+            now,
+            mode="overwrite",
+        )
+    with pytest.raises(ValueError, match="duplicate mode"):
+        Claimed(
+            folder / "a.csv", "x", "maxbounty/status/a.csv", "maxbounty", "status", now, mode="edit"
+        )
+    ok = Claimed(
+        folder / "a.csv", "x", "maxbounty/edit/a.csv", "maxbounty", "conversions", now, mode="edit"
+    )
+    assert ok.mode == "edit"

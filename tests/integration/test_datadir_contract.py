@@ -46,11 +46,15 @@ def test_a_waiting_file_is_claimed_once(store):
     drop("maxbounty/a.csv")
     drop("maxbounty/status/s.csv")
     drop("nosuch/x.csv")
-    found = {w.relative: (w.offer_source, w.kind) for w in datadir.scan(SOURCES)}
+    drop("maxbounty/edit/e.csv")
+    drop("maxbounty/edt/m.csv")
+    found = {w.relative: (w.offer_source, w.kind, w.mode) for w in datadir.scan(SOURCES)}
     assert found == {
-        "maxbounty/a.csv": ("maxbounty", "conversions"),
-        "maxbounty/status/s.csv": ("maxbounty", "status"),
-        "nosuch/x.csv": (None, "conversions"),  # listed, so it gets quarantined
+        "maxbounty/a.csv": ("maxbounty", "conversions", None),
+        "maxbounty/status/s.csv": ("maxbounty", "status", None),
+        "maxbounty/edit/e.csv": ("maxbounty", "conversions", "edit"),  # a mode folder
+        "maxbounty/edt/m.csv": (None, "conversions", None),  # no mode: quarantined
+        "nosuch/x.csv": (None, "conversions", None),  # listed, so it gets quarantined
     }
     [waiting] = [w for w in datadir.scan(SOURCES) if w.relative == "maxbounty/a.csv"]
     first = datadir.claim(waiting)
@@ -70,6 +74,29 @@ def test_a_released_file_waits_again_with_its_received_time(store):
     reclaimed = datadir.claim(again)
     assert reclaimed.received_at == claimed.received_at
     assert reclaimed.claim_id != claimed.claim_id
+
+
+def test_a_mode_folders_file_keeps_its_folder_mode_and_received_time_when_released(store):
+    datadir, drop = store
+    drop("maxbounty/edit/a.csv")
+    [waiting] = datadir.scan(SOURCES)
+    claimed = datadir.claim(waiting, hand_off=timedelta(hours=1))
+    assert (claimed.relative, claimed.mode) == ("maxbounty/edit/a.csv", "edit")
+    taken = datadir.take_over(claimed.claim_id)
+    assert (taken.mode, taken.received_at) == ("edit", claimed.received_at)
+    datadir.release(taken)
+    [again] = datadir.scan(SOURCES)
+    assert (again.relative, again.mode) == ("maxbounty/edit/a.csv", "edit")
+    reclaimed = datadir.claim(again)
+    assert (reclaimed.mode, reclaimed.received_at) == ("edit", claimed.received_at)
+    target = datadir.file_archived(reclaimed, HASH)
+    [archived] = datadir.archived(date(2000, 1, 1), date(2099, 1, 1))
+    assert (archived.path, archived.relative, archived.mode) == (
+        target,
+        "maxbounty/edit/a.csv",
+        "edit",
+    )
+    assert archived.received_at == claimed.received_at
 
 
 def test_a_handed_off_claim_is_taken_over_and_not_recovered_meanwhile(store):
@@ -96,6 +123,7 @@ def test_archived_files_are_listed_for_replays_in_received_order(store):
     listed = datadir.archived(date(2026, 1, 1), date(2099, 1, 1), "maxbounty")
     assert [a.relative for a in listed] == ["maxbounty/b.csv", "maxbounty/a.csv"]
     assert [a.content_hash for a in listed] == ["b" * 64, "a" * 64]
+    assert [a.mode for a in listed] == [None, None]  # not from a mode folder
     assert datadir.archived(date(2026, 1, 1), date(2099, 1, 1), "clickbank") == []
     assert datadir.scan(SOURCES) == []
 

@@ -93,7 +93,7 @@ def test_seed_example_account_and_utc_files_land_the_same_instant(run, engine):
 
 
 def test_gmt_plus_4_account_and_new_york_winter(run, engine):
-    config = make_config(dubailocal={"account": "dubai"})
+    config = make_config(dubailocal={"account": "dubai", "file_times": "account"})
     run(HEADER + "d1,1.00,2026-07-01 14:00:00,,,,\n", "dubailocal", config=config)
     run(HEADER + "w1,1.00,2026-01-15 14:00:00,,,,\n", "maxbounty", config=config)
     times = {r[0]: r[6] for r in rows(engine, config=config)}
@@ -148,7 +148,7 @@ def test_explicit_offsets_future_and_day_first(run, engine):
     }
     assert {r["click_id"]: r["reason_code"] for r in report_rows(result)} == {
         "fut": "time_in_future",
-        "dayfirst": "invalid_time",
+        "dayfirst": "time_reformatted_by_spreadsheet",  # never guessed, and said why
     }
 
 
@@ -294,7 +294,7 @@ def test_bad_rows_beside_good_ones(run, engine):
     assert reasons == {
         "3": "click_id_mangled_by_spreadsheet",
         "4": "malformed_row",
-        "5": "malformed_row",
+        "5": "unquoted_decimal_comma",  # 12,50 split into 12 and 50: said, not "malformed"
         "6": "missing_click_id|invalid_payout|invalid_time|invalid_status|invalid_currency",
         "7": "negative_payout",
     }
@@ -329,10 +329,10 @@ def test_rejection_report_fixed_and_dropped_back(run, engine, tmp_path):
     fixed_rows = report_rows(r)
     assert [x["click_id"] for x in fixed_rows] == ["bad", "fx"]
     bad, fx = fixed_rows
-    assert (bad["payout"], bad["conversion_time"]) == ("1", "00")  # cells kept by position
-    bad.update(
-        payout="1.00", conversion_time="2026-11-01 10:00:00", conversion_type="", currency=""
-    )
+    # An unquoted decimal comma: the payout is shown joined, the other cells in their columns.
+    assert bad["reason_code"] == "unquoted_decimal_comma"
+    assert (bad["payout"], bad["conversion_time"]) == ("1,00", "2026-11-01 10:00:00")
+    bad.update(payout="1.00")
     fx.update(payout="2.00")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(bad))

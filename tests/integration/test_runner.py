@@ -395,6 +395,33 @@ def test_exit_code_is_1_only_when_a_file_was_quarantined_or_failed(states, expec
     assert runner.exit_code(iter(results)) == expected  # any iterable, consumed once
 
 
+@pytest.mark.parametrize(
+    ("state", "data_lines", "rejected", "expected"),
+    [
+        ("applied", 2, 2, 1),  # every data line rejected: exit 1 though the file was read
+        ("dry_run", 1, 1, 1),
+        ("applied", 2, 1, 0),
+        ("applied", 0, 0, 0),
+    ],
+)
+def test_exit_code_is_1_for_a_file_whose_every_data_line_was_rejected(
+    state, data_lines, rejected, expected
+):
+    outcomes = dict.fromkeys(OUTCOMES, 0) | {
+        "rejected": rejected,
+        "inserted": data_lines - rejected,
+    }
+    result = FileResult(
+        "a.csv", "maxbounty", "conversions", state, data_lines=data_lines, outcomes=outcomes
+    )
+    assert result.all_rows_rejected is bool(expected)
+    assert runner.exit_code([result]) == expected
+    assert (
+        runner.exit_code(iter([FileResult("b.csv", "maxbounty", "conversions", "applied"), result]))
+        == expected
+    )
+
+
 def test_a_warehouse_that_went_down_puts_every_file_back(tmp_path):
     """The warehouse answered at start, then went away: nothing can even be looked up."""
     down = create_engine("postgresql+psycopg://u:s3cret@127.0.0.1:1/x")

@@ -309,10 +309,20 @@ def test_bad_currency(tmp_path: Path, currency: str):
     refused(write(tmp_path, text), "accounts.main.currency", repr(currency), "ISO 4217")
 
 
-@pytest.mark.parametrize("value", ["local", "UTC", "offer_source", ""])
+@pytest.mark.parametrize("value", ["local", "offer_source", "", "Etc/GMT+4", "EST", "Mars/Base"])
 def test_bad_file_times(tmp_path: Path, value: str):
     text = MINIMAL + f'file_times = "{value}"\n'
     refused(write(tmp_path, text), "offer_sources.maxbounty.file_times", repr(value), "account")
+
+
+@pytest.mark.parametrize("value", ["utc", "account", "Europe/Berlin", "UTC", "GMT+4"])
+def test_file_times_takes_the_two_words_or_a_zone(tmp_path: Path, value: str):
+    text = MINIMAL + f'file_times = "{value}"\n'
+    assert load(write(tmp_path, text)).offer_sources["maxbounty"].file_times == value
+
+
+def test_file_times_defaults_to_utc_as_the_seed_reads_files(tmp_path: Path):
+    assert load(write(tmp_path, MINIMAL)).offer_sources["maxbounty"].file_times == "utc"
 
 
 @pytest.mark.parametrize(
@@ -433,3 +443,167 @@ def test_config_error_without_a_key_has_no_empty_key_segment():
     assert str(error) == "c.toml: config file not found"
     error = ConfigError("c.toml", "accounts.main", "must be a table")
     assert str(error) == "c.toml: accounts.main: must be a table"
+
+
+# --- account time zones ---------------------------------------------------------------------------
+
+
+def zone_config(zone: str) -> str:
+    return MINIMAL.replace('"America/New_York"', f'"{zone}"')
+
+
+@pytest.mark.parametrize(
+    ("zone", "examples"),
+    [
+        ("GMT+4", "Asia/Dubai"),
+        # New York is UTC-4 in summer, Halifax in winter.
+        ("UTC-04:00", "America/New_York or America/Halifax"),
+        ("UTC+5:30", "Asia/Kolkata"),
+        ("GMT-3", "America/Sao_Paulo or America/Argentina/Buenos_Aires"),
+    ],
+)
+def test_fixed_offset_account_zones_are_accepted_with_a_warning(
+    tmp_path: Path, zone: str, examples: str
+):
+    config = load(write(tmp_path, zone_config(zone)))
+    assert config.accounts["main"].timezone == zone  # as written
+    assert config.warnings == (
+        f"accounts.main.timezone: {zone} is a fixed offset with no daylight saving time; if the "
+        f"account follows a city's clock, use its IANA zone (e.g. {examples})",
+    )
+
+
+@pytest.mark.parametrize("zone", ["UTC", "GMT", "America/New_York", "Asia/Kolkata", "Etc/UTC"])
+def test_named_zones_have_no_warning(tmp_path: Path, zone: str):
+    config = load(write(tmp_path, zone_config(zone)))
+    assert config.accounts["main"].timezone == zone
+    assert config.warnings == ()
+
+
+def test_one_warning_per_fixed_offset_account():
+    raw = {
+        "accounts": {
+            "dubai": {"timezone": "GMT+4"},
+            "ny": {"timezone": "America/New_York"},
+            "india": {"timezone": "UTC+05:30"},
+        },
+        "offer_sources": {
+            "a": {"account": "dubai"},
+            "b": {"account": "dubai"},
+            "c": {"account": "india"},
+        },
+    }
+    assert parse(raw).warnings == (
+        "accounts.dubai.timezone: GMT+4 is a fixed offset with no daylight saving time; if the "
+        "account follows a city's clock, use its IANA zone (e.g. Asia/Dubai)",
+        "accounts.india.timezone: UTC+05:30 is a fixed offset with no daylight saving time; if "
+        "the account follows a city's clock, use its IANA zone (e.g. Asia/Kolkata)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("zone", "fragments"),
+    [
+        ("Etc/GMT+4", ["means UTC-4", "GMT-4", "UTC-04:00", "America/New_York"]),
+        ("Etc/GMT-4", ["means UTC+4", "GMT+4", "UTC+04:00", "Asia/Dubai"]),
+        ("Etc/GMT+10", ["means UTC-10", "GMT-10", "UTC-10:00", "Pacific/Honolulu"]),
+    ],
+)
+def test_posix_etc_gmt_zones_are_refused(tmp_path: Path, zone: str, fragments: list[str]):
+    refused(write(tmp_path, zone_config(zone)), "accounts.main.timezone", repr(zone), *fragments)
+
+
+@pytest.mark.parametrize(
+    ("zone", "hint"),
+    [
+        ("EST", "America/New_York"),
+        ("EDT", "America/New_York"),
+        ("PST", "America/Los_Angeles"),
+        ("PDT", "America/Los_Angeles"),
+        ("CST", "America/Chicago"),
+        ("MST", "America/Denver"),
+        ("HST", "Pacific/Honolulu"),
+        ("CET", "Europe/Paris or Europe/Berlin"),
+        ("CEST", "Europe/Paris or Europe/Berlin"),
+        ("MET", "Europe/Paris or Europe/Berlin"),
+        ("WET", "Europe/Lisbon"),
+        ("EET", "Europe/Athens"),
+        ("BST", "Europe/London"),
+        ("IST", "Asia/Kolkata"),
+        ("MSK", "Europe/Moscow"),
+        ("est", "America/New_York"),
+    ],
+)
+def test_abbreviations_are_refused_with_the_zone_to_use(tmp_path: Path, zone: str, hint: str):
+    refused(
+        write(tmp_path, zone_config(zone)),
+        "accounts.main.timezone",
+        repr(zone),
+        "abbreviation",
+        f"use the IANA zone {hint}",
+    )
+
+
+@pytest.mark.parametrize("zone", ["GMT+15", "UTC-13:00", "UTC+14:30"])
+def test_offsets_no_clock_uses_are_refused(tmp_path: Path, zone: str):
+    refused(write(tmp_path, zone_config(zone)), "accounts.main.timezone", repr(zone), "UTC+14:00")
+
+
+@pytest.mark.parametrize("zone", ["UTC+14:00", "UTC-12:00", "GMT+0"])
+def test_offsets_at_the_ends_are_accepted(tmp_path: Path, zone: str):
+    assert load(write(tmp_path, zone_config(zone))).accounts["main"].timezone == zone
+
+
+@pytest.mark.parametrize("zone", ["GMT+4:60", "UTC+", "GMT 4", "Dubai", "+4"])
+def test_other_zone_spellings_are_unknown(tmp_path: Path, zone: str):
+    refused(write(tmp_path, zone_config(zone)), "accounts.main.timezone", repr(zone), "time zone")
+
+
+# --- the keys that map a network's own export (issue 12) ----------------------------------------
+
+
+def test_export_keys_are_read_as_written(tmp_path: Path):
+    text = MINIMAL + (
+        'columns = { click_id = "Aff Sub", event_id = "Conversion ID" }\n'
+        'ignore_columns = ["Click Date", "Sub ID 2"]\n'
+        'decimal_separator = ","\n'
+        'encoding = "cp1252"\n'
+        'status_aliases = { Paid = "approved", " Refunded " = "declined" }\n'
+    )
+    source = load(write(tmp_path, text)).offer_sources["maxbounty"]
+    assert source.columns == {"click_id": "Aff Sub", "event_id": "Conversion ID"}
+    assert source.ignore_columns == ("Click Date", "Sub ID 2")
+    assert (source.decimal_separator, source.encoding) == (",", "cp1252")
+    assert source.status_aliases == {"paid": "approved", "refunded": "declined"}
+
+
+def test_export_keys_default_to_reading_files_as_before(tmp_path: Path):
+    source = load(write(tmp_path, MINIMAL)).offer_sources["maxbounty"]
+    assert (source.columns, source.ignore_columns, source.status_aliases) == ({}, (), {})
+    assert (source.decimal_separator, source.encoding) == (".", None)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "fragments"),
+    [
+        ('columns = { clik_id = "Sub" }', "columns.clik_id", ("no such field", "click_id")),
+        ('columns = { click_id = " " }', "columns.click_id", ("non-empty",)),
+        (
+            'columns = { click_id = "Sub", event_id = "sub" }',
+            "columns.event_id",
+            ("'sub'", "mapped to click_id"),
+        ),
+        ('ignore_columns = "Click Date"', "ignore_columns", ("an array",)),
+        ('ignore_columns = [""]', "ignore_columns", ("non-empty",)),
+        ('decimal_separator = ";"', "decimal_separator", ("';'", "'.'", "','")),
+        ('encoding = "klingon"', "encoding", ("'klingon'", "cp1252")),
+        ('status_aliases = { paid = "aproved" }', "status_aliases.paid", ("'aproved'",)),
+    ],
+)
+def test_export_key_mistakes_are_refused_where_they_are(tmp_path, line, key, fragments):
+    refused(write(tmp_path, MINIMAL + line + "\n"), f"offer_sources.maxbounty.{key}", *fragments)
+
+
+def test_a_header_both_mapped_and_ignored_is_refused(tmp_path: Path):
+    text = MINIMAL + 'columns = { click_id = "Aff Sub" }\nignore_columns = ["aff sub"]\n'
+    refused(write(tmp_path, text), "offer_sources.maxbounty.ignore_columns", "'aff sub'", "columns")

@@ -109,3 +109,103 @@ def test_the_ledger_detail_of_a_quarantine_reads_back():
 )
 def test_exit_code(states, code):
     assert fate.exit_code(states) == code
+
+
+@pytest.mark.parametrize(
+    ("states", "all_rows_rejected", "code"),
+    [
+        (["applied"], True, 1),  # a file whose every data line was rejected
+        (["applied", "dry_run"], False, 0),
+        (["quarantined"], False, 1),
+    ],
+)
+def test_exit_code_sees_a_file_with_every_data_line_rejected(states, all_rows_rejected, code):
+    assert fate.exit_code(states, all_rows_rejected) == code
+
+
+@pytest.mark.parametrize(
+    ("state", "data_lines", "rejected", "expected"),
+    [
+        ("applied", 3, 3, True),
+        ("dry_run", 1, 1, True),
+        ("applied", 3, 2, False),
+        ("applied", 0, 0, False),  # no data line: nothing was rejected
+        ("duplicate_file", 0, 0, False),
+        ("quarantined", 2, 2, False),  # not read as rows: its reason says why
+        ("failed", 1, 1, False),
+    ],
+)
+def test_all_rows_rejected(state, data_lines, rejected, expected):
+    assert fate.all_rows_rejected(state, data_lines, rejected) is expected
+
+
+FORCE = (
+    "a re-send under another mode needs --force (conversions ingest --force) or force (the "
+    "replay DAG's param)"
+)
+
+
+def test_a_duplicate_under_the_same_mode_keeps_the_old_words():
+    for mode in (None, "edit"):
+        assert fate.duplicate_detail(mode, mode) == fate.DUPLICATE_DETAIL
+    assert fate.DUPLICATE_DETAIL == (
+        "the same bytes were already applied for this offer source and kind; nothing changed "
+        "(a replay with force re-applies)"
+    )
+
+
+def test_a_duplicate_under_another_mode_says_force_re_applies_it():
+    assert fate.FORCE_FOR_ANOTHER_MODE == FORCE
+    assert fate.duplicate_detail(None, "edit") == (
+        "the same bytes were already applied for this offer source and kind under the configured "
+        f"modes (no mode override), and this file asks for the mode edit; nothing changed: {FORCE}"
+    )
+    assert fate.duplicate_detail("increment_payout", None) == (
+        "the same bytes were already applied for this offer source and kind under the mode "
+        "increment_payout, and this file asks for the configured modes (no mode override); "
+        f"nothing changed: {FORCE}"
+    )
+    assert fate.duplicate_detail("edit", "ignore").endswith(FORCE)
+    assert "already applied" in fate.duplicate_detail("edit", "ignore")
+
+
+MODE_FOLDERS = (
+    "inbox/maxbounty/ reads files directly in it, in status/ (status files) and in one folder "
+    "per duplicate mode (create_new/, new_or_repeated/, ignore/, edit/, increment_payout/, "
+    "ignore_by_event_id/)"
+)
+
+
+@pytest.mark.parametrize(
+    ("relative", "detail"),
+    [
+        ("maxbounty/edt/a.csv", f"edt/ is not a mode folder (did you mean edit/?): {MODE_FOLDERS}"),
+        (
+            "maxbounty/Edit/a.csv",
+            f"Edit/ is not a mode folder (did you mean edit/?): {MODE_FOLDERS}",
+        ),
+        (
+            "maxbounty/increment/a.csv",
+            f"increment/ is not a mode folder (did you mean increment_payout/?): {MODE_FOLDERS}",
+        ),
+        (
+            "maxbounty/stats/a.csv",
+            f"stats/ is not a mode folder (did you mean status/?): {MODE_FOLDERS}",
+        ),
+        ("maxbounty/2026-07/a.csv", f"2026-07/ is not a mode folder: {MODE_FOLDERS}"),
+        ("maxbounty/edit/deeper/a.csv", f"edit/deeper/ is nested too deep: {MODE_FOLDERS}"),
+    ],
+)
+def test_a_file_in_an_unread_sub_folder_is_told_which_folders_are_read(relative, detail):
+    refusal = fate.refused_claim(None, None, SOURCES, relative)
+    assert refusal == fate.Refusal("unknown_offer_source", detail)
+
+
+def test_a_file_outside_every_offer_sources_folder_keeps_the_old_words():
+    outside = (
+        "not inside a configured offer source's inbox folder (configured: clickbank, maxbounty)"
+    )
+    for relative in ("root.csv", "nosuch/a.csv", "nosuch/edit/a.csv", None):
+        assert fate.refused_claim(None, None, SOURCES, relative).detail == outside
+    link = "a symbolic link; links in the inbox are never followed"
+    assert fate.refused_claim(None, link, SOURCES, "maxbounty/edt/a.csv").detail == link

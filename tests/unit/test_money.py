@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.money import format_micros, format_series, parse_decimal, parse_payouts
+from pipeline.core.money import (
+    decimal_commas,
+    format_micros,
+    format_series,
+    parse_decimal,
+    parse_payouts,
+)
 
 PROPERTY = settings(max_examples=200, deadline=None)
 MAX_MICROS = 999_999_999_999_999_999  # NUMERIC(18, 6): 12 integer digits, 6 decimals
@@ -272,3 +278,103 @@ def test_point_one_plus_point_two_is_exactly_point_three():
     assert int(micros.sum()) == 300_000
     assert format_micros(int(micros.sum())) == "0.30"
     assert 0.1 + 0.2 != 0.3  # what binary floats would have given
+
+
+# --- decimal_separator -------------------------------------------------------------------------
+
+
+def parse_with(text: str, decimal_separator: str) -> tuple[object, bool]:
+    micros, invalid, _ = parse_payouts(
+        pd.Series([text], dtype=object), decimal_separator=decimal_separator
+    )
+    return micros.iloc[0], bool(invalid.iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("12,50", 12_500_000),
+        ("1.234,56", 1_234_560_000),
+        ("-3,5", -3_500_000),
+        ("+0,000001", 1),
+        ("0,5", 500_000),
+        (",5", 500_000),
+        ("5,", 5_000_000),
+        ("12", 12_000_000),
+        ("1.234", 1_234_000_000),  # '.' groups thousands: one thousand two hundred thirty-four
+        ("1.000.000", 1_000_000_000_000),
+        ("1.234.567,89", 1_234_567_890_000),
+        ("-12.345,678901", -12_345_678_901),
+        ("999.999.999.999,999999", MAX_MICROS),
+        ("999999999999,999999", MAX_MICROS),
+        (" 12,50 ", 12_500_000),
+    ],
+)
+def test_decimal_comma_payouts(text: str, micros: int):
+    assert parse_with(text, ",") == (micros, False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.23,4",  # groups of three only
+        "12.34,56",
+        "1.2345,6",
+        "1.23",
+        "12.50",  # a decimal point where the source writes a decimal comma
+        "1,234.56",
+        "0.123,4",  # a leading zero is no group
+        ".234,5",
+        "1.234.567.890.123,00",  # 13 integer digits
+        "1,1234567",  # 7 decimals
+        "12,5,0",
+        "1 234,56",
+        "1.234.",
+        ",",
+        "-",
+    ],
+)
+def test_invalid_decimal_comma_payouts(text: str):
+    assert parse_with(text, ",") == (pd.NA, True)
+
+
+@pytest.mark.parametrize("text", ["1,234.56", "1,234", "1,000,000.00", "12,50", "1.234,56"])
+def test_no_grouping_separator_with_a_decimal_point(text: str):
+    """With '.', "1,234" could be a thousand times "1,234" read with a decimal comma: refused."""
+    assert parse_with(text, ".") == (pd.NA, True)
+
+
+def test_decimal_commas_tells_which_refusals_are_decimal_commas():
+    cells = pd.Series(
+        ["12,50", "1.234,56", "0,5", "-3,5", "12.50", "1,234.56", "1.23,4", "abc", "", None],
+        index=list("abcdefghij"),
+    )
+    found = decimal_commas(cells)
+    assert found.index.equals(cells.index)
+    assert found.tolist() == [True] * 4 + [False] * 6
+
+
+def test_unknown_decimal_separator_is_refused():
+    with pytest.raises(ValueError, match="decimal_separator"):
+        parse_payouts(pd.Series(["1"]), decimal_separator=";")
+
+
+@PROPERTY
+@given(
+    st.decimals(
+        min_value=-Decimal("999999999999.999999"),
+        max_value=Decimal("999999999999.999999"),
+        places=6,
+        allow_nan=False,
+        allow_infinity=False,
+    ),
+    st.booleans(),
+)
+def test_decimal_comma_matches_decimal(value: Decimal, grouped: bool):
+    """Python writes the number with ',' grouping and '.' decimals; swapping the two gives the
+    same number as a decimal-comma source writes it."""
+    written = f"{value:,f}" if grouped else f"{value:f}"
+    swapped = written.translate(str.maketrans(",.", ".,"))
+    micros, invalid, _ = parse_payouts(pd.Series([swapped]), decimal_separator=",")
+    assert not invalid.iloc[0], swapped
+    assert micros.iloc[0] == to_micros(value)

@@ -16,14 +16,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.timezones import REASONS, format_local, format_utc, to_utc
+from pipeline.core.timezones import (
+    REASONS,
+    fixed_offset,
+    format_local,
+    format_utc,
+    to_utc,
+    zone,
+)
 
 NY = "America/New_York"
 
 
 def one(value, **kw):
     """Convert a single cell: (utc Timestamp or NaT, reason or None)."""
-    result = to_utc(pd.Series([value]), **{"zone": NY, **kw})
+    result = to_utc(pd.Series([value]), **{"zone": NY, "file_times": "account", **kw})
     reason = result.reason.iloc[0]
     return result.utc.iloc[0], None if pd.isna(reason) else reason
 
@@ -148,15 +155,16 @@ def test_accepted_shapes(value, zone, expected):
 @pytest.mark.parametrize(
     "value",
     [
-        "03/04/2026 10:00:00",  # day-first or month-first: never guessed
-        "04/03/2026",
+        "04/03/2026",  # day-first or month-first: never guessed (a date alone is no time)
+        "2026-03-08 14",
+        "2026-03-08 14:0",
+        "2026-03-08 14:00.5",  # a fraction needs its seconds
         "2026-02-30 10:00:00",
         "2026-13-01 00:00:00",
         "2026-03-08 24:00:00",
         "2026-03-08 10:60:00",
         "2026-03-08 10:00:60",  # no leap seconds
         "2026-03-08",
-        "2026-03-08 14:00",
         "2026-3-8 14:00:00",
         "2026-03-08  14:00:00",
         "2026-03-08t14:00:00",
@@ -175,7 +183,13 @@ def test_accepted_shapes(value, zone, expected):
         "0100-02-29 00:00:00",  # not a leap year (a date is checked before its range)
         "٢٠٢٦-03-08 14:00:00",  # Arabic-Indic digits
         "1e10",
-        "1773000000",
+        "177297840",  # 9 digits: not epoch seconds (exactly 10) nor milliseconds (exactly 13)
+        "17729784000",
+        "177297840000",
+        "17729784000000",
+        "-1772978400",
+        "1772978400.5",
+        " 1772978400 000",
         "yesterday",
         "NaT",
     ],
@@ -187,7 +201,9 @@ def test_invalid(value):
 
 def test_time_format_is_tried_only_where_the_standard_shapes_do_not_match():
     values = pd.Series(["03/04/2026 10:00", "2026-04-03 10:00:00", "31/04/2026 10:00", "x"])
-    result = to_utc(values, zone="Europe/Berlin", time_format="%d/%m/%Y %H:%M")
+    result = to_utc(
+        values, zone="Europe/Berlin", file_times="account", time_format="%d/%m/%Y %H:%M"
+    )
     # 3 April 10:00 CEST (+2) twice; 31 April does not exist.
     assert result.utc.tolist()[:2] == [ts("2026-04-03T08:00:00Z")] * 2
     assert result.reason.tolist() == [pd.NA, pd.NA, "invalid_time", "invalid_time"]
@@ -195,7 +211,7 @@ def test_time_format_is_tried_only_where_the_standard_shapes_do_not_match():
 
 def test_time_format_local_times_follow_file_times_and_policies():
     values = pd.Series(["08/03/2026 02:30", "08/03/2026 10:00"])
-    result = to_utc(values, zone=NY, time_format="%d/%m/%Y %H:%M")
+    result = to_utc(values, zone=NY, file_times="account", time_format="%d/%m/%Y %H:%M")
     assert result.reason.tolist() == [GAP, pd.NA]
     assert result.utc.iloc[1] == ts("2026-03-08T14:00:00Z")
     result = to_utc(values, zone=NY, file_times="utc", time_format="%d/%m/%Y %H:%M")
@@ -204,7 +220,9 @@ def test_time_format_local_times_follow_file_times_and_policies():
 
 def test_time_format_with_offset_uses_the_offset():
     values = pd.Series(["03/04/2026 10:00 +0200", "03/04/2026 10:00 -0500", "2026-04-03 10:00:00"])
-    result = to_utc(values, zone="Asia/Tokyo", time_format="%d/%m/%Y %H:%M %z")
+    result = to_utc(
+        values, zone="Asia/Tokyo", file_times="account", time_format="%d/%m/%Y %H:%M %z"
+    )
     assert result.utc.tolist() == [
         ts("2026-04-03T08:00:00Z"),
         ts("2026-04-03T15:00:00Z"),
@@ -279,14 +297,16 @@ def test_out_of_range_is_not_in_the_future():
             "1969-12-31T23:59:59Z",  # before the limit, but before 1970
         ]
     )
-    result = to_utc(values, zone=NY, not_after=limit)
+    result = to_utc(values, zone=NY, file_times="account", not_after=limit)
     assert result.reason.tolist() == [pd.NA] + ["time_in_future"] * 2 + [OUT] * 3
     assert result.utc.isna().tolist() == [False] + [True] * 5
 
 
 def test_range_applies_to_time_format_times_too():
     days = pd.Series(["31/12/9999 23:59", "01/01/0001 00:00", "31/12/1969 19:00", "x"])
-    result = to_utc(days, zone=NY, time_format="%d/%m/%Y %H:%M", not_after=FAR_AHEAD)
+    result = to_utc(
+        days, zone=NY, file_times="account", time_format="%d/%m/%Y %H:%M", not_after=FAR_AHEAD
+    )
     assert result.reason.tolist() == [OUT, OUT, pd.NA, "invalid_time"]
     assert result.utc.iloc[2] == ts("1970-01-01T00:00:00Z")  # EST, UTC-5
     zoned = pd.Series(["31/12/9999 23:00 +0500", "31/12/1969 23:00 -0200"])
@@ -324,7 +344,7 @@ def test_range_check_is_vectorised_over_a_large_column():
     values = pd.Series(
         ["9999-12-31 23:59:59", "1970-01-01T00:00:00Z", "0001-01-01 00:00:00"] * 50_000
     )
-    result = to_utc(values, zone=NY, not_after=FAR_AHEAD)
+    result = to_utc(values, zone=NY, file_times="account", not_after=FAR_AHEAD)
     assert result.reason.value_counts(dropna=False).to_dict() == {OUT: 100_000, pd.NA: 50_000}
 
 
@@ -341,7 +361,7 @@ def test_time_in_future_is_strictly_after_not_after():
             "2026-07-01T18:05:00.000001Z",  # just over, written in UTC
         ]
     )
-    result = to_utc(values, zone=NY, not_after=limit)
+    result = to_utc(values, zone=NY, file_times="account", not_after=limit)
     assert result.reason.tolist() == [pd.NA, pd.NA, "time_in_future", "time_in_future"]
     assert result.utc.tolist()[:2] == [ts("2026-07-01T18:04:59.999999Z"), ts("2026-07-01T18:05Z")]
     assert result.utc.isna().tolist() == [False, False, True, True]
@@ -474,7 +494,9 @@ def cases(draw):
 def test_local_times_match_zoneinfo(case, nonexistent, ambiguous):
     zone, walls = case
     values = pd.Series([w.isoformat(sep=" ") for w in walls], dtype=object)
-    result = to_utc(values, zone=zone, nonexistent=nonexistent, ambiguous=ambiguous)
+    result = to_utc(
+        values, zone=zone, file_times="account", nonexistent=nonexistent, ambiguous=ambiguous
+    )
     for wall, utc, reason in zip(walls, result.utc, result.reason, strict=True):
         expected = reference(wall, zone, nonexistent, ambiguous)
         if isinstance(expected, str):
@@ -518,7 +540,7 @@ def test_format_local_across_a_dst_change():
 
 def test_format_round_trips_through_to_utc():
     values = pd.Series(["2026-11-01 01:30:00", "2026-03-08 03:00:00.123456", "2026-01-15 14:00:00"])
-    utc = to_utc(values, zone=NY, ambiguous="latest").utc
+    utc = to_utc(values, zone=NY, file_times="account", ambiguous="latest").utc
     assert to_utc(format_local(utc, "Europe/Berlin"), zone=NY).utc.equals(utc)
     assert to_utc(format_utc(utc), zone="Asia/Tokyo").utc.equals(utc)
 
@@ -526,3 +548,279 @@ def test_format_round_trips_through_to_utc():
 def test_format_refuses_naive_datetimes():
     with pytest.raises(TypeError):
         format_utc(pd.Series(pd.to_datetime(["2026-07-01 18:00:00"])))
+
+
+# --- the seed's example both ways, file zones, more shapes -------------------------------------
+# Expectations by hand: New York is UTC-4 in July 2026 (EDT, 2026-03-08 to 2026-11-01) and UTC-5
+# in January; Berlin is UTC+1 in January (CET) and UTC+2 in July (CEST); GMT+4 is UTC+4 all year.
+
+
+@pytest.mark.parametrize(
+    ("zone", "file_times", "written", "expected"),
+    [
+        # To see 14:00:00 in a New York account's logs in summer, the file says 18:00:00 (the
+        # seed's words, file_times = "utc") or 14:00:00 (file_times = "account").
+        (NY, "utc", "2026-07-01 18:00:00", "2026-07-01T18:00:00Z"),
+        (NY, "account", "2026-07-01 14:00:00", "2026-07-01T18:00:00Z"),
+        # An account at GMT+4, written as a fixed offset: 14:00:00 local is 10:00:00 UTC.
+        ("GMT+4", "utc", "2026-07-01 10:00:00", "2026-07-01T10:00:00Z"),
+        ("GMT+4", "account", "2026-07-01 14:00:00", "2026-07-01T10:00:00Z"),
+        ("GMT+4", "account", "2026-01-15 14:00:00", "2026-01-15T10:00:00Z"),  # no DST, ever
+        ("UTC-04:00", "account", "2026-01-15 14:00:00", "2026-01-15T18:00:00Z"),
+        ("UTC+5:30", "account", "2026-07-01 14:00:00", "2026-07-01T08:30:00Z"),
+        ("GMT-3", "account", "2026-07-01 14:00:00", "2026-07-01T17:00:00Z"),
+        ("UTC", "account", "2026-07-01 14:00:00", "2026-07-01T14:00:00Z"),
+        ("GMT", "account", "2026-07-01 14:00:00", "2026-07-01T14:00:00Z"),
+        # file_times = an IANA zone: the network's own wall clock, whatever the account's zone.
+        (NY, "Europe/Berlin", "2026-01-15 14:00:00", "2026-01-15T13:00:00Z"),  # CET, UTC+1
+        (NY, "Europe/Berlin", "2026-07-15 14:00:00", "2026-07-15T12:00:00Z"),  # CEST, UTC+2
+        ("GMT+4", "Europe/Berlin", "2026-07-15 14:00:00", "2026-07-15T12:00:00Z"),
+    ],
+)
+def test_seed_example_both_ways_and_file_time_zones(zone, file_times, written, expected):
+    assert one(written, zone=zone, file_times=file_times) == (ts(expected), None)
+
+
+def test_both_settings_land_the_same_instant():
+    """The seed: whichever file_times a source uses, the same conversion is the same instant."""
+    as_utc = one("2026-07-01 18:00:00", file_times="utc")
+    as_account = one("2026-07-01 14:00:00", file_times="account")
+    assert as_utc == as_account == (ts("2026-07-01T18:00:00Z"), None)
+
+
+@pytest.mark.parametrize(
+    ("written", "file_times", "file_zone", "expected"),
+    [
+        # Parameters:TimeZone beats file_times...
+        ("2026-07-01 14:00:00", "utc", NY, "2026-07-01T18:00:00Z"),
+        ("2026-07-01 14:00:00", "account", "-0500", "2026-07-01T19:00:00Z"),  # fixed -5, not EDT
+        ("2026-07-01 14:00:00", "Europe/Berlin", "+0100", "2026-07-01T13:00:00Z"),
+        ("2026-07-01 14:00:00", "account", "+05:30", "2026-07-01T08:30:00Z"),
+        ("2026-07-01 14:00:00", "account", "Asia/Tokyo", "2026-07-01T05:00:00Z"),  # JST, +9
+        ("2026-07-01 14:00:00", "account", "UTC", "2026-07-01T14:00:00Z"),
+        # ...and the row's own offset beats Parameters:TimeZone.
+        ("2026-07-01 14:00:00+02:00", "account", "-0500", "2026-07-01T12:00:00Z"),
+        ("2026-07-01 14:00:00Z", "account", NY, "2026-07-01T14:00:00Z"),
+        ("2026-07-01 14:00-0100", "utc", "Asia/Tokyo", "2026-07-01T15:00:00Z"),
+    ],
+)
+def test_precedence_row_offset_then_file_zone_then_file_times(
+    written, file_times, file_zone, expected
+):
+    # The account is Dubai (UTC+4), so reading in the account's zone would show as 10:00Z.
+    kw = {"zone": "Asia/Dubai", "file_times": file_times, "file_zone": file_zone}
+    assert one(written, **kw) == (ts(expected), None)
+
+
+def test_file_zone_follows_its_own_dst_rules_and_a_fixed_offset_has_none():
+    # Berlin, 2026-03-29: 02:00 CET -> 03:00 CEST, so 02:30 does not exist there.
+    kw = {"zone": "Asia/Dubai", "file_times": "utc"}
+    assert one("2026-03-29 02:30:00", file_zone=BERLIN, **kw) == (pd.NaT, GAP)
+    shifted = one("2026-03-29 02:30:00", file_zone=BERLIN, nonexistent="shift_forward", **kw)
+    assert shifted == (ts("2026-03-29T01:00:00Z"), None)
+    assert one("2026-03-29 02:30:00", file_zone="+0100", **kw) == (ts("2026-03-29T01:30:00Z"), None)
+    # The same wall time read per file_times = "Europe/Berlin" is the same gap.
+    assert one("2026-03-29 02:30:00", zone=NY, file_times=BERLIN) == (pd.NaT, GAP)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # No seconds: HH:MM means HH:MM:00, with a space or T, with or without an offset.
+        ("2026-03-08 14:00", "2026-03-08T14:00:00Z"),
+        ("2026-03-08T14:00", "2026-03-08T14:00:00Z"),
+        ("2026-03-08 14:00Z", "2026-03-08T14:00:00Z"),
+        ("2026-03-08 14:00+0100", "2026-03-08T13:00:00Z"),
+        ("2026-03-08T14:00-05:00", "2026-03-08T19:00:00Z"),
+        ("2026-03-08 23:59+02", "2026-03-08T21:59:00Z"),
+        # Google's yyyy-mm-dd hh:mm:ss+hhmm.
+        ("2026-03-08 14:00:00+0100", "2026-03-08T13:00:00Z"),
+        ("2026-03-08 14:00:00-0500", "2026-03-08T19:00:00Z"),
+        # Unix epoch: 2026-03-08 is day 20520 (56 years of 365 days, 14 leap days, 31+28+7),
+        # so 20520 * 86400 + 14 * 3600 = 1772978400 is 2026-03-08T14:00:00Z.
+        ("1772978400", "2026-03-08T14:00:00Z"),
+        ("1772978400000", "2026-03-08T14:00:00Z"),
+        ("1772978400123", "2026-03-08T14:00:00.123000Z"),
+        ("1772978399999", "2026-03-08T13:59:59.999000Z"),
+        (" 1772978400 ", "2026-03-08T14:00:00Z"),
+        ("1000000000", "2001-09-09T01:46:40Z"),
+        ("0000000000", "1970-01-01T00:00:00Z"),
+        ("0000000000000", "1970-01-01T00:00:00Z"),
+    ],
+)
+def test_minutes_google_offsets_and_epochs(value, expected):
+    # A UTC file and a Tokyo (UTC+9) one agree: each value is either UTC or has its own offset.
+    assert one(value, file_times="utc") == (ts(expected), None)
+    assert one(value, zone=TOKYO, file_times="utc") == (ts(expected), None)
+
+
+def test_an_epoch_ignores_file_times_and_file_zone():
+    for kw in ({"file_times": "account"}, {"file_times": BERLIN}, {"file_zone": "-0500"}):
+        assert one("1772978400", zone=TOKYO, **kw) == (ts("2026-03-08T14:00:00Z"), None)
+        assert one("1772978400000", zone=TOKYO, **kw) == (ts("2026-03-08T14:00:00Z"), None)
+
+
+def test_epochs_are_range_checked_and_can_be_in_the_future():
+    # 9999999999 s is in 2286; 4102444800 s is 2100-01-01T00:00:00Z (47482 days after 1970).
+    assert one("9999999999", not_after=FAR_AHEAD) == (pd.NaT, OUT)
+    assert one("9999999999999", not_after=FAR_AHEAD) == (pd.NaT, OUT)
+    limit = pd.Timestamp("2026-03-08T14:05:00Z")
+    assert one("4102444800", not_after=limit) == (pd.NaT, "time_in_future")
+    assert one("1772978700", not_after=limit) == (ts("2026-03-08T14:05:00Z"), None)  # at it
+    assert one("1772978700001", not_after=limit) == (pd.NaT, "time_in_future")
+
+
+def test_time_format_wins_over_an_epoch_it_reads():
+    """An offer source that writes %Y%m%d%H (10 digits) means its format, not epoch seconds."""
+    values = pd.Series(["2026030814", "1772978400000", "1772978400"])
+    result = to_utc(values, zone=NY, time_format="%Y%m%d%H")
+    # Read as %Y%m%d%H, 1772978400 would be month 97 of 1772: no date, so it is epoch seconds.
+    assert result.utc.tolist() == [ts("2026-03-08T14:00:00Z")] * 3
+    assert result.reason.isna().all()
+
+
+SPREADSHEET = "time_reformatted_by_spreadsheet"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "11/3/2026 8:30",  # 11 March or 3 November: never guessed
+        "3/11/2026 8:30",
+        "03/11/2026 08:30",
+        "11/3/2026 8:30:15",
+        "11/3/2026 8:30 PM",
+        "11/3/2026 8:30:15 am",
+        "11/3/2026 8:30PM",
+        "11.3.2026 8:30",  # day.month.year, as German or Russian spreadsheets write it
+        "11.03.2026 08:30:00",
+        "11/3/26 8:30",  # a two-digit year too
+        "12/31/2026 23:59",  # a day over 12 is still a spreadsheet's rewrite
+    ],
+)
+def test_times_a_spreadsheet_reformatted(value):
+    assert one(value) == (pd.NaT, SPREADSHEET)
+    assert one(value, time_format="%Y%m%d%H%M%S") == (pd.NaT, SPREADSHEET)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["11/3/2026", "11-3-2026 8:30", "2026/03/11 08:30", "11/3/2026 8", "11/3/2026  8:30", "11/3"],
+)
+def test_other_odd_times_stay_invalid(value):
+    assert one(value) == (pd.NaT, "invalid_time")
+
+
+def test_a_time_format_that_reads_the_spreadsheet_shape_wins():
+    values = pd.Series(["11/3/2026 8:30", "31/04/2026 10:00", "3/11/2026 8:30 PM"])
+    result = to_utc(values, zone=NY, file_times="utc", time_format="%d/%m/%Y %H:%M")
+    assert result.utc.iloc[0] == ts("2026-03-11T08:30:00Z")
+    # The source's own shape: a cell it cannot read is a bad time, not a spreadsheet's rewrite.
+    assert result.reason.tolist()[1:] == ["invalid_time", "invalid_time"]
+    # New York, 11 March 2026: EDT (UTC-4).
+    result = to_utc(values[:1], zone=NY, file_times="account", time_format="%d/%m/%Y %H:%M")
+    assert result.utc.iloc[0] == ts("2026-03-11T12:30:00Z")
+
+
+def test_reasons_are_in_catalogue_order():
+    from pipeline.core.reasons import CATALOGUE
+
+    codes = list(CATALOGUE)
+    assert sorted(REASONS, key=codes.index) == list(REASONS)
+    assert SPREADSHEET in REASONS and set(REASONS) <= set(CATALOGUE)
+
+
+def test_every_shape_in_one_vectorised_call():
+    """Mixed shapes over a large column in one call, each counted by hand."""
+    block = [
+        "2026-07-01 14:00:00",  # utc: 14:00Z
+        "2026-07-01 14:00",  # 14:00Z
+        "2026-07-01T16:00:00+02:00",  # 14:00Z
+        "1782914400",  # 2026-07-01 is day 20635 (20520 + 23 + 30 + 31 + 30 + 1): 14:00Z
+        "1782914400000",  # 14:00Z
+        "7/1/2026 14:00",
+        "junk",
+        "",
+    ]
+    values = pd.Series(block * 20_000)
+    result = to_utc(values, zone=NY, not_after=FAR_AHEAD)
+    assert result.reason.value_counts(dropna=False).to_dict() == {
+        pd.NA: 120_000,
+        SPREADSHEET: 20_000,
+        "invalid_time": 20_000,
+    }
+    assert result.utc.value_counts().to_dict() == {ts("2026-07-01T14:00:00Z"): 100_000}
+    assert int(result.empty.sum()) == 20_000
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"zone": NY, "file_times": "Mars/Olympus_Mons"},
+        {"zone": NY, "file_zone": "Mars/Olympus_Mons"},
+        {"zone": NY, "file_zone": "+2500"},
+        {"zone": "GMT+24"},
+    ],
+)
+def test_unknown_zones_raise_even_when_no_cell_needs_them(kw):
+    with pytest.raises(ValueError):
+        to_utc(pd.Series(["2026-07-01T14:00:00Z"]), **kw)
+
+
+# --- zone names --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "hours", "minutes"),
+    [
+        ("GMT+4", 4, 0),  # four hours ahead of UTC, as a person means it
+        ("GMT-3", -3, 0),
+        ("UTC-04:00", -4, 0),
+        ("UTC+5:30", 5, 30),
+        ("UTC+0530", 5, 30),
+        ("UTC+14", 14, 0),
+        ("UTC-12:00", -12, 0),
+        ("UTC", 0, 0),
+        ("GMT", 0, 0),
+        ("GMT+0", 0, 0),
+        ("+0100", 1, 0),  # Parameters:TimeZone offsets
+        ("-0500", -5, 0),
+        ("+05:45", 5, 45),
+        ("-03:30", -3, -30),
+    ],
+)
+def test_fixed_offsets(name, hours, minutes):
+    tz = zone(name)
+    assert tz.utcoffset(datetime(2026, 7, 1)) == timedelta(hours=hours, minutes=minutes)
+    assert tz.utcoffset(datetime(2026, 1, 1)) == timedelta(hours=hours, minutes=minutes)
+    assert fixed_offset(name) == timedelta(hours=hours, minutes=minutes)
+
+
+def test_iana_zones_keep_their_rules():
+    tz = zone(NY)
+    assert tz.utcoffset(datetime(2026, 7, 1, 12)) == timedelta(hours=-4)
+    assert tz.utcoffset(datetime(2026, 1, 15, 12)) == timedelta(hours=-5)
+    assert fixed_offset(NY) is None
+    # Etc/GMT+4 is tzdata's POSIX name for UTC-4: as a zone it reads as tzdata says.
+    assert zone("Etc/GMT+4").utcoffset(datetime(2026, 7, 1)) == timedelta(hours=-4)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "", "GMT+24", "UTC+4:60", "+5", "America"])
+def test_unknown_zone_names_raise(name):
+    with pytest.raises(ValueError):
+        zone(name)
+
+
+def test_format_local_with_fixed_offsets():
+    utc = instants("2026-07-01T18:00:00Z", "2026-01-15T18:00:00Z", None)
+    assert format_local(utc, "GMT+4").tolist() == [
+        "2026-07-01T22:00:00+04:00",
+        "2026-01-15T22:00:00+04:00",
+        pd.NA,
+    ]
+    assert format_local(utc, "UTC-04:00").tolist()[:2] == [
+        "2026-07-01T14:00:00-04:00",
+        "2026-01-15T14:00:00-04:00",  # no DST: New York would say 13:00:00-05:00
+    ]
+    assert format_local(utc, "UTC+5:30").tolist()[0] == "2026-07-01T23:30:00+05:30"
+    assert format_local(utc, "GMT").tolist()[0] == "2026-07-01T18:00:00+00:00"
