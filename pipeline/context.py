@@ -6,9 +6,10 @@ ingest, which take it whole rather than a dozen loose arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from pipeline.progress import Progress
 from pipeline.shutdown import Stop
 
 if TYPE_CHECKING:  # types only: importing them here would drag in SQLAlchemy for DAG parsing
@@ -28,3 +29,9 @@ class Context:
     # Set by SIGTERM/SIGINT while a CLI command or an Airflow task handles them; never set
     # where nobody installed the handlers.
     stop: Stop = field(default_factory=Stop)
+    # Told of each file's rows as batches are done (`pipeline.progress`); by default nobody.
+    progress: Progress = field(default_factory=Progress)
+
+    def with_progress(self, progress: Progress) -> Context:
+        """This context (the same engine, data directory and stop) telling ``progress``."""
+        return replace(self, progress=progress)

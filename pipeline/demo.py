@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -27,7 +28,8 @@ from pipeline.console import Console
 from pipeline.results import FileResult
 
 DAG_ID = "conversions_inbox"
-DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+REPO = Path(__file__).resolve().parents[1]
+DAGS_FOLDER = REPO / "dags"
 
 
 # The sample files were "delivered" this long ago: the run claims only files that have not
@@ -85,25 +87,50 @@ def run(home: Path, console: Console) -> int:
     with _output_to(log_path):
         state = _run_dag()
     results = _results(home / "reports")
-    console.summary(results)
-    env = f"CONVERSIONS_HOME={home} CONVERSIONS_CONFIG={config_path}"
+    console.summary(results, home=home)
+    env = " ".join(
+        f"{name}={shlex.quote(str(value))}"
+        for name, value in (("CONVERSIONS_HOME", home), ("CONVERSIONS_CONFIG", config_path))
+    )
+    cli = conversions_command()
+    where = f" (from the repository's folder, {REPO})" if cli.startswith(".venv/") else ""
     print(
         f"""
 DAG run of {DAG_ID}: {state}
 Where to look:
   rejection reports   {home / "reports"}/<date>/*.rejected.csv (fix them, drop them back in)
   summaries           {home / "reports"}/<date>/*.summary.json
+  duplicates lists    {home / "reports"}/<date>/*.duplicates.csv (what each ignored row duplicated)
   archived originals  {home / "archive"}
   quarantined files   {home / "quarantine"} (each with a .reason.json)
   warehouse           {home / "warehouse.db"}
   Airflow's log       {log_path}
 
-Try:
-  {env} conversions export --local-time
-  {env} conversions template --offer-source maxbounty""",
+Try{where}:
+  {env} {cli} export --local-time
+  {env} {cli} template --offer-source maxbounty
+  {cli} --help""",
         file=console.out,
     )
     return 0 if state == "success" else 1
+
+
+def conversions_command(executable: str | None = None) -> str:
+    """How to call `conversions` so that the printed "Try:" commands work as printed.
+
+    A fresh clone has no `conversions` on its PATH: the script lives beside the interpreter.
+    From the repository's own venv that is `.venv/bin/conversions` (run from the repository's
+    folder, as `./run demo` is); from any other environment, the script's absolute path; with
+    no script (a source tree on PYTHONPATH), this interpreter's `-m pipeline`.
+    """
+    python = Path(executable or sys.executable)
+    script = python.parent / "conversions"
+    venv_bin = REPO / ".venv" / "bin"
+    if script.is_file() and python.parent.resolve() == venv_bin.resolve():
+        return ".venv/bin/conversions"
+    if script.is_file():
+        return shlex.quote(str(script.absolute()))
+    return f"{shlex.quote(str(python.absolute()))} -m pipeline"
 
 
 def _run_dag() -> str:

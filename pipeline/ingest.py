@@ -30,7 +30,7 @@ from sqlalchemy import Connection
 
 from pipeline import reader, warehouse
 from pipeline.context import Context
-from pipeline.core import duplicates, file_outcome, normalise, time_rule, timezones
+from pipeline.core import duplicates, file_outcome, money, normalise, time_rule, timezones
 from pipeline.core.model import OfferSource
 from pipeline.core.reasons import describe
 from pipeline.core.vocabulary import (
@@ -43,14 +43,16 @@ from pipeline.core.vocabulary import (
 )
 from pipeline.datadir.layout import (
     UNHASHED,
+    duplicates_path,
     own_paths,
     report_origin,
     report_paths,
     safe_stem,
     sha256_file,
 )
+from pipeline.progress import MERGE, READ, BytesSeen, Progress
 from pipeline.reader import FileRejected
-from pipeline.reports import RejectionReport, write_summary
+from pipeline.reports import RejectionReport, write_duplicates, write_summary
 from pipeline.results import FileResult
 
 EXAMPLES_PER_REASON = 3
@@ -98,6 +100,8 @@ class _Published:
     json_path: Path
     report: RejectionReport | None = None
     written: list[Path] = field(default_factory=list)
+    duplicates: pd.DataFrame | None = None  # the ignored duplicates, listed beside the report
+    delimiter: str = ","
 
     def rename(self, tag: str | None) -> None:
         if tag is not None:
@@ -108,9 +112,13 @@ class _Published:
             self.report.discard()
             self.report = None
 
-    def commit_report(self) -> None:
+    def commit_report(self, result: FileResult) -> None:
         if self.report is not None:
             self.written.append(self.report.commit(self.csv_path))
+        if self.duplicates is not None:
+            path = write_duplicates(duplicates_path(self.csv_path), self.duplicates, self.delimiter)
+            self.written.append(path)
+            result.duplicates_path = str(path)
 
     def summary(self, result: FileResult, started: float) -> None:
         result.timings["total_s"] = round(time.perf_counter() - started, 3)
@@ -140,6 +148,7 @@ def ingest_file(ctx: Context, upload: Upload) -> FileResult:
         name, upload.offer_source, upload.kind, QUARANTINED, received_at=received.isoformat()
     )
     size = path.stat().st_size  # first: a file over the limit is never read, not even hashed
+    ctx.progress.file_started(name, size)
     if size <= settings.max_file_bytes:
         result.content_hash = sha256_file(path)
     published = _Published(
@@ -177,6 +186,7 @@ def ingest_file(ctx: Context, upload: Upload) -> FileResult:
         )
         result.warnings += [f"ignored unknown column {c!r}" for c in header.unknown]
         result.warnings += [f"ignored column {c!r} (ignore_columns)" for c in header.ignored]
+        published.delimiter = header.delimiter
         published.report = RejectionReport(
             published.csv_path, header.names, header.delimiter, origin=header.origin is not None
         )
@@ -205,9 +215,11 @@ def ingest_file(ctx: Context, upload: Upload) -> FileResult:
         result.outcomes = dict.fromkeys(OUTCOMES, 0)
     except BaseException:
         published.take_back()  # the transaction did not commit: no report for it
+        ctx.progress.file_finished(None)
         raise
     if result.state in (DRY_RUN, QUARANTINED):
         _record_unapplied(ctx, result, published, ledger, started)
+    ctx.progress.file_finished(result)
     return result
 
 
@@ -262,7 +274,7 @@ def _apply_or_skip(
         warehouse.finish_file(conn, result.file_id, summary_path=result.summary_path)
         return
     result.file_id = warehouse.record_file(conn, state=PROCESSING, **ledger)
-    _FileRun(
+    run = _FileRun(
         conn,
         upload,
         header,
@@ -273,7 +285,10 @@ def _apply_or_skip(
         sequence=applied_before + 1,
         batch_size=upload.batch_size or ctx.config.settings.batch_size,
         future_tolerance=ctx.config.settings.future_tolerance_seconds,
-    ).apply()
+        progress=ctx.progress,
+    )
+    run.apply()
+    published.duplicates = run.duplicates
     unchanged()
     if state == DRY_RUN:
         raise _DryRun
@@ -282,7 +297,7 @@ def _apply_or_skip(
     published.rename(file_outcome.report_tag(APPLIED, result.file_id, taken))
     result.report_path, result.summary_path = str(published.csv_path), str(published.json_path)
     warehouse.finish_file(conn, result.file_id, state=APPLIED, **_ledger_counts(result))
-    published.commit_report()
+    published.commit_report(result)
 
 
 def _record_unapplied(
@@ -314,7 +329,7 @@ def _record_unapplied(
                 report_path=result.report_path,
                 summary_path=result.summary_path,
             )
-            published.commit_report()
+            published.commit_report(result)
             published.summary(result, started)
     except BaseException:
         published.take_back()
@@ -342,8 +357,10 @@ class _FileRun:
         sequence: int,
         batch_size: int,
         future_tolerance: int,
+        progress: Progress | None = None,
     ):
         self.conn, self.upload, self.header, self.source = conn, upload, header, source
+        self.progress = progress or Progress()
         self.result, self.report, self.received = result, report, received
         self.sequence, self.batch_size, self.future_tolerance = (
             sequence,
@@ -352,6 +369,7 @@ class _FileRun:
         )
         self.reason_counts: Counter[str] = Counter()
         self.examples: dict[str, list[int]] = {}
+        self.duplicates: pd.DataFrame | None = None  # the ignored duplicates, traced
 
     def apply(self) -> None:
         result = self.result
@@ -383,6 +401,7 @@ class _FileRun:
         result, header = self.result, self.header
         blank = 0
         example: str | None = None
+        seen = BytesSeen(header.encoding, header.delimiter, header.names)
         for batch in reader.read_batches(self.upload.path, header, self.batch_size):
             blank += batch.blank_lines
             result.data_lines += len(batch.lines) + len(batch.malformed)
@@ -407,6 +426,9 @@ class _FileRun:
                 rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
                 rejected = rejected.sort_values("line", kind="stable", ignore_index=True)
             self._reject(rejected)
+            records = len(batch.lines) + len(batch.malformed)
+            done = seen.add(batch.cells, records)
+            self.progress.advance(READ, result.data_lines, bytes_done=done)
         if blank:
             result.warnings.append(f"skipped {blank} blank line(s)")
         if result.kind == "conversions":
@@ -417,6 +439,8 @@ class _FileRun:
     def _merge_from(self, stage: str) -> None:
         result = self.result
         late: list[pd.DataFrame] = []
+        ignored_rows: list[pd.DataFrame] = []
+        staged, merged = result.data_lines - result.outcomes["rejected"], 0
         for rows in warehouse.staged_chunks(self.conn, stage, result.kind, self.batch_size):
             resolution = _resolve(
                 self.conn, rows, self.source, result, self.received, self.sequence
@@ -427,8 +451,18 @@ class _FileRun:
                 )
             outcome = resolution.outcomes["outcome"]
             late.append(resolution.outcomes.loc[outcome == "rejected", ["line", "reason_code"]])
+            if result.kind == "conversions":
+                ignored = resolution.outcomes.loc[
+                    outcome == "ignored_duplicate", ["line", "duplicate_of"]
+                ]
+                if len(ignored):
+                    ignored_rows.append(ignored.merge(rows, on="line", how="left"))
             for name, count in outcome[outcome != "rejected"].value_counts().items():
                 result.outcomes[str(name)] += int(count)
+            merged += len(rows)
+            self.progress.advance(MERGE, merged, rows_total=staged)
+        if ignored_rows:
+            self.duplicates = self._traced(pd.concat(ignored_rows, ignore_index=True))
         late_rows = pd.concat(late, ignore_index=True) if late else pd.DataFrame()
         if len(late_rows):
             late_rows = late_rows.sort_values("line", ignore_index=True)
@@ -438,6 +472,33 @@ class _FileRun:
 
     def _reject(self, rejected: pd.DataFrame) -> None:
         _reject(self.conn, self.result, self.report, rejected, self.reason_counts, self.examples)
+
+    def _traced(self, ignored: pd.DataFrame) -> pd.DataFrame:
+        """The ignored duplicates with the conversion each one duplicates: its id, and the file
+        and line that created it (this file's own line when an earlier row of the file did;
+        read from the warehouse otherwise, where a dry run's own rows are not)."""
+        ignored = ignored.sort_values("line", ignore_index=True)
+        prefix = _id_prefix(self.source, self.result, self.sequence) + "-"
+        own = ignored["duplicate_of"].str.startswith(prefix).fillna(False)
+        found = warehouse.origins(self.conn, ignored.loc[~own, "duplicate_of"])
+        traced = ignored.merge(
+            found.rename(
+                columns={
+                    "conversion_id": "duplicate_of",
+                    "original_name": "duplicate_of_file",
+                    "line": "duplicate_of_line",
+                }
+            ),
+            on="duplicate_of",
+            how="left",
+        )
+        own_line = ignored["duplicate_of"].str.removeprefix(prefix)
+        found_line = traced["duplicate_of_line"].astype("Int64").astype("str")
+        return traced.assign(
+            payout=money.format_series(traced["payout"]),
+            duplicate_of_file=traced["duplicate_of_file"].where(~own, self.result.name),
+            duplicate_of_line=found_line.where(~own, own_line),
+        )
 
 
 def _resolve(
@@ -456,9 +517,14 @@ def _resolve(
     defaults = duplicates.Defaults(
         status=source.default_status, currency=source.account.currency, converted_at=received
     )
+    return duplicates.resolve(rows, existing, defaults, _id_prefix(source, result, sequence))
+
+
+def _id_prefix(source: OfferSource, result: FileResult, sequence: int) -> str:
+    """What the ids of a file's new conversions start with: its content, and how many times
+    these bytes were applied before (a forced re-apply makes new conversions, not the same)."""
     tag = f"{source.name}\n{result.kind}\n{result.content_hash}\n{sequence}"
-    prefix = hashlib.sha256(tag.encode()).hexdigest()[:16]
-    return duplicates.resolve(rows, existing, defaults, prefix)
+    return hashlib.sha256(tag.encode()).hexdigest()[:16]
 
 
 def _time_example(

@@ -15,6 +15,7 @@ inbox. That shapes every choice here:
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -144,6 +145,35 @@ class RejectionReport:
         tb: TracebackType | None,
     ) -> None:
         self.discard()  # after commit() there is no partial file left, so this is a no-op
+
+
+DUPLICATES_COLUMNS = (
+    "line",
+    "click_id",
+    "conversion_type",
+    "event_id",
+    "payout",
+    "mode",
+    "duplicate_of",
+    "duplicate_of_file",
+    "duplicate_of_line",
+)
+
+
+def write_duplicates(path: Path, rows: pd.DataFrame, delimiter: str) -> Path:
+    """The list of a file's ignored duplicates: each line that was not applied because the
+    conversion it duplicates exists (``DUPLICATES_COLUMNS``: its key and payout as read, the
+    duplicate mode that ignored it, and the conversion kept: its id, the file and line that
+    created it). Written whole, like a report, for a person to open in a spreadsheet."""
+    frame = rows[list(DUPLICATES_COLUMNS)]
+    cells = pd.concat(
+        [neutralise(frame.iloc[:, i]) for i in range(frame.shape[1])], axis=1, ignore_index=True
+    )
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(DUPLICATES_COLUMNS)
+    cells.to_csv(out, sep=delimiter, header=False, index=False, lineterminator="\r\n")
+    write_atomic(Path(path), out.getvalue().encode("utf-8-sig"))
+    return Path(path)
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:

@@ -33,6 +33,8 @@ class FileResult:
     reason_code: str | None = None
     report_path: str | None = None
     summary_path: str | None = None
+    # Every ignored duplicate with the conversion it duplicated (only when there are some).
+    duplicates_path: str | None = None
     file_id: int | None = None
     received_at: str | None = None
     timings: dict[str, float] = field(default_factory=dict)

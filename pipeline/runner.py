@@ -85,6 +85,16 @@ def process_claimed(
         ctx.config.offer_sources,
         claimed.relative,
     )
+    if refusal is not None and dry_run:  # a rehearsal moves nothing: say what would happen
+        ctx.datadir.release(claimed, keep_received=False)
+        return FileResult(
+            claimed.name,
+            claimed.offer_source,
+            claimed.kind,
+            QUARANTINED,
+            reason_code=refusal.code,
+            detail=f"{refusal.detail} (dry run: it would be quarantined; left in the inbox)",
+        )
     if refusal is not None:
         return _quarantine(ctx, claimed, None, refusal)
     try:

@@ -24,24 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import runner
-from pipeline.console import SHORT, printable, render
+from pipeline.console import block, summary_lines
 from pipeline.context import Context
 from pipeline.core import file_outcome
-from pipeline.core.reasons import CATALOGUE
 from pipeline.core.vocabulary import FAILED, TAKEN_OVER
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
 from pipeline.shutdown import Interrupted, Stopped
 
 HAND_OFF = timedelta(hours=1)
-ALL_ROWS_REJECTED = "all_rows_rejected"  # the summary warning's word, its text's first
-TOP_REASONS = 3
 Ticket = dict[str, Any]
 """A claimed (or archived) file as tasks pass it: JSON only, so it can be an XCom."""
 FileResultDict = dict[str, Any]
 """One file's ``FileResult.to_dict()`` plus its ``file`` (inbox-relative): a task's XCom."""
 RunTotals = dict[str, Any]
-"""A run's files per state, rows per outcome and the table for the log (``totals``)."""
+"""A run's files per state, rows per outcome and its summary for the log (``totals``)."""
 
 
 def claim(ctx: Context) -> dict[str, list[Ticket]]:
@@ -168,49 +165,18 @@ def replay(
     return result.to_dict() | {"file": ticket["file"]}
 
 
-def story(result: Mapping[str, Any]) -> list[str]:
-    """The log lines of one file: its outcome, counts, top rejection reasons, report paths.
-
-    A file whose every data line was rejected says so first, right under its outcome: its
-    ``all_rows_rejected:`` warning (told from the counts when the result carries none).
-    """
-    where = printable(str(result.get("file") or result.get("name")))  # a name is one line
-    lines = [f"{where} ({result.get('kind')}): {result['state']}"]
-    warnings = list(result.get("warnings") or [])
-    first = [w for w in warnings if str(w).startswith(ALL_ROWS_REJECTED)]
-    if not first and _all_rows_rejected(result):
-        first = [
-            f"{ALL_ROWS_REJECTED}: all {result.get('data_lines', 0)} data lines were rejected; "
-            "nothing of the file was applied (see the rejection report)"
-        ]
-    lines += [f"  warning: {warning}" for warning in first]
-    warnings = [w for w in warnings if w not in first]
-    if result["state"] in ("applied", "dry_run"):
-        outcomes = result.get("outcomes") or {}
-        counts = ", ".join(f"{outcomes.get(key, 0)} {label}" for key, label in SHORT.items())
-        lines.append(f"  {result.get('data_lines', 0)} data lines: {counts}")
-    if result.get("times"):
-        lines.append(f"  {printable(str(result['times']))}")
-    reasons = Counter(result.get("reasons") or {})
-    for code, count in reasons.most_common(TOP_REASONS):
-        examples = ", ".join(map(str, (result.get("examples") or {}).get(code, [])))
-        message = CATALOGUE[code].message if code in CATALOGUE else code
-        lines.append(f"  rejected {count} x {code} (e.g. lines {examples}): {message}")
-    if len(reasons) > TOP_REASONS:
-        lines.append(f"  ... and {len(reasons) - TOP_REASONS} more reasons (see the report)")
-    if result.get("reason_code") or result.get("detail"):
-        detail = printable(result.get("detail") or "")
-        lines.append(f"  {result.get('reason_code') or 'detail'}: {detail}")
-    lines += [f"  warning: {warning}" for warning in warnings]
-    for label, key in (("rejection report", "report_path"), ("summary", "summary_path")):
-        if result.get(key):
-            lines.append(f"  {label}: {result[key]}")
-    return lines
+def story(result: Mapping[str, Any], home: str | Path | None = None) -> list[str]:
+    """The log lines of one file: the same plain block the terminal shows (`console.block`):
+    its outcome, what was applied, ignored and rejected (top reasons, their fix hints and
+    example lines), its warnings (``all_rows_rejected`` first, told from the counts when the
+    result carries none) and its reports (paths relative to the data directory ``home``)."""
+    return block(result, home)
 
 
 def totals(results: Iterable[Mapping[str, Any] | None]) -> RunTotals:
     """The run's totals: files per state, rows per outcome, files whose every data line was
-    rejected (``all_rows_rejected``), plus a table for the log."""
+    rejected (``all_rows_rejected``), plus the run's summary for the log (``table``: each
+    file's block and the total line, as the terminal shows them)."""
     done = [r for r in results if r]  # a mapped task that failed leaves no result
     known = {f.name for f in fields(FileResult)}
     records = [FileResult(**{k: v for k, v in r.items() if k in known}) for r in done]
@@ -222,15 +188,8 @@ def totals(results: Iterable[Mapping[str, Any] | None]) -> RunTotals:
         "states": dict(Counter(r["state"] for r in done)),
         "outcomes": dict(outcomes),
         "all_rows_rejected": sum(1 for r in records if r.all_rows_rejected),
-        "table": render(records) if records else "no files",
+        "table": "\n".join(summary_lines(done)) if done else "no files",
     }
-
-
-def _all_rows_rejected(result: Mapping[str, Any]) -> bool:
-    outcomes = result.get("outcomes") or {}
-    return file_outcome.all_rows_rejected(
-        str(result.get("state")), int(result.get("data_lines") or 0), outcomes.get("rejected", 0)
-    )
 
 
 def _safe_run_id(run_id: str) -> str:

@@ -85,8 +85,12 @@ def warehouse_url() -> str | None:
 @contextmanager
 def _context() -> Iterator[Context]:
     from pipeline import runtime
+    from pipeline.progress import PeriodicLines
 
-    ctx = runtime.airflow_context(warehouse_url())
+    # A line every PERIOD_SECONDS while a file runs: rows done of about how many, rows/s, time left.
+    ctx = runtime.airflow_context(warehouse_url()).with_progress(
+        PeriodicLines(lambda line: log.info("%s", line))
+    )
     for warning in ctx.config.warnings:
         log.warning("config: %s", warning)
     password = ctx.engine.url.password
@@ -104,10 +108,10 @@ def _context() -> Iterator[Context]:
         ctx.engine.dispose()
 
 
-def _log_story(result: Mapping[str, Any]) -> None:
+def _log_story(result: Mapping[str, Any], home: str | None = None) -> None:
     from pipeline.airflow import steps
 
-    for line in steps.story(result):
+    for line in steps.story(result, home):
         log.info("%s", line)
 
 
@@ -135,7 +139,8 @@ def _process(ticket: Ticket, outlet_events: Any) -> FileResultDict:
     get_current_context()["conversions_file"] = ticket["file"]  # names the mapped task in the UI
     with _context() as ctx:
         result = steps.process(ctx, ticket)
-    _log_story(result)
+        home = ctx.datadir.location
+    _log_story(result, home)
     if result["state"] == "applied":
         outlet_events[APPLIED].add(
             CONVERSIONS,
@@ -254,7 +259,7 @@ def replay_files(
                 dry_run=bool(params.get("dry_run", True)),
                 force=bool(params.get("force", False)),
             )
-            _log_story(result)
+            _log_story(result, ctx.datadir.location)
             results.append(result)
     total = steps.totals(results)
     log.info("replay summary:\n%s", total.pop("table"))

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.vocabulary import (
     EDIT,
+    IGNORE,
     IGNORE_BY_EVENT_ID,
     INCREMENT,
     INSERT,
@@ -66,7 +67,9 @@ class Defaults:
 
 @dataclass(frozen=True)
 class Resolution:
-    outcomes: pd.DataFrame  # line, outcome, reason_code (<NA> unless rejected)
+    # line, outcome, reason_code (<NA> unless rejected), duplicate_of (for an ignored duplicate,
+    # the id of the conversion it duplicates; <NA> otherwise)
+    outcomes: pd.DataFrame
     inserts: (
         pd.DataFrame
     )  # conversion_id, line, click_id, conversion_type, duplicate_status, MUTABLE_FIELDS
@@ -167,6 +170,7 @@ def resolve(
                 ),
                 dtype="str",
             ),
+            "duplicate_of": r["target_id"].where(r["action"] == IGNORE).astype("str"),
         }
     )
     return Resolution(outcomes, inserts, updates, history)
@@ -324,6 +328,7 @@ def resolve_status(rows: pd.DataFrame, matches: pd.DataFrame) -> Resolution:
             "line": r["line"],
             "outcome": np.where(ok, OUTCOME_OF[STATUS_UPDATE], OUTCOME_OF[REJECT]),
             "reason_code": pd.Series(reason, dtype="str"),
+            "duplicate_of": pd.Series(None, index=r.index, dtype="str"),  # status files ignore none
         }
     )
     applied = r[ok].reset_index(drop=True)

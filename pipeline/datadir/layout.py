@@ -43,6 +43,7 @@ _HEX_DIGEST = re.compile(rf"[0-9a-fA-F]{{{REPORT_HASH_CHARS},}}")
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_STEM = 80
 _REPORT_SUFFIX, _SUMMARY_SUFFIX = ".rejected.csv", ".summary.json"
+_DUPLICATES_SUFFIX = ".duplicates.csv"
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,14 @@ def report_paths(
     folder.mkdir(parents=True, exist_ok=True)
     base = report_prefix(original_name, content_hash)
     return folder / f"{base}{_REPORT_SUFFIX[1:]}", folder / f"{base}{_SUMMARY_SUFFIX[1:]}"
+
+
+def duplicates_path(report_path: Path) -> Path:
+    """The list of a result's ignored duplicates, beside its rejection report:
+    ``<stem>.<hash12>[.<tag>].duplicates.csv``. Not a report to fix and drop back in (its rows
+    were applied as the mode says), so it is named apart and has no `reason_code` column."""
+    name = Path(report_path).name.removesuffix(_REPORT_SUFFIX)
+    return Path(report_path).with_name(f"{name}{_DUPLICATES_SUFFIX}")
 
 
 def report_prefix(original_name: str, content_hash: str) -> str:

@@ -33,6 +33,7 @@ from pipeline.warehouse.ledger import (
 from pipeline.warehouse.merge import (
     apply,
     existing_for,
+    origins,
     record_rejections,
     stage_append,
     stage_create,
@@ -74,6 +75,7 @@ __all__ = [
     "metadata",
     "names_taken",
     "original_of",
+    "origins",
     "record_file",
     "record_rejections",
     "recorded_by_claim",

@@ -252,3 +252,24 @@ def record_rejections(conn: Connection, file_id: int, rejected: pd.DataFrame) ->
             }
         )
         bulk.insert(conn, "rejected_rows", rows, _REJECTION_KINDS)
+
+
+def origins(conn: Connection, conversion_ids: pd.Series) -> pd.DataFrame:
+    """Where each conversion came from: conversion_id, the file's name as dropped, and the line
+    that created it (for the list of ignored duplicates, which names what each one duplicated).
+    Only the given ids' rows are read, by primary key."""
+    columns = ["conversion_id", "original_name", "line"]
+    ids = pd.DataFrame({"conversion_id": conversion_ids.dropna().drop_duplicates()})
+    if ids.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    kinds = {"conversion_id": "text"}
+    stage = bulk.create_temp(conn, "stage_ids", kinds)
+    bulk.insert(conn, stage, ids, kinds)
+    sql = f"""
+        SELECT c.conversion_id, f.original_name, c.line
+        FROM {stage} s
+        JOIN conversions c ON c.conversion_id = s.conversion_id
+        JOIN ingested_files f ON f.file_id = c.file_id
+    """
+    parts = list(bulk.read(conn, sql, {}, columns, 1_000_000))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)

@@ -593,7 +593,7 @@ def state_of(site: Site) -> State:
             summary = json.loads(path.read_text(encoding="utf-8"))
             for key in ("timings", "received_at", "file_id"):
                 summary.pop(key, None)
-            for key in ("report_path", "summary_path"):
+            for key in ("report_path", "summary_path", "duplicates_path"):
                 summary[key] = _relative(home, summary.get(key))
             reports[_undated(relative)] = summary
         else:

@@ -344,13 +344,10 @@ def write_config(folder: Path) -> Path:
 
 
 def table_files(stdout: str) -> list[tuple[str, str]]:
-    """(offer_source/name, state) of each file row of a `conversions` summary table."""
-    found = []
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 10 and "/" in parts[0] and all(p.isdigit() for p in parts[3:10]):
-            found.append((parts[0], parts[2]))
-    return found
+    """(offer_source/name, state) of each file's block of a `conversions` summary, in order."""
+    from tests.integration.test_cli import table  # the summary's reader, shared
+
+    return [(name, row["state"]) for name, row in table(stdout).items()]
 
 
 # Runs `conversions` commands one after another in one process, through the CLI's entry point

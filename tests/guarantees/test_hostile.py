@@ -579,12 +579,17 @@ def test_the_cli_ingests_files_named_like_options_after_a_double_dash(tmp_path):
     assert sorted(rows) == sorted((n, "applied") for n in stored)
     clicks = set(export.frame(engine, setup.config)["click_id"])
     assert clicks == {f"c{i}" for i in range(len(names))} | {"abs1"}
-    # The summary table is one line per file: a name cannot forge lines or drive the terminal.
+    # The summary is a block per file whose first line alone is at the margin, then the total:
+    # a name cannot forge lines or drive the terminal, and every line fits in 100 columns.
     assert "\x1b" not in done.stdout + done.stderr
-    # header, rule, a line per file, rule, total; then (after a blank line) the per-file notes
-    table = done.stdout.split("\n\n")[0].splitlines()
-    assert len(table) == len(names) + 5, done.stdout
-    assert all(line.startswith("maxbounty/") for line in table[2:-2])
+    lines = done.stdout.splitlines()
+    heads = [line for line in lines if line and not line.startswith(" ")]
+    assert len(heads) == len(names) + 3, done.stdout  # and abs.csv, the total, the paths' home
+    assert all(line.startswith("maxbounty/") for line in heads[:-2]), done.stdout
+    assert heads[-2].startswith(f"total: {len(names) + 1} files ({len(names) + 1} applied)")
+    assert heads[-1].startswith("paths are relative to the data directory")
+    assert "maxbounty/\\x1b[2J\\nforged.csv (conversions): applied, 1 data line" in heads
+    assert max(len(line) for line in lines) <= 100
     assert len(done.stderr.splitlines()) == len(names) + 1, done.stderr  # progress lines
     for path in files_in(setup.layout.reports):
         assert SAFE_REPORT.fullmatch(path.name), path.name
@@ -605,9 +610,14 @@ def test_an_airflow_task_log_shows_a_hostile_name_and_detail_on_one_line_each():
             "detail": "missing 'payout' (header: click_id,\"x\ny\")",
         }
     )
-    assert len(lines) == 2
     assert not [line for line in lines if re.search("[\n\r\x1b\u202e]", line)]
     assert lines[0].startswith("maxbounty/a.csv\\nmaxbounty/b.csv (conversions): applied\\x1b")
+    assert all(line.startswith("  ") for line in lines[1:])  # the name's line alone at the margin
+    assert lines[1:] == [
+        "    nothing was applied",  # the name's line, wrapped at 100 columns
+        "  missing_required_column: missing 'payout' (header: click_id,\"x\\ny\")",
+        "    fix: add the column (see `conversions template`)",
+    ]
 
 
 def test_names_that_try_to_leave_the_reports_folder_stay_in_it(tmp_path, warehouse_url, engine):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -28,7 +30,19 @@ from pipeline.ingest import Upload, ingest_file
 from tests.helpers import SAMPLE_CONFIG as CONFIG
 from tests.helpers import independent_data_lines, write_csv
 
-OUTCOME_COLUMNS = ("lines", "ins", "upd", "inc", "status", "ignored", "rejected")
+# The summary's words for a file's state and what it applied, as `table` reads them back.
+STATE_WORDS = {
+    "applied": "applied",
+    "dry run": "dry_run",
+    "quarantined": "quarantined",
+    "duplicate file": "duplicate_file",
+    "failed": "failed",
+}
+APPLIED_WORDS = ("inserted", "updated", "incremented", "status changed")
+HEAD = re.compile(
+    r"(?P<name>\S+) \((?P<kind>conversions|status updates)\): (?P<state>[a-z ]+?)"
+    r"(?:, nothing was \w+)?(?:, (?P<lines>\d+) data lines?)?"
+)
 
 
 def run_cli(
@@ -47,17 +61,44 @@ def run_cli(
 
 
 def table(stdout: str) -> dict[str, dict]:
-    """The per-file rows of the summary table, keyed by `offer_source/name`."""
+    """The summary's blocks, one per file, keyed by `offer_source/name`: its kind, state, counts
+    (data lines, then inserted, updated, incremented, status changed, ignored as duplicates,
+    rejected), the first line under a file that was not applied (`detail`: why), and the paths
+    of its rejection report (`report`, None when nothing was rejected) and its `summary`."""
     found = {}
-    for line in stdout.splitlines():
-        parts = line.split(None, 10)
-        if len(parts) >= 10 and "/" in parts[0] and all(p.isdigit() for p in parts[3:10]):
-            found[parts[0]] = {
-                "kind": parts[1],
-                "state": parts[2],
-                "counts": tuple(int(p) for p in parts[3:10]),
-                "detail": parts[10] if len(parts) > 10 else "",
-            }
+    for chunk in re.split(r"\n(?=\S)", stdout):  # a block: a line at the margin, then indented
+        first, *lines = chunk.strip("\n").splitlines() or [""]
+        head = HEAD.fullmatch(first)
+        if head is None:  # the total, or text after the summary
+            continue
+        counts = [int(head["lines"] or 0), 0, 0, 0, 0, 0, 0]
+        row = {"report": None, "summary": None, "detail": ""}
+        for n, line in enumerate(lines):
+            said = line.strip()
+            if said.startswith(("rejection report:", "summary:")):  # a long path wraps under it
+                label, path = said.split(":", 1)
+                below = itertools.takewhile(lambda x: x.startswith("    "), lines[n + 1 :])
+                said = f"{label}: " + "".join([path.strip(), *(x.strip() for x in below)])
+            if said.startswith(("applied: ", "would apply: ")):
+                for part in said.split(": ", 1)[1].split(", "):
+                    if part != "nothing":
+                        count, word = part.split(" ", 1)
+                        counts[1 + APPLIED_WORDS.index(word)] = int(count)
+            elif match := re.fullmatch(
+                r"(?:ignored|would ignore) as duplicates: (\d+) lines?", said
+            ):
+                counts[5] = int(match[1])
+            elif match := re.fullmatch(r"(?:rejected|would reject): (\d+) lines?", said):
+                counts[6] = int(match[1])
+            elif match := re.fullmatch(r"(rejection report|summary): (\S+)", said):
+                row["report" if match[1] == "rejection report" else "summary"] = match[2]
+        if head["state"] not in ("applied", "dry run") and lines:
+            row["detail"] = lines[0].strip()
+        found[head["name"]] = row | {
+            "kind": "status" if head["kind"] == "status updates" else "conversions",
+            "state": STATE_WORDS[head["state"]],
+            "counts": tuple(counts),
+        }
     return found
 
 
@@ -114,8 +155,9 @@ def test_ingest_then_export_in_utc_and_local_time(cli, engine):
     [row] = table(done.stdout).values()
     assert (row["kind"], row["state"]) == ("conversions", "applied")
     assert row["counts"] == (3, 2, 0, 0, 0, 0, 1)
-    report = Path(row["detail"])
-    assert report.is_file() and report.is_relative_to(cli.home / "reports")
+    assert row["report"].startswith("reports/")  # relative to the data directory
+    report = cli.home / row["report"]
+    assert report.is_file() and (cli.home / row["summary"]).is_file()
     with report.open(encoding="utf-8-sig", newline="") as fh:
         rejected = list(csv.DictReader(fh))
     assert [(r["line"], r["reason_code"], r["payout"]) for r in rejected] == [
@@ -206,8 +248,19 @@ def test_mode_override_applies_to_one_run_only(cli, engine):
     assert done.returncode == 0, done.stderr
     assert table(done.stdout)["maxbounty/2.csv"]["counts"] == (1, 0, 1, 0, 0, 0, 0)
     # Without the override, maxbounty's own mode (ignore) holds again.
-    done = cli("ingest", "--offer-source", "maxbounty", str(third))
-    assert table(done.stdout)["maxbounty/3.csv"]["counts"] == (1, 0, 0, 0, 0, 1, 0)
+    # (--json: the summary as JSON on stdout, one object per file, as its summary JSON holds it)
+    done = cli("ingest", "--offer-source", "maxbounty", "--json", str(third))
+    [summary] = json.loads(done.stdout)
+    assert (summary["name"], summary["state"], summary["data_lines"]) == ("3.csv", "applied", 1)
+    assert summary["outcomes"] == {
+        "inserted": 0,
+        "updated": 0,
+        "incremented": 0,
+        "status_updated": 0,
+        "ignored_duplicate": 1,
+        "rejected": 0,
+    }
+    assert summary == json.loads(Path(summary["summary_path"]).read_text(encoding="utf-8"))
 
     [k1] = exported(engine, cli.config)
     assert (k1["payout"], k1["converted_at"]) == ("15.00", "2026-07-01T19:00:00Z")
@@ -235,7 +288,7 @@ def test_status_updates_with_kind_status(cli, engine):
         "applied",
         (2, 0, 0, 0, 1, 0, 1),
     )
-    with open(row["detail"], encoding="utf-8-sig", newline="") as fh:
+    with open(cli.home / row["report"], encoding="utf-8-sig", newline="") as fh:
         assert [(r["line"], r["reason_code"]) for r in csv.DictReader(fh)] == [
             ("3", "unknown_conversion")
         ]
@@ -334,7 +387,12 @@ def test_inbox_pass_over_two_offer_sources_with_a_stray_file(tmp_path, warehouse
     }
     assert rows["-/stray.csv"]["detail"].startswith("unknown_offer_source:")
     total = next(line for line in done.stdout.splitlines() if line.startswith("total"))
-    assert total.split() == ["total", "4", "file(s)", "3", "2", "0", "0", "1", "0", "0"]
+    assert total == (
+        "total: 4 files (3 applied, 1 quarantined); 3 data lines: 2 inserted, 1 status changed"
+    )
+    # Nothing was rejected: no file names a rejection report (they hold a header only).
+    assert "rejection report" not in done.stdout
+    assert all(r["report"] is None for r in rows.values())
 
     assert [p for p in inbox.rglob("*") if p.is_file()] == []
     archived = {
@@ -517,8 +575,8 @@ def test_demo_runs_the_sample_into_var_demo(tmp_path):
             independent_data_lines(original)
         )
     for name, row in rows.items():
-        if row["state"] == "applied":
-            report = Path(row["detail"])
+        if row["state"] == "applied":  # each of them has rejected rows: its report is named
+            report = home / row["report"]
             assert report.is_file() and report.is_relative_to(home / "reports"), name
             with report.open(encoding="utf-8-sig", newline="") as fh:
                 first = fh.readline()

@@ -27,6 +27,7 @@ import pytest
 
 from pipeline import export, warehouse
 from pipeline.config import load
+from pipeline.core.reasons import CATALOGUE
 from tests.helpers import write_csv
 from tests.integration.test_cli import run_cli
 
@@ -195,8 +196,18 @@ def test_real_exports_through_the_cli_inbox(tmp_path: Path, warehouse_url: str) 
     assert done.returncode == 1, done.stderr  # the silent-default file is quarantined
     check(home, warehouse_url)
     # The terminal says how each file's times were read, and lists what it ignored.
-    assert "read as UTC" in done.stdout and "ignored unknown column 'Offer Name'" in done.stdout
-    assert "warning: all_rows_rejected" in done.stdout
+    assert "read as UTC" in done.stdout
+    assert "  warning: ignored unknown columns 'Offer Name', 'Sub ID 2', 'IP'\n" in done.stdout
+    assert "  warning: ignored column 'Click Date' (ignore_columns)\n" in done.stdout
+    # A file that changed nothing says so loudly, right under its first line.
+    assert (
+        "seed/all-bad.csv (conversions): applied, 2 data lines\n"
+        "  WARNING: all_rows_rejected: every one of the 2 data line(s) was rejected"
+    ) in done.stdout
+    # The silent-defaults file was quarantined: why, and how to fix it.
+    assert "  unmapped_column: " in done.stdout
+    assert f"    fix: {CATALOGUE['unmapped_column'].hint}" in done.stdout
+    assert max(len(line) for line in done.stdout.splitlines()) <= 100
 
 
 @pytest.fixture(scope="module")

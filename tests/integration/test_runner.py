@@ -502,3 +502,15 @@ def test_an_archive_failure_after_apply_is_a_warning_and_a_later_run_archives(ct
     assert sorted((c[1], c[4]) for c in conversions(ctx)) == [("b1", "1.00"), ("p1", "5.00")]
     assert [r["state"] for r in ledger(ctx)] == ["applied", "applied"]
     assert files_under(ctx.datadir.layout.processing) == []
+
+
+def test_a_dry_run_pass_moves_nothing_not_even_a_file_it_would_quarantine(ctx):
+    drop(ctx, "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
+    drop(ctx, "stray.csv", "click_id,payout\nz,1\n")  # in no offer source's folder
+    before = files_under(ctx.datadir.layout.inbox)
+    results = {r.name: r for r in runner.run_inbox(ctx, dry_run=True)}
+    assert (results["a.csv"].state, results["stray.csv"].state) == ("dry_run", "quarantined")
+    assert "dry run: it would be quarantined; left in the inbox" in results["stray.csv"].detail
+    assert files_under(ctx.datadir.layout.inbox) == before
+    assert files_under(ctx.datadir.layout.quarantine) == []
+    assert conversions(ctx) == []

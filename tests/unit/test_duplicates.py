@@ -106,6 +106,23 @@ def test_ignore_keeps_the_first_row_of_a_key():
     assert list(res.history["action"]) == ["insert", "insert"]
 
 
+def test_an_ignored_duplicate_names_the_conversion_it_duplicates():
+    """Line 3 duplicates the warehouse's `old`; line 5 duplicates line 4's new `f-4`; rows
+    that insert or are edits name nothing."""
+    res = resolve(
+        rows((2, "B", "1.00"), (3, "A", "2.00"), (4, "C", "3.00"), (5, "C", "4.00")),
+        existing(("A", "old", "9.00", 1)),
+        DEFAULTS,
+        "f",
+    )
+    named = {int(r.line): r.duplicate_of for r in res.outcomes.itertuples()}
+    assert {k: v for k, v in named.items() if not pd.isna(v)} == {3: "old", 5: "f-4"}
+    edits = resolve(
+        rows((2, "A", "1.00"), mode="edit"), existing(("A", "old", "9.00", 1)), DEFAULTS, "f"
+    )
+    assert edits.outcomes["duplicate_of"].isna().all()
+
+
 def test_ignore_against_the_warehouse():
     res = resolve(
         rows((2, "A", "1.00"), (3, "B", "2.00")), existing(("A", "old", "9.00", 1)), DEFAULTS, "f"
