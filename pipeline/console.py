@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from rich.cells import cell_len
 
 from pipeline.core import file_outcome
+from pipeline.core.printable import printable
 from pipeline.core.reasons import CATALOGUE
 from pipeline.core.vocabulary import (
     APPLIED,
@@ -35,25 +36,6 @@ from pipeline.core.vocabulary import (
     TAKEN_OVER,
 )
 from pipeline.results import FileResult
-
-# C0/C1 controls (newline, ESC...), line and paragraph separators, bidi marks/overrides/isolates,
-# and lone surrogates (bytes of a name that were not UTF-8).
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
-
-
-def printable(text: str) -> str:
-    """``text`` with the characters above as escapes: ``\\n``, ``\\x1b``, ``\\u202e``, and an
-    undecodable byte of a file name as ``\\xNN``."""
-    return _UNPRINTABLE.sub(_escaped, text)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    char = match.group()
-    if "\udc80" <= char <= "\udcff":  # a byte that was not UTF-8 (surrogateescape)
-        return f"\\x{ord(char) - 0xDC00:02x}"
-    return char.encode("unicode_escape").decode("ascii")
 
 
 class Console:
@@ -83,9 +65,7 @@ class Console:
                 lambda r: print(
                     f"{r.state:>14}  {r.offer_source or '-'}/{printable(r.name)}", file=self.err
                 ),
-                rows_progress.PeriodicLines(
-                    lambda line: print(line, file=self.err, flush=True), label=printable
-                ),
+                rows_progress.PeriodicLines(lambda line: print(line, file=self.err, flush=True)),
             )
             return
         from rich.console import Console as RichConsole
@@ -104,7 +84,7 @@ class Console:
                 last = f"last: {printable(r.name)} {r.state}"
                 bar.update(files, advance=1, description=f"{done}{of} file(s) done", figures=last)
 
-            yield on_file, rows_progress.TerminalBar(bar, label=printable)
+            yield on_file, rows_progress.TerminalBar(bar)
 
     def summary(
         self,

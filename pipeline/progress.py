@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.core.printable import printable
+
 if TYPE_CHECKING:  # types only: rich and pandas are imported where they are used
     from pipeline.results import FileResult
 
@@ -125,27 +127,11 @@ def about(n: float) -> int:
     return n if digits <= 3 else round(n, 3 - digits)
 
 
-def shown(name: str) -> str:
-    """A sender's file name safe to write to a terminal or a log: anything not printable
-    (controls, bidi marks, undecodable bytes) escaped. The CLI passes `console.printable`."""
-    if name.isprintable():
-        return name
-    out = []
-    for char in name:
-        if char.isprintable():
-            out.append(char)
-        elif "\udc80" <= char <= "\udcff":  # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{ord(char) - 0xDC00:02x}")
-        else:
-            out.append(char.encode("unicode_escape", "backslashreplace").decode("ascii"))
-    return "".join(out)
-
-
 class _Tracking(Progress):
     """The state both displays share: the file, its phase, when it started, the figures."""
 
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, label: Callable[[str], str] = shown
+        self, clock: Callable[[], float] = time.monotonic, label: Callable[[str], str] = printable
     ):
         self.clock, self.label = clock, label
         self.name, self.size, self.phase = "", 0, ""
@@ -193,7 +179,7 @@ class PeriodicLines(_Tracking):
         write: Callable[[str], None],
         period: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        label: Callable[[str], str] = shown,
+        label: Callable[[str], str] = printable,
     ):
         super().__init__(clock, label)
         self.write = write
@@ -228,7 +214,7 @@ class TerminalBar(_Tracking):
         self,
         bar: Any,  # rich.progress.Progress with `columns()`
         clock: Callable[[], float] = time.monotonic,
-        label: Callable[[str], str] = shown,
+        label: Callable[[str], str] = printable,
     ):
         super().__init__(clock, label)
         self.bar, self.task, self.visible = bar, None, False
