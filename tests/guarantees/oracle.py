@@ -87,25 +87,22 @@ _ALIASES = {matched(s): column for column, spellings in SPELLINGS.items() for s 
 # README `unmapped_column`: an unknown header that names a field of ours (a status, currency,
 # payout, time or click id; for status files a status or click id) stops the file. A header's
 # words are the parts of its matched text between `_`s; these words name a field outright.
+_PAYOUT_WORDS = (
+    "payout",
+    "revenue",
+    "commission",
+    "amount",
+    "value",
+    "price",
+    "sum",
+    "payment",
+    "earning",
+    "profit",
+)
 FIELD_WORDS = {
     "status": {"status", "state"},
     "currency": {"currency", "curr", "ccy"},
-    "payout": {
-        word + plural
-        for word in (
-            "payout",
-            "revenue",
-            "commission",
-            "amount",
-            "value",
-            "price",
-            "sum",
-            "payment",
-            "earning",
-            "profit",
-        )
-        for plural in ("", "s")
-    },
+    "payout": {word + plural for word in _PAYOUT_WORDS for plural in ("", "s")},
     "conversion_time": {"date", "time", "datetime", "timestamp", "day"},
     "click_id": {"clickid", "gclid", "gbraid", "wbraid"},
 }
@@ -123,16 +120,7 @@ _STEMS = (
     "state",
     "curr",
     "ccy",
-    "payout",
-    "revenue",
-    "commission",
-    "amount",
-    "value",
-    "price",
-    "sum",
-    "payment",
-    "earning",
-    "profit",
+    *_PAYOUT_WORDS,
     "date",
     "time",
     "day",

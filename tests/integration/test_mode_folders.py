@@ -15,7 +15,6 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select, text
 
 from pipeline import cli, datadir, export, runner, warehouse
@@ -25,7 +24,8 @@ from pipeline.core import file_outcome
 from pipeline.core.vocabulary import MODES, OUTCOMES
 from pipeline.datadir import claims
 from pipeline.results import FileResult
-from tests.helpers import SAMPLE_CONFIG, assert_accounted, make_config, write_csv
+from tests.helpers import SAMPLE_CONFIG, assert_accounted, write_csv
+from tests.integration.test_runner import ctx, drop, files_under
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, 0, tzinfo=UTC)
 FIRST = "click_id,payout,conversion_time\nm1,5.00,2026-07-01 14:00:00\n"  # 18:00Z
@@ -36,17 +36,7 @@ FORCE_SENTENCE = (
 )
 
 
-@pytest.fixture
-def ctx(tmp_path, engine) -> Context:
-    return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
-
-
-def drop(ctx: Context, relative: str, content: str) -> Path:
-    return write_csv(ctx.datadir.layout.inbox / relative, content)
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+__all__ = ["ctx"]  # the runner tests' fixture, shared
 
 
 def conversions(ctx: Context) -> list[tuple]:
