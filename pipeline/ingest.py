@@ -535,10 +535,10 @@ def _time_example(
     looked at, not the batch: the statement needs one."""
     if accepted.empty or "conversion_time" not in cells:
         return None
-    written = cells["conversion_time"].fillna("").astype("str").str.strip()
-    position = np.searchsorted(lines, accepted["line"].to_numpy()[:1000])
-    for at, row in zip(position, accepted.itertuples(index=False), strict=False):
-        text = written.iloc[at]
+    first = accepted.iloc[:1000]
+    position = np.searchsorted(lines, first["line"].to_numpy())
+    written = cells["conversion_time"].iloc[position].fillna("").astype("str").str.strip()
+    for text, row in zip(written, first.itertuples(index=False), strict=True):
         if text and not time_rule.has_own_instant(text):
             zone = timezones.zone(source.account.timezone)
             return time_rule.example(
@@ -585,7 +585,7 @@ def _malformed(batch: reader.Batch, header: reader.Header) -> pd.DataFrame:
     payout shown joined as the sender wrote it: that, not the shifted columns, is the mistake.
     """
     width = len(header.names)
-    cell_names = header.cell_names  # once: a property that walks the header (width work)
+    cell_names = header.cell_names
     keep = [i for i, name in enumerate(header.names) if not reader.is_report_column(name)]
     payout = header.columns.get("payout")
     origin = header.names.index(header.origin) if header.origin else None

@@ -229,12 +229,12 @@ class Header:
     ignored: tuple[str, ...] = ()  # cells the offer source's `ignore_columns` leaves out
     time_zone: str | None = None  # the Parameters:TimeZone= zone as written, e.g. "-0500"
 
-    @property
+    @functools.cached_property  # read per batch; a wide header makes it width work each time
     def cell_names(self) -> tuple[str, ...]:
         """The header cells that carry data: all but report columns of a re-dropped report."""
         return tuple(n for n in self.names if not is_report_column(n))
 
-    @property
+    @functools.cached_property
     def origin(self) -> str | None:
         """In a re-dropped rejection report, the header cell that holds each row's line in the
         first file: its `original_line` (a report of a report), else its `line`."""
