@@ -38,7 +38,6 @@ from tests.guarantees.harness import (
     Kill,
     Leftovers,
     Site,
-    _tail,
     check_converged,
     leftovers,
 )
@@ -68,9 +67,10 @@ def _returned(site: Site) -> dict[str, str]:
 def _stopped(server: ForkServer, site: Site, delay: float, signum: int) -> tuple[Kill, str]:
     wall = time.time()
     code, elapsed, _ = server.run(site, delay=delay, signum=signum)
-    log = _tail(site.root / "runs.log")
+    # The whole log: the signal's message comes before the summary, which can be long.
+    log = (site.root / "runs.log").read_text(encoding="utf-8", errors="replace")
     left = leftovers(site)
-    why = f"{signal.Signals(signum).name} after {delay:.3f} s (exit {code}):\n{log}"
+    why = f"{signal.Signals(signum).name} after {delay:.3f} s (exit {code}):\n{log[-3000:]}"
     partials = [f for f in left.files if f.endswith(".partial")]
     assert not left.claims and not partials, f"left in processing/ {left.claims}, {partials}; {why}"
     returned = _returned(site)
