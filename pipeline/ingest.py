@@ -441,10 +441,11 @@ class _FileRun:
         late: list[pd.DataFrame] = []
         ignored_rows: list[pd.DataFrame] = []
         staged, merged = result.data_lines - result.outcomes["rejected"], 0
-        for rows in warehouse.staged_chunks(self.conn, stage, result.kind, self.batch_size):
-            resolution = _resolve(
-                self.conn, rows, self.source, result, self.received, self.sequence
-            )
+        chunks = warehouse.staged_chunks(
+            self.conn, stage, result.kind, self.batch_size, self.source.name
+        )
+        for rows, found in chunks:
+            resolution = _resolve(rows, found, self.source, result, self.received, self.sequence)
             if not self.upload.dry_run:
                 warehouse.apply(
                     self.conn, resolution, file_id=result.file_id, offer_source=self.source.name
@@ -502,22 +503,20 @@ class _FileRun:
 
 
 def _resolve(
-    conn,
     rows: pd.DataFrame,
+    found: pd.DataFrame,
     source: OfferSource,
     result: FileResult,
     received: pd.Timestamp,
     sequence: int,
 ) -> duplicates.Resolution:
+    """`found`: what the warehouse holds for the chunk (`warehouse.staged_chunks`)."""
     if result.kind == "status":
-        matches = warehouse.status_matches(conn, source.name, rows)
-        return duplicates.resolve_status(rows, matches)
-    keys = rows[["click_id", "conversion_type"]].assign(key_event=duplicates.key_event(rows))
-    existing = warehouse.existing_for(conn, source.name, keys)
+        return duplicates.resolve_status(rows, found)
     defaults = duplicates.Defaults(
         status=source.default_status, currency=source.account.currency, converted_at=received
     )
-    return duplicates.resolve(rows, existing, defaults, _id_prefix(source, result, sequence))
+    return duplicates.resolve(rows, found, defaults, _id_prefix(source, result, sequence))
 
 
 def _id_prefix(source: OfferSource, result: FileResult, sequence: int) -> str:

@@ -32,14 +32,12 @@ from pipeline.warehouse.ledger import (
 )
 from pipeline.warehouse.merge import (
     apply,
-    existing_for,
     origins,
     record_rejections,
     stage_append,
     stage_create,
     stage_drop,
     staged_chunks,
-    status_matches,
 )
 from pipeline.warehouse.schema import (
     MIGRATIONS,
@@ -67,7 +65,6 @@ __all__ = [
     "connect",
     "conversion_history",
     "conversions",
-    "existing_for",
     "export",
     "file_transaction",
     "finish_file",
@@ -84,7 +81,6 @@ __all__ = [
     "stage_create",
     "stage_drop",
     "staged_chunks",
-    "status_matches",
     "upgrade",
     "warehouse_schema",
 ]

@@ -29,6 +29,7 @@ import contextlib
 import io
 import itertools
 import re
+import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 
@@ -153,6 +154,65 @@ def read(
             yield _frame(rows, columns)
     finally:
         cursor.close()
+
+
+SPOOL_BLOCK_BYTES = 8 << 20  # how much of a spooled result is parsed at a time
+
+
+def spool(
+    conn: Connection, sql: str, params: Mapping[str, object], kinds: Mapping[str, str]
+) -> Iterator[pd.DataFrame]:
+    """Run a query to its end now, keep its rows in a local temporary file, and return them as
+    frames of about `SPOOL_BLOCK_BYTES` of CSV each (text columns as ``str``, int as ``Int64``).
+
+    Why: once the query has been read, the connection is free for the writes the rows lead to
+    (a cursor left open would hold it), and the file keeps client memory flat whatever the
+    result's size. PostgreSQL sends the rows as CSV (`COPY (query) TO STDOUT`), which pyarrow
+    parses in C; SQLite's rows are written as the same CSV. Kinds: ``text`` and ``int`` only.
+    """
+    columns = list(kinds)
+    # Closed by the returned generator when it is read to the end (or collected).
+    out = tempfile.TemporaryFile(prefix="conversions_spool_")  # noqa: SIM115
+    try:
+        if conn.dialect.name == "postgresql":
+            statement = f"COPY ({_pyformat(sql)}) TO STDOUT (FORMAT csv)"
+            dbapi = conn.connection.driver_connection
+            with (
+                _wrapped(conn, sql),
+                dbapi.cursor() as cursor,
+                cursor.copy(statement, dict(params)) as copy,
+            ):
+                for data in copy:
+                    out.write(data)
+        else:
+            for frame in read(conn, sql, params, columns, COPY_BLOCK_ROWS):
+                out.write(_csv_block(frame, kinds))
+        out.seek(0)
+    except BaseException:
+        out.close()
+        raise
+    return _spooled_frames(out, kinds)
+
+
+def _spooled_frames(out, kinds: Mapping[str, str]) -> Iterator[pd.DataFrame]:
+    types = {"text": pa.string(), "int": pa.int64()}
+    with out:
+        if out.seek(0, io.SEEK_END) == 0:
+            return
+        out.seek(0)
+        batches = pacsv.open_csv(
+            out,
+            read_options=pacsv.ReadOptions(column_names=list(kinds), block_size=SPOOL_BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: types[k] for c, k in kinds.items()},
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        for batch in batches:
+            yield batch.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def _frame(rows: list, columns: list[str]) -> pd.DataFrame:

@@ -95,10 +95,19 @@ def record_file(conn: Connection, **values: Any) -> int:
 
 
 def finish_file(conn: Connection, file_id: int, **values: Any) -> None:
-    """Update a file's ledger row with what its run found (state, counts, report paths)."""
-    conn.execute(
+    """Update a file's ledger row with what its run found (state, counts, report paths).
+
+    This is also where the file reference of the rows it wrote is checked, once per file
+    rather than per row (the warehouse has no foreign key there: `schema._v4`): the row must
+    exist, in this transaction, or nothing commits."""
+    updated = conn.execute(
         ingested_files.update().where(ingested_files.c.file_id == file_id).values(**values)
     )
+    if updated.rowcount != 1:
+        raise RuntimeError(
+            f"the ledger has no row for file {file_id}, which this file's rows refer to; "
+            "nothing was applied"
+        )
 
 
 def original_of(

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Connection, bindparam, text
 
 from pipeline.core.duplicates import HISTORY_COLUMNS, Resolution, empty_existing
-from pipeline.core.vocabulary import MUTABLE_FIELDS
+from pipeline.core.vocabulary import IGNORE_BY_EVENT_ID, MUTABLE_FIELDS
 from pipeline.warehouse import bulk, schema
 
 # --- the file's accepted rows, staged in the database -------------------------------------------
@@ -68,25 +68,80 @@ def stage_append(conn: Connection, stage: str, kind: str, rows: pd.DataFrame) ->
 
 
 def staged_chunks(
-    conn: Connection, stage: str, kind: str, chunk_rows: int
-) -> Iterator[pd.DataFrame]:
-    """The staged rows back, ordered by click id, in chunks that never split a click id."""
+    conn: Connection, stage: str, kind: str, chunk_rows: int, offer_source: str
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The staged rows back, ordered by click id, in chunks that never split a click id, each
+    with what the warehouse holds for it: per duplicate key the existing conversions
+    (conversions files: `core.duplicates.empty_existing`'s columns), or per status row its
+    matches (status files: line, n_matches, conversion_id, current_status).
+
+    Both are read in full before the first chunk is returned (two queries for the whole file,
+    spooled to local files: `bulk.spool`), so the connection is free for the chunks' writes,
+    and they see the warehouse as it was before the file, as the resolution's rules say.
+    Chunks hold at least `chunk_rows` rows (the last fewer), plus the rest of their last
+    click id.
+    """
+    _analyze(conn, stage)
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:  # both queries sort the file's rows: in memory, not in temporary files
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
     kinds = STAGE_KINDS[kind]
-    collate = ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
-    sql = f"SELECT {', '.join(kinds)} FROM {stage} ORDER BY click_id{collate}, line"
+    collate = ' COLLATE "C"' if postgres else ""
+    rows = bulk.spool(
+        conn, f"SELECT {', '.join(kinds)} FROM {stage} ORDER BY click_id{collate}, line", {}, kinds
+    )
+    found_sql, found_kinds = (_existing if kind == "conversions" else _status_matches)(conn, stage)
+    found = bulk.spool(conn, found_sql, {"offer_source": offer_source}, found_kinds)
+    if postgres:
+        conn.exec_driver_sql("RESET work_mem")
+    decode = _decode_existing if kind == "conversions" else _decode_matches
+    aligned = _Aligned(found, decode)
+    for chunk in _chunks((_decode_staged(part, kind) for part in rows), chunk_rows):
+        yield chunk, aligned.upto(chunk["click_id"].iloc[-1])
+
+
+SORT_MEMORY = "128MB"  # per file transaction, while its two sorting queries run
+
+
+def _chunks(parts: Iterator[pd.DataFrame], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Frames ordered by click id -> chunks of at least `chunk_rows` rows that end where a
+    click id ends (the last click id of a part may go on in the next one, so it waits)."""
     carry: pd.DataFrame | None = None
-    for part in bulk.read(conn, sql, {}, list(kinds), chunk_rows):
-        part = _decode_staged(part, kind)
+    for part in parts:
         frame = part if carry is None else pd.concat([carry, part], ignore_index=True)
-        last = frame["click_id"].iloc[-1]
-        cut = int(np.searchsorted(frame["click_id"].to_numpy() == last, True))
-        if len(frame) >= chunk_rows and cut > 0:
-            yield frame.iloc[:cut].reset_index(drop=True)
-            carry = frame.iloc[cut:].reset_index(drop=True)
-        else:
-            carry = frame
+        clicks = frame["click_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, clicks[1:] != clicks[:-1]])
+        position = 0
+        while (i := int(np.searchsorted(starts, position + chunk_rows))) < len(starts):
+            yield frame.iloc[position : starts[i]].reset_index(drop=True)
+            position = int(starts[i])
+        carry = frame.iloc[position:].reset_index(drop=True)
     if carry is not None and len(carry):
         yield carry
+
+
+class _Aligned:
+    """A second result ordered by click id, handed out in step with the chunks: `upto(last)`
+    returns its rows whose click id is at most `last` and not returned before (click ids
+    compare as the queries sort them: by code point, PostgreSQL's "C" and SQLite's binary)."""
+
+    def __init__(self, frames: Iterator[pd.DataFrame], decode):
+        self.frames, self.decode = frames, decode
+        self.pending = decode(None)
+        self.done = False
+
+    def upto(self, last: str) -> pd.DataFrame:
+        while not self.done and (self.pending.empty or self.pending["click_id"].iloc[-1] <= last):
+            part = next(self.frames, None)
+            if part is None:
+                self.done = True
+            else:
+                self.pending = pd.concat([self.pending, self.decode(part)], ignore_index=True)
+        clicks = self.pending["click_id"].to_numpy()
+        cut = int(np.searchsorted(clicks, last, side="right")) if len(clicks) else 0
+        taken = self.pending.iloc[:cut].reset_index(drop=True)
+        self.pending = self.pending.iloc[cut:].reset_index(drop=True)
+        return taken
 
 
 def _decode_staged(part: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -102,19 +157,37 @@ def _decode_staged(part: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 
 # --- reads the merge needs ---------------------------------------------------------------------
+#
+# For the whole file at once, from the staged rows, sorted by click id like them.
+
+_EXISTING_KINDS = {
+    "click_id": "text",
+    "conversion_type": "text",
+    "key_event": "text",
+    "n_existing": "int",
+    "conversion_id": "text",
+    "payout": "text",
+    "status": "text",
+    "converted_at": "text",
+    "currency": "text",
+    "event_id": "text",
+}
 
 
-def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.DataFrame:
-    """Per duplicate key of the chunk: how many conversions exist and the most recent one.
+def _existing(conn: Connection, stage: str) -> tuple[str, dict[str, str]]:
+    """Per duplicate key of the file: how many conversions exist and the most recent one.
 
     "Most recent" is the latest conversion time, then the highest id: deterministic, so a rerun
     edits the same conversion a clean run would. Only the keys' rows are read, through the
-    (offer_source, click_id, conversion_type) index; the table is never scanned whole.
+    (offer_source, click_id, conversion_type) index; the table is never scanned whole. The
+    key's event id is `core.duplicates.key_event`, in SQL.
     """
-    key_kinds = {"click_id": "text", "conversion_type": "text", "key_event": "text"}
-    stage = bulk.create_temp(conn, "stage_keys", key_kinds)
-    bulk.insert(conn, stage, keys.drop_duplicates(), key_kinds)
-    _analyze(conn, stage)
+    keys = f"""
+        SELECT DISTINCT click_id, conversion_type,
+               CASE WHEN mode = '{IGNORE_BY_EVENT_ID}' THEN coalesce(event_id, '') ELSE '' END
+                   AS key_event
+        FROM {stage}
+    """
     match = """c.offer_source = :offer_source AND c.click_id = k.click_id
                AND c.conversion_type = k.conversion_type
                AND (k.key_event = '' OR c.event_id = k.key_event)"""
@@ -126,7 +199,7 @@ def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.
             SELECT k.click_id, k.conversion_type, k.key_event, m.n_existing, m.conversion_id,
                    {bulk.payout_text(conn, "m.payout")}, m.status,
                    {bulk.time_text(conn, "m.converted_at")}, m.currency, m.event_id
-            FROM {stage} k
+            FROM ({keys}) k
             CROSS JOIN LATERAL (
                 SELECT c.conversion_id, c.payout, c.status, c.converted_at, c.currency,
                        c.event_id, count(*) OVER () AS n_existing
@@ -135,6 +208,7 @@ def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.
                 ORDER BY c.converted_at DESC, c.conversion_id DESC
                 LIMIT 1
             ) m
+            ORDER BY k.click_id COLLATE "C"
         """
     else:  # SQLite has no LATERAL; its planner always drives from the staged keys by index
         sql = f"""
@@ -150,53 +224,68 @@ def existing_for(conn: Connection, offer_source: str, keys: pd.DataFrame) -> pd.
                        row_number() OVER (PARTITION BY k.click_id, k.conversion_type, k.key_event
                                           ORDER BY c.converted_at DESC, c.conversion_id DESC)
                            AS rn
-                FROM {stage} k
+                FROM ({keys}) k
                 JOIN conversions c ON {match}
             ) ranked WHERE rn = 1
+            ORDER BY click_id
         """
+    return sql, _EXISTING_KINDS
+
+
+def _decode_existing(part: pd.DataFrame | None) -> pd.DataFrame:
     template = empty_existing()
-    parts = list(
-        bulk.read(conn, sql, {"offer_source": offer_source}, list(template.columns), 1_000_000)
-    )
-    if not parts:
+    if part is None:
         return template
-    frame = pd.concat(parts, ignore_index=True)
+    frame = part.copy()
     frame["payout"] = bulk.decode_payout(frame["payout"])
     frame["converted_at"] = bulk.decode_time(frame["converted_at"])
     return frame.astype(template.dtypes.to_dict())
 
 
-def status_matches(conn: Connection, offer_source: str, rows: pd.DataFrame) -> pd.DataFrame:
+_MATCH_KINDS = {
+    "click_id": "text",
+    "line": "int",
+    "n_matches": "int",
+    "conversion_id": "text",
+    "current_status": "text",
+}
+
+
+def _status_matches(conn: Connection, stage: str) -> tuple[str, dict[str, str]]:
     """Per status row: how many conversions it names, and the one it names if exactly one."""
-    row_kinds = {"line": "int", "click_id": "text", "conversion_type": "text", "event_id": "text"}
-    stage = bulk.create_temp(conn, "stage_status", row_kinds)
-    bulk.insert(conn, stage, rows, row_kinds)
-    _analyze(conn, stage)
     match = """c.offer_source = :offer_source AND c.click_id = s.click_id
                AND (s.conversion_type IS NULL OR c.conversion_type = s.conversion_type)
                AND (s.event_id IS NULL OR c.event_id = s.event_id)"""
-    if conn.dialect.name == "postgresql":  # index probes per row; see `existing_for`
+    if conn.dialect.name == "postgresql":  # index probes per row; see `_existing`
         sql = f"""
-            SELECT s.line, m.n_matches, m.conversion_id, m.current_status
+            SELECT s.click_id, s.line, m.n_matches, m.conversion_id, m.current_status
             FROM {stage} s
             CROSS JOIN LATERAL (
                 SELECT count(*) AS n_matches, min(c.conversion_id) AS conversion_id,
                        min(c.status) AS current_status
                 FROM conversions c WHERE {match}
             ) m
+            ORDER BY s.click_id COLLATE "C", s.line
         """
     else:
         sql = f"""
-            SELECT s.line, count(c.conversion_id) AS n_matches,
+            SELECT s.click_id, s.line, count(c.conversion_id) AS n_matches,
                    min(c.conversion_id) AS conversion_id, min(c.status) AS current_status
             FROM {stage} s
             LEFT JOIN conversions c ON {match}
             GROUP BY s.line
+            ORDER BY s.click_id, s.line
         """
-    columns = ["line", "n_matches", "conversion_id", "current_status"]
-    parts = list(bulk.read(conn, sql, {"offer_source": offer_source}, columns, 1_000_000))
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    return frame.astype({"line": "int64", "n_matches": "int64"})
+    return sql, _MATCH_KINDS
+
+
+def _decode_matches(part: pd.DataFrame | None) -> pd.DataFrame:
+    if part is None:
+        part = pd.DataFrame({c: pd.Series(dtype="str") for c in _MATCH_KINDS})
+    return part.astype(
+        {"click_id": "str", "line": "int64", "n_matches": "int64", "conversion_id": "str"}
+        | {"current_status": "str"}
+    )
 
 
 def _analyze(conn: Connection, table: str) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
 )
@@ -46,7 +48,7 @@ from pipeline.core.model import DEFAULT_LOCK_TIMEOUT_SECONDS
 from pipeline.core.money import format_micros, parse_decimal
 from pipeline.core.vocabulary import MUTABLE_FIELDS, OUTCOMES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how `UTCDateTime` stores a time on SQLite
 # "No bound" on SQLite, whose busy timeout 0 means "do not wait at all": about 24 days, in ms.
 _SQLITE_FOREVER_MS = 2**31 - 1
@@ -151,7 +153,9 @@ conversions = Table(
     Column("currency", String(3), nullable=False),
     Column("converted_at", UTCDateTime, nullable=False),
     Column("duplicate_status", String(16), nullable=False),
-    Column("file_id", ForeignKey("ingested_files.file_id"), nullable=False),
+    # The file that created it. No foreign key: a per-row check doubled the cost of writing a
+    # file's rows; the reference is checked once per file instead (`ledger.finish_file`).
+    Column("file_id", _ID, nullable=False),
     Column("line", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -165,7 +169,7 @@ conversion_history = Table(
     metadata,
     Column("history_id", _ID, primary_key=True, autoincrement=True),
     Column("conversion_id", String(64), nullable=False),
-    Column("file_id", ForeignKey("ingested_files.file_id"), nullable=False),
+    Column("file_id", _ID, nullable=False),  # checked once per file, as in `conversions`
     Column("line", Integer, nullable=False),
     Column("action", String(16), nullable=False),
     *[
@@ -196,8 +200,14 @@ warehouse_schema = Table(
 
 
 def _v1(conn: Connection) -> None:
-    """Version 1 as it shipped: every table, without the indexes later versions added."""
-    metadata.create_all(conn)
+    """Version 1 as it shipped: every table, without the indexes later versions added, with
+    the foreign keys version 4 removed."""
+    shipped = MetaData()
+    for table in metadata.sorted_tables:
+        copy = table.to_metadata(shipped)
+        if table.name in _UNREFERENCED_IN_V4:
+            copy.append_constraint(ForeignKeyConstraint(["file_id"], ["ingested_files.file_id"]))
+    shipped.create_all(conn)
     for index in _ADDED_IN_V2:
         index.drop(conn, checkfirst=True)
     for column in _ADDED_IN_V3:
@@ -223,6 +233,32 @@ def _v3(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE ingested_files ADD COLUMN {column} {kind}")
 
 
+# Version 4 drops the per-row foreign-key checks of the two tables a file writes a row per line
+# to: on PostgreSQL each row queued a trigger that looked the file up again (about half the cost
+# of writing the rows), and SQLite checked each row too. The file's ledger row is written in the
+# same transaction before its rows, and `ledger.finish_file` checks the reference once per file.
+_UNREFERENCED_IN_V4 = ("conversions", "conversion_history")
+
+
+def _v4(conn: Connection) -> None:
+    tables = [metadata.tables[name] for name in _UNREFERENCED_IN_V4]
+    if conn.dialect.name == "postgresql":
+        for table in tables:
+            for fk in inspect(conn).get_foreign_keys(table.name):
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} DROP CONSTRAINT "{fk["name"]}"')
+        return
+    # SQLite cannot drop a constraint: rebuild each table in its current shape and copy it.
+    for table in tables:
+        old = f"{table.name}_v3"
+        conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {old}")
+        for index in table.indexes:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+        table.create(conn)
+        columns = ", ".join(c.name for c in table.columns)
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {old}")
+        conn.exec_driver_sql(f"DROP TABLE {old}")
+
+
 # Versioned migrations, applied in order inside one transaction (DDL is transactional on both
 # PostgreSQL and SQLite, so a failed upgrade leaves the old version intact). A warehouse made
 # by an older tool is upgraded in place when `connect` opens it. When the schema changes, add a
@@ -231,6 +267,7 @@ MIGRATIONS = [
     (1, "conversions, conversion_history, ingested_files, rejected_rows", _v1),
     (2, "index ingested_files by received_at for replays", _v2),
     (3, "ingested_files.original_file_id: a re-dropped report's original file", _v3),
+    (4, "conversions and conversion_history: file references checked per file, not per row", _v4),
 ]
 
 

@@ -45,7 +45,7 @@ def _indexes(engine, table: str) -> set[str]:
 
 
 def test_a_new_warehouse_gets_every_version(engine):
-    assert _versions(engine) == [1, 2, 3]
+    assert _versions(engine) == [1, 2, 3, 4]
     assert "ix_ingested_files_received" in _indexes(engine, "ingested_files")
     assert "ix_conversions_key" in _indexes(engine, "conversions")
 
@@ -94,23 +94,45 @@ def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_u
                 updated_at=now,
             )
         )
+        conn.execute(
+            warehouse.conversion_history.insert().values(
+                history_id=7,
+                conversion_id="old-2",
+                file_id=1,
+                line=2,
+                action="insert",
+                new_payout=12_340_000,
+                recorded_at=now,
+            )
+        )
     assert "ix_ingested_files_received" not in _indexes(old, "ingested_files")
     columns = {c["name"] for c in inspect(old).get_columns("ingested_files")}
     assert "original_file_id" not in columns  # version 1's shape, as it shipped
+    for table in ("conversions", "conversion_history"):
+        assert [fk["referred_table"] for fk in inspect(old).get_foreign_keys(table)] == [
+            "ingested_files"
+        ]
     old.dispose()
 
     upgraded = warehouse.connect(warehouse_url)
     try:
-        assert _versions(upgraded) == [1, 2, 3]
+        assert _versions(upgraded) == [1, 2, 3, 4]
         assert "ix_ingested_files_received" in _indexes(upgraded, "ingested_files")
+        for table in ("conversions", "conversion_history"):  # version 4: checked per file
+            assert inspect(upgraded).get_foreign_keys(table) == []
+        assert "ix_conversions_key" in _indexes(upgraded, "conversions")
+        assert "ix_conversion_history_conversion" in _indexes(upgraded, "conversion_history")
         columns = {c["name"] for c in inspect(upgraded).get_columns("ingested_files")}
         assert "original_file_id" in columns  # version 3
         with upgraded.connect() as conn:
             row = conn.execute(select(warehouse.conversions)).mappings().one()
         assert (row["click_id"], row["payout"]) == ("c1", 12_340_000)
+        with upgraded.connect() as conn:
+            history = conn.execute(select(warehouse.conversion_history)).mappings().one()
+        assert (history["history_id"], history["new_payout"]) == (7, 12_340_000)
         # Opening it again is a no-op, not a second upgrade.
         warehouse.upgrade(upgraded)
-        assert _versions(upgraded) == [1, 2, 3]
+        assert _versions(upgraded) == [1, 2, 3, 4]
     finally:
         upgraded.dispose()
 
@@ -310,7 +332,9 @@ def test_staged_rows_come_back_whole_per_click_id(engine, chunk_rows):
         stage = warehouse.stage_create(conn, "conversions")
         warehouse.stage_append(conn, stage, "conversions", rows.iloc[:5])
         warehouse.stage_append(conn, stage, "conversions", rows.iloc[5:])
-        chunks = list(warehouse.staged_chunks(conn, stage, "conversions", chunk_rows))
+        chunks = [
+            rows for rows, _ in warehouse.staged_chunks(conn, stage, "conversions", chunk_rows, "x")
+        ]
     seen: dict[str, int] = {}
     for number, chunk in enumerate(chunks):
         for click in set(chunk["click_id"]):
