@@ -367,6 +367,7 @@ class _FileRun:
             batch_size,
             future_tolerance,
         )
+        self.writes = warehouse.Background(conn)  # the file's writes, overlapping the reading
         self.reason_counts: Counter[str] = Counter()
         self.examples: dict[str, list[int]] = {}
         self.duplicates: pd.DataFrame | None = None  # the ignored duplicates, traced
@@ -375,10 +376,12 @@ class _FileRun:
         result = self.result
         t0 = time.perf_counter()
         stage = warehouse.stage_create(self.conn, result.kind)
-        self._read_into(stage)
-        result.timings["read_validate_s"] = round(time.perf_counter() - t0, 3)
-        t1 = time.perf_counter()
-        self._merge_from(stage)
+        with self.writes:
+            self._read_into(stage)
+            self.writes.finish()
+            result.timings["read_validate_s"] = round(time.perf_counter() - t0, 3)
+            t1 = time.perf_counter()
+            self._merge_from(stage)
         warehouse.stage_drop(self.conn, stage)
         result.reasons = dict(self.reason_counts.most_common())
         result.examples = self.examples
@@ -420,7 +423,7 @@ class _FileRun:
                 )
                 if example is None:
                     example = _time_example(cells, batch.lines, part.accepted, self.source)
-            warehouse.stage_append(self.conn, stage, result.kind, part.accepted)
+            self.writes(warehouse.stage_append, stage, result.kind, part.accepted)
             rejected = _with_cells(part.rejected, batch, header)
             if batch.malformed:
                 rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
@@ -447,8 +450,11 @@ class _FileRun:
         for rows, found in chunks:
             resolution = _resolve(rows, found, self.source, result, self.received, self.sequence)
             if not self.upload.dry_run:
-                warehouse.apply(
-                    self.conn, resolution, file_id=result.file_id, offer_source=self.source.name
+                self.writes(
+                    warehouse.apply,
+                    resolution,
+                    file_id=result.file_id,
+                    offer_source=self.source.name,
                 )
             outcome = resolution.outcomes["outcome"]
             late.append(resolution.outcomes.loc[outcome == "rejected", ["line", "reason_code"]])
@@ -462,6 +468,7 @@ class _FileRun:
                 result.outcomes[str(name)] += int(count)
             merged += len(rows)
             self.progress.advance(MERGE, merged, rows_total=staged)
+        self.writes.finish()  # the connection is this thread's again
         if ignored_rows:
             self.duplicates = self._traced(pd.concat(ignored_rows, ignore_index=True))
         late_rows = pd.concat(late, ignore_index=True) if late else pd.DataFrame()
@@ -472,7 +479,7 @@ class _FileRun:
             )
 
     def _reject(self, rejected: pd.DataFrame) -> None:
-        _reject(self.conn, self.result, self.report, rejected, self.reason_counts, self.examples)
+        _reject(self.writes, self.result, self.report, rejected, self.reason_counts, self.examples)
 
     def _traced(self, ignored: pd.DataFrame) -> pd.DataFrame:
         """The ignored duplicates with the conversion each one duplicates: its id, and the file
@@ -624,7 +631,7 @@ def _cells_for_lines(
 
 
 def _reject(
-    conn,
+    writes: warehouse.Background,
     result: FileResult,
     report: RejectionReport,
     rejected: pd.DataFrame,
@@ -648,8 +655,8 @@ def _reject(
     cell_columns = [c for c in rejected.columns if c not in ("line", "reason_code", *origin)]
     out = rejected[["line", *origin, *cell_columns, "reason_code"]].assign(reason=described)
     report.write(out)
-    warehouse.record_rejections(
-        conn,
+    writes(
+        warehouse.record_rejections,
         result.file_id,
         pd.DataFrame(
             {

@@ -20,6 +20,7 @@ writes), `extract` (the export query) and `bulk` (COPY / executemany, kinds read
 Callers use the names below as `warehouse.<name>`.
 """
 
+from pipeline.warehouse.background import Background
 from pipeline.warehouse.extract import EXPORT_COLUMNS, export
 from pipeline.warehouse.ledger import (
     applied_count,
@@ -57,6 +58,7 @@ from pipeline.warehouse.schema import (
 __all__ = [
     "EXPORT_COLUMNS",
     "MIGRATIONS",
+    "Background",
     "UTCDateTime",
     "WarehouseError",
     "applied_count",

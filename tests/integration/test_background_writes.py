@@ -1,0 +1,68 @@
+"""`warehouse.Background`: a file's writes overlap the reading, in order, one at a time, and a
+failure or an interruption never leaves a statement running on the file's transaction."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from pipeline import warehouse
+
+
+def _append(conn, value: int, seen: list) -> None:
+    seen.append((value, threading.current_thread().name))
+    conn.execute(text("INSERT INTO bg_probe (v) VALUES (:v)"), {"v": value})
+
+
+def _fail(conn) -> None:
+    conn.execute(text("SELECT no_such_column FROM bg_probe"))
+
+
+def test_writes_run_in_order_and_the_connection_comes_back_after_finish(engine):
+    seen: list = []
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TEMPORARY TABLE bg_probe (v INTEGER)"))
+        with warehouse.Background(conn) as writes:
+            for value in range(20):
+                writes(_append, value, seen)
+            writes.finish()
+            count = conn.execute(text("SELECT count(*) FROM bg_probe")).scalar()
+        assert count == 20
+        order = [v for (v,) in conn.execute(text("SELECT v FROM bg_probe"))]
+    assert [v for v, _ in seen] == list(range(20)) and sorted(order) == list(range(20))
+    threads = {name for _, name in seen}
+    if engine.dialect.name == "postgresql":  # on its own thread, the same one every time
+        assert len(threads) == 1 and threads != {threading.current_thread().name}
+    else:  # SQLite: inline
+        assert threads == {threading.current_thread().name}
+
+
+def test_a_failed_write_is_raised_to_the_caller(engine):
+    with engine.connect() as conn, conn.begin():
+        conn.execute(text("CREATE TEMPORARY TABLE bg_probe (v INTEGER)"))
+        with (
+            pytest.raises(Exception, match="no_such_column"),
+            warehouse.Background(conn) as writes,
+        ):
+            writes(_fail)
+            writes(_append, 1, [])  # the previous write's error surfaces here at the latest
+
+
+def test_an_interrupted_caller_cancels_the_write_in_flight(engine):
+    """A stop signal reaches the main thread while the server runs a long write: the statement
+    is cancelled and the thread joined before the error goes on, so the rollback is prompt."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite writes run inline: nothing runs on another thread")
+    started = time.monotonic()
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        with pytest.raises(KeyboardInterrupt), warehouse.Background(conn) as writes:
+            writes(lambda c: c.execute(text("SELECT pg_sleep(60)")))
+            time.sleep(0.5)  # the sleep is running on the server
+            raise KeyboardInterrupt
+        transaction.rollback()
+        assert conn.execute(text("SELECT 1")).scalar() == 1  # the connection is usable again
+    assert time.monotonic() - started < 20  # not the 60 s the statement would have taken
