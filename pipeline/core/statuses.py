@@ -42,6 +42,10 @@ def canonical(text: pd.Series, aliases: Mapping[str, str] | None = None) -> pd.S
     (casefolded; "" stays ""). `aliases` are the offer source's own. Index and dtype kept."""
     table = {status: status for status in STATUSES} | dict(STATUS_ALIASES)
     table |= {" ".join(word.casefold().split()): status for word, status in (aliases or {}).items()}
-    folded = words(text)
+    # A status column holds a handful of distinct words: fold and look up each once.
+    codes, uniques = pd.factorize(text, use_na_sentinel=True)
+    folded = words(pd.Series(uniques, dtype=text.dtype))
     mapped = folded.map(table)
-    return mapped.where(mapped.notna(), folded).astype(text.dtype)
+    canon = mapped.where(mapped.notna(), folded).astype(text.dtype).array
+    out = pd.Series(canon.take(codes, allow_fill=True), index=text.index)
+    return out.astype(text.dtype)
