@@ -442,3 +442,44 @@ def test_docker_config_loads_with_the_projects_loader():
     assert loaded.offer_sources, "the sample config has no offer source"
     # The warehouse comes from the connection; a URL here would only mislead.
     assert loaded.settings.warehouse_url is None
+
+
+# --- the warehouse server's settings ------------------------------------------------------------
+
+
+def _postgres_settings(services) -> dict[str, str]:
+    command = services[_postgres_service(services)].get("command") or []
+    assert command[:1] == ["postgres"], "the postgres service runs the server with its settings"
+    pairs = command[1:]
+    assert pairs[0::2] == ["-c"] * (len(pairs) // 2) and len(pairs) % 2 == 0, pairs
+    return dict(pair.split("=", 1) for pair in pairs[1::2])
+
+
+def test_the_warehouse_settings_are_real_and_the_readme_gives_each_one(services):
+    """Each `-c name=value` is a setting PostgreSQL 15 knows and that a server may set (not a
+    read-only one), and the README's "Performance" section gives the same value, so the two
+    cannot drift apart."""
+    from sqlalchemy import create_engine, text
+
+    from tests.helpers import POSTGRES_URL
+
+    settings = _postgres_settings(services)
+    assert {"shared_buffers", "max_wal_size"} <= set(settings)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, value in settings.items():
+        assert f"`{name}={value}`" in readme, f"README does not give {name}={value}"
+    if not POSTGRES_URL:
+        pytest.skip("CONVERSIONS_TEST_POSTGRES_URL is not set: names not checked on a server")
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as conn:
+            known = dict(
+                conn.execute(
+                    text("SELECT name, context FROM pg_settings WHERE name = ANY(:names)"),
+                    {"names": list(settings)},
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    assert set(known) == set(settings), f"unknown to PostgreSQL: {set(settings) - set(known)}"
+    assert "internal" not in known.values(), known
