@@ -20,15 +20,20 @@ writes), `extract` (the export query) and `bulk` (COPY / executemany, kinds read
 Callers use the names below as `warehouse.<name>`.
 """
 
-from pipeline.warehouse.extract import EXPORT_COLUMNS, export
+from pipeline.warehouse.extract import EXPORT_COLUMNS, export, history
 from pipeline.warehouse.ledger import (
     applied_count,
     applied_mode_override,
+    expect_upload,
+    file_row,
     finish_file,
+    forget_upload,
     names_taken,
     original_of,
+    recent_files,
     record_file,
     recorded_by_claim,
+    upload,
 )
 from pipeline.warehouse.merge import (
     apply,
@@ -51,6 +56,7 @@ from pipeline.warehouse.schema import (
     file_transaction,
     ingested_files,
     metadata,
+    page_uploads,
     rejected_rows,
     upgrade,
     warehouse_schema,
@@ -68,14 +74,20 @@ __all__ = [
     "conversion_history",
     "conversions",
     "existing_for",
+    "expect_upload",
     "export",
+    "file_row",
     "file_transaction",
     "finish_file",
+    "forget_upload",
+    "history",
     "ingested_files",
     "metadata",
     "names_taken",
     "original_of",
     "origins",
+    "page_uploads",
+    "recent_files",
     "record_file",
     "record_rejections",
     "recorded_by_claim",
@@ -86,5 +98,6 @@ __all__ = [
     "staged_chunks",
     "status_matches",
     "upgrade",
+    "upload",
     "warehouse_schema",
 ]

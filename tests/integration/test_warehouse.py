@@ -45,7 +45,7 @@ def _indexes(engine, table: str) -> set[str]:
 
 
 def test_a_new_warehouse_gets_every_version(engine):
-    assert _versions(engine) == [1, 2, 3]
+    assert _versions(engine) == [1, 2, 3, 4]
     assert "ix_ingested_files_received" in _indexes(engine, "ingested_files")
     assert "ix_conversions_key" in _indexes(engine, "conversions")
 
@@ -97,20 +97,24 @@ def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_u
     assert "ix_ingested_files_received" not in _indexes(old, "ingested_files")
     columns = {c["name"] for c in inspect(old).get_columns("ingested_files")}
     assert "original_file_id" not in columns  # version 1's shape, as it shipped
+    assert "uploaded_by" not in columns
+    assert "page_uploads" not in inspect(old).get_table_names()
     old.dispose()
 
     upgraded = warehouse.connect(warehouse_url)
     try:
-        assert _versions(upgraded) == [1, 2, 3]
+        assert _versions(upgraded) == [1, 2, 3, 4]
         assert "ix_ingested_files_received" in _indexes(upgraded, "ingested_files")
         columns = {c["name"] for c in inspect(upgraded).get_columns("ingested_files")}
         assert "original_file_id" in columns  # version 3
+        assert "uploaded_by" in columns  # version 4
+        assert "page_uploads" in inspect(upgraded).get_table_names()
         with upgraded.connect() as conn:
             row = conn.execute(select(warehouse.conversions)).mappings().one()
         assert (row["click_id"], row["payout"]) == ("c1", 12_340_000)
         # Opening it again is a no-op, not a second upgrade.
         warehouse.upgrade(upgraded)
-        assert _versions(upgraded) == [1, 2, 3]
+        assert _versions(upgraded) == [1, 2, 3, 4]
     finally:
         upgraded.dispose()
 
