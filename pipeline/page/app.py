@@ -13,6 +13,7 @@ not stall the api-server's event loop.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import mimetypes
@@ -31,7 +32,17 @@ from pipeline import console, export, warehouse
 from pipeline.context import Context
 from pipeline.core import money
 from pipeline.core.reasons import CATALOGUE
-from pipeline.core.vocabulary import KINDS, LEDGER_STATES, MODES, OUTCOMES, STATUSES
+from pipeline.core.vocabulary import (
+    APPLIED,
+    DRY_RUN,
+    DUPLICATE_FILE,
+    KINDS,
+    LEDGER_STATES,
+    MODES,
+    OUTCOMES,
+    QUARANTINED,
+    STATUSES,
+)
 from pipeline.datadir import delivery
 from pipeline.datadir.layout import Layout, read_json, sha256_file
 from pipeline.ingest import Upload, ingest_file
@@ -47,6 +58,14 @@ _OUTCOME_COLOURS = {
     "status_updated": "#00838f",
     "ignored_duplicate": "#9e9e9e",
     "rejected": "#c62828",
+}
+
+# A ledger state in a media buyer's words (the console's are a run log's).
+STATE_WORDS = {
+    APPLIED: "applied",
+    DRY_RUN: "checked only, nothing changed",
+    QUARANTINED: "refused, nothing applied",
+    DUPLICATE_FILE: "sent before, nothing applied",
 }
 
 app = FastAPI(title="Conversions", docs_url=None, redoc_url=None, openapi_url=None)
@@ -206,15 +225,43 @@ def _deliver_bytes(ctx: Context, user: Any, data: bytes, target) -> str:
     return _deliver(ctx, user, hashlib.sha256(data).hexdigest(), [data], target)
 
 
+def _report_rows(ctx: Context, recorded: str | None, lines: set[int]) -> dict[int, str]:
+    """The cells of some lines of a rejection report, as ``column = value`` text: what the
+    person wrote on an example line (at most the report's first 5,000 rows are read)."""
+    path = _inside_home(ctx, recorded)
+    if path is None or not lines:
+        return {}
+    found: dict[int, str] = {}
+    with open(path, encoding="utf-8-sig", newline="") as report:
+        first = report.readline()
+        delimiter = first[4:5] if first.startswith("line") else ","
+        header = next(csv.reader([first], delimiter=delimiter))
+        for number, cells in enumerate(csv.reader(report, delimiter=delimiter)):
+            if number >= 5000 or len(found) == len(lines):
+                break
+            if cells and cells[0].isdigit() and int(cells[0]) in lines:
+                shown = [
+                    f"{name} = {value}"
+                    for name, value in zip(header, cells, strict=False)
+                    if name not in ("line", "original_line", "reason_code", "reason")
+                ]
+                found[int(cells[0])] = ", ".join(shown)
+    return found
+
+
 def _shown_result(ctx: Context, result) -> dict[str, Any]:
-    """A result as the check page shows it: counts, top reasons with hints, the times line."""
+    """A result as the check page shows it: counts, top reasons with hints and the cells of an
+    example line, the times line, the columns ignored or unmapped."""
     r = result.to_dict()
     reasons = sorted(r["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
+    firsts = {r["examples"][code][0] for code, _ in reasons[:8] if r["examples"].get(code)}
+    cells = _report_rows(ctx, r["report_path"], firsts)
     r["top_reasons"] = [
         {
             "code": code,
             "count": count,
             "lines": r["examples"].get(code, [])[:5],
+            "example": cells.get((r["examples"].get(code) or [0])[0]),
             "message": CATALOGUE[code].message if code in CATALOGUE else "",
             "hint": CATALOGUE[code].hint if code in CATALOGUE else "",
         }
@@ -477,7 +524,7 @@ def follow_state(ctx: ContextDep, _: Reader, upload_id: str) -> JSONResponse:
             "where": "recorded",
             "file_id": found["file_id"],
             "state": row["state"],
-            "words": console.STATE_WORDS.get(row["state"], row["state"]),
+            "words": STATE_WORDS.get(row["state"], row["state"]),
             "outcomes": {o: row[o] for o in OUTCOMES},
         }
     )
@@ -550,7 +597,8 @@ def uploads(
         chosen={"offer_source": offer_source, "state": state, "day": day},
         colours=_OUTCOME_COLOURS,
         outcome_words=console.OUTCOME_WORDS,
-        state_words=console.STATE_WORDS,
+        state_words=STATE_WORDS,
+        catalogue=CATALOGUE,
     )
 
 
@@ -574,7 +622,7 @@ def upload_detail(request: Request, ctx: ContextDep, user: User, _: Reader, file
         has_summary=bool(_inside_home(ctx, row["summary_path"])),
         colours=_OUTCOME_COLOURS,
         outcome_words=console.OUTCOME_WORDS,
-        state_words=console.STATE_WORDS,
+        state_words=STATE_WORDS,
         catalogue=CATALOGUE,
     )
 

@@ -206,6 +206,12 @@ def test_a_media_buyer_uses_the_page(deployment: Deployment, browser, shots: Pat
     plugins = page.request.get(f"{d.api}/api/v2/plugins").json()
     views = [v for p in plugins["plugins"] for v in p.get("external_views", [])]
     assert any(v["name"] == "Conversions" and v["destination"] == "nav" for v in views), plugins
+    # ... and shows it inside the UI (an iframe on the view's route), with the person's login.
+    page.goto(f"{d.api}/plugin/conversions")
+    inside = page.frame_locator("iframe").first
+    inside.locator("#uploads").wait_for(timeout=60_000)
+    assert "Signed in as buyer" in inside.locator("header").inner_text()
+    page.screenshot(path=shots / "0-inside-airflow.png", full_page=True)
 
     # A file with a bad row: checked first (nothing changes), then applied through the inbox.
     export = tmp_path / FILE_NAME

@@ -135,6 +135,9 @@ def test_a_user_checks_first_and_nothing_changes(client, ctx, home):
     assert 'id="count-rejected"><b>2</b>' in page
     assert "invalid_payout" in page and "time_reformatted_by_spreadsheet" in page
     assert "times without an offset read as UTC" in page
+    # The example line's cells, as written (the first example of each reason).
+    assert "line 3: Aff Sub = pa-2, payout = abc" in page
+    assert "line 4: Aff Sub = pa-3, payout = 1.00, conversion_time = 7/1/2026 18:00" in page
     with ctx.engine.connect() as conn:
         assert conn.execute(select(warehouse.conversions)).all() == []
         rows = conn.execute(select(warehouse.ingested_files)).mappings().all()
