@@ -307,3 +307,32 @@ def test_downloads_stay_inside_the_data_directory(client, ctx, tmp_path):
         warehouse.finish_file(conn, row["file_id"], report_path="../secret.csv")
     assert client.get(f"/uploads/{row['file_id']}/report").status_code == 404
     assert client.get(f"/uploads/{row['file_id']}/passwd").status_code == 404
+
+
+def test_the_plugin_module_is_cheap_for_every_airflow_process():
+    """Every Airflow process (scheduler, DAG processor, triggerer, each task) loads the plugins;
+    only the api-server needs the app, so importing the plugin must not pull in the engine or
+    Airflow's API security module (seconds of imports). Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, airflow.plugins_manager\n"
+        "before = set(sys.modules)\n"
+        "import pipeline.page.plugin as p\n"
+        "heavy = [m for m in ('pandas', 'pandera', 'sqlalchemy', 'pipeline.page.app',"
+        " 'airflow.api_fastapi.core_api.security') if m in sys.modules and m not in before]\n"
+        "print(repr(heavy)); print(p.ConversionsPlugin.fastapi_apps[0]['url_prefix'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines()[-2:] == ["[]", "/conversions"], done.stdout
+
+
+def test_the_lazy_app_serves_the_page_once_imported(client):
+    from pipeline.page.plugin import LazyApp
+
+    login("viewer")
+    lazy = TestClient(LazyApp(), base_url=f"http://{HOST}")
+    assert lazy.get("/uploads").status_code == 200
