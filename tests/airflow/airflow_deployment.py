@@ -237,6 +237,10 @@ class Deployment:
             "AIRFLOW__API__BASE_URL": f"{self.api}/",
             "AIRFLOW__API__SECRET_KEY": secrets.token_hex(32),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),  # >= 64 bytes (HS512)
+            # A task's first call to the execution API (PATCH .../run) was seen taking 30-38 s on
+            # a loaded CI machine; past the default timeout the SDK retries it, the retry finds
+            # the task already running and the task fails. Wait for the first answer instead.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "120",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_log_port),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_log_port),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
