@@ -161,6 +161,10 @@ def _login(context, api: str, name: str):
     while not any(c["name"] == "_token" for c in context.cookies()):
         assert time.monotonic() < deadline, f"no login cookie for {name}: {page.content()[:2000]}"
         page.wait_for_timeout(250)
+    # The login page then sends the browser on to the UI: let it arrive before going anywhere
+    # (a navigation started meanwhile is interrupted by that one).
+    page.wait_for_url(lambda url: "/auth/" not in url, timeout=60_000)
+    page.wait_for_load_state("load")
     return page
 
 
