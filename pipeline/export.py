@@ -10,6 +10,8 @@ Only the rejection reports, which people open in a spreadsheet, are neutralised 
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TextIO
@@ -145,3 +147,13 @@ def write(
     if fmt != "jsonl" and written == 0:
         out.write(",".join(COLUMNS) + "\n")
     return written
+
+
+def template_for(source: OfferSource, kind: str) -> str:
+    """The template with this offer source's own column names (its ``columns``) in the header,
+    so a file written from it reads exactly as the offer source's exports do."""
+    header, *rows = template(kind).split("\r\n", 1)
+    names = [source.columns.get(field, field) for field in header.split(",")]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(names)
+    return out.getvalue() + "".join(rows)

@@ -77,6 +77,7 @@ class Upload:
     claim_id: str | None = None  # the inbox claim it came from, recorded in the ledger
     reports_dir: Path | None = None  # default: the data directory's reports/
     batch_size: int | None = None  # default: settings.batch_size
+    uploaded_by: str | None = None  # the Airflow user who sent it through the page
 
 
 def _storable(name: str) -> str:
@@ -169,6 +170,7 @@ def ingest_file(ctx: Context, upload: Upload) -> FileResult:
         duplicate_mode_override=upload.mode_override,
         forced=upload.force,
         claim_id=upload.claim_id,
+        uploaded_by=upload.uploaded_by,
     )
     try:
         refusal = file_outcome.refused_unread(

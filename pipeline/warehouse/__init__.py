@@ -21,15 +21,20 @@ Callers use the names below as `warehouse.<name>`.
 """
 
 from pipeline.warehouse.background import Background
-from pipeline.warehouse.extract import EXPORT_COLUMNS, export
+from pipeline.warehouse.extract import EXPORT_COLUMNS, export, history
 from pipeline.warehouse.ledger import (
     applied_count,
     applied_mode_override,
+    expect_upload,
+    file_row,
     finish_file,
+    forget_upload,
     names_taken,
     original_of,
+    recent_files,
     record_file,
     recorded_by_claim,
+    upload,
 )
 from pipeline.warehouse.merge import (
     apply,
@@ -50,6 +55,7 @@ from pipeline.warehouse.schema import (
     file_transaction,
     ingested_files,
     metadata,
+    page_uploads,
     rejected_rows,
     upgrade,
     warehouse_schema,
@@ -67,14 +73,20 @@ __all__ = [
     "connect",
     "conversion_history",
     "conversions",
+    "expect_upload",
     "export",
+    "file_row",
     "file_transaction",
     "finish_file",
+    "forget_upload",
+    "history",
     "ingested_files",
     "metadata",
     "names_taken",
     "original_of",
     "origins",
+    "page_uploads",
+    "recent_files",
     "record_file",
     "record_rejections",
     "recorded_by_claim",
@@ -84,5 +96,6 @@ __all__ = [
     "stage_drop",
     "staged_chunks",
     "upgrade",
+    "upload",
     "warehouse_schema",
 ]

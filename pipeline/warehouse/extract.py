@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pandas as pd
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from pipeline.warehouse import bulk, schema
 
@@ -49,3 +49,17 @@ def export(
         part["payout"] = bulk.decode_payout(part["payout"])
         part["converted_at"] = bulk.decode_time(part["converted_at"])
         yield part
+
+
+def history(conn: Connection, file_id: int, limit: int = 1000) -> list[dict]:
+    """What one file changed: its history rows in line order, each with the conversion's click
+    id and type, the action, and every field's old and new value (None where it stayed)."""
+    h, c = schema.conversion_history, schema.conversions
+    query = (
+        select(h, c.c.click_id, c.c.conversion_type)
+        .join(c, c.c.conversion_id == h.c.conversion_id)
+        .where(h.c.file_id == file_id)
+        .order_by(h.c.line, h.c.history_id)
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]

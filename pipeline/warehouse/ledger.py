@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from pipeline.core.vocabulary import APPLIED, DUPLICATE_FILE, QUARANTINED
-from pipeline.warehouse.schema import ingested_files, now
+from pipeline.core.vocabulary import APPLIED, DRY_RUN, DUPLICATE_FILE, QUARANTINED
+from pipeline.warehouse.schema import ingested_files, now, page_uploads
 
 
 def applied_count(conn: Connection, content_hash: str, offer_source: str, kind: str) -> int:
@@ -88,10 +88,95 @@ def names_taken(
 
 
 def record_file(conn: Connection, **values: Any) -> int:
-    """Insert a file's ledger row (`processed_at` defaults to now); returns its file id."""
+    """Insert a file's ledger row (`processed_at` defaults to now); returns its file id.
+
+    A file the page put into the inbox (a waiting `page_uploads` row of the same bytes, name,
+    offer source and kind) is recorded with who sent it, and the upload is linked to this row in
+    the same transaction, so a rolled-back run leaves it waiting for the next one. A dry run
+    never takes it: its file is still to be applied."""
     values.setdefault("processed_at", now())
+    upload_id = None
+    if values.get("uploaded_by") is None and values.get("state") != DRY_RUN:
+        waiting = _waiting_upload(conn, values)
+        if waiting is not None:
+            upload_id, values["uploaded_by"] = waiting
     result = conn.execute(ingested_files.insert().values(**values))
-    return int(result.inserted_primary_key[0])
+    file_id = int(result.inserted_primary_key[0])
+    if upload_id is not None:
+        conn.execute(
+            page_uploads.update()
+            .where(page_uploads.c.upload_id == upload_id)
+            .values(file_id=file_id)
+        )
+    return file_id
+
+
+def _waiting_upload(conn: Connection, values: dict[str, Any]) -> tuple[str, str] | None:
+    u = page_uploads.c
+    row = conn.execute(
+        select(u.upload_id, u.uploaded_by)
+        .where(
+            u.file_id.is_(None),
+            u.content_hash == values.get("content_hash"),
+            u.offer_source == values.get("offer_source"),
+            u.kind == values.get("kind"),
+            u.original_name == values.get("original_name"),
+        )
+        .order_by(u.uploaded_at, u.upload_id)
+        .limit(1)
+    ).first()
+    return (row.upload_id, row.uploaded_by) if row else None
+
+
+def expect_upload(conn: Connection, **values: Any) -> None:
+    """Note a file the page is about to put into the inbox (``upload_id``, ``offer_source``,
+    ``kind``, ``original_name``, ``content_hash``, ``uploaded_by``), before it is there."""
+    values.setdefault("uploaded_at", now())
+    conn.execute(page_uploads.insert().values(**values))
+
+
+def forget_upload(conn: Connection, upload_id: str) -> None:
+    """Drop a noted upload whose file never reached the inbox."""
+    conn.execute(page_uploads.delete().where(page_uploads.c.upload_id == upload_id))
+
+
+def upload(conn: Connection, upload_id: str) -> dict[str, Any] | None:
+    """One page upload: who, when, and the ledger row that recorded it (``file_id``, or None
+    while it waits)."""
+    row = conn.execute(select(page_uploads).where(page_uploads.c.upload_id == upload_id))
+    found = row.mappings().first()
+    return dict(found) if found else None
+
+
+def recent_files(
+    conn: Connection,
+    *,
+    offer_source: str | None = None,
+    state: str | None = None,
+    day_start: Any = None,
+    day_end: Any = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Ledger rows newest first, optionally of one offer source, one state, received within
+    [``day_start``, ``day_end``)."""
+    f = ingested_files.c
+    query = select(ingested_files).order_by(f.file_id.desc()).limit(limit)
+    if offer_source:
+        query = query.where(f.offer_source == offer_source)
+    if state:
+        query = query.where(f.state == state)
+    if day_start is not None:
+        query = query.where(f.received_at >= day_start)
+    if day_end is not None:
+        query = query.where(f.received_at < day_end)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def file_row(conn: Connection, file_id: int) -> dict[str, Any] | None:
+    """One ledger row by its file id."""
+    row = conn.execute(select(ingested_files).where(ingested_files.c.file_id == file_id))
+    found = row.mappings().first()
+    return dict(found) if found else None
 
 
 def finish_file(conn: Connection, file_id: int, **values: Any) -> None:

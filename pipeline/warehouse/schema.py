@@ -48,7 +48,7 @@ from pipeline.core.model import DEFAULT_LOCK_TIMEOUT_SECONDS
 from pipeline.core.money import format_micros, parse_decimal
 from pipeline.core.vocabulary import MUTABLE_FIELDS, OUTCOMES
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how `UTCDateTime` stores a time on SQLite
 # "No bound" on SQLite, whose busy timeout 0 means "do not wait at all": about 24 days, in ms.
 _SQLITE_FOREVER_MS = 2**31 - 1
@@ -136,6 +136,8 @@ ingested_files = Table(
     # A fixed rejection report dropped back in: the file whose lines its `original_line` column
     # points at (the first file of the chain, however many rounds of fixing).
     Column("original_file_id", _ID),
+    # The Airflow user who sent it through the page (version 4); NULL for files from elsewhere.
+    Column("uploaded_by", String(255)),
     Index("ix_ingested_files_hash", "content_hash", "offer_source", "kind", "state"),
     Index("ix_ingested_files_claim", "claim_id"),
 )
@@ -190,6 +192,23 @@ rejected_rows = Table(
     Column("cells", Text, nullable=False),
 )
 
+# Files the page put into the inbox, waiting for the run that records them (version 4): who sent
+# them, so that the ledger row the run writes says so (`ledger.record_file`), and which ledger
+# row that was, so the page can follow an upload to its end.
+page_uploads = Table(
+    "page_uploads",
+    metadata,
+    Column("upload_id", String(32), primary_key=True),
+    Column("offer_source", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("original_name", String(1024), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("uploaded_by", String(255), nullable=False),
+    Column("uploaded_at", UTCDateTime, nullable=False),
+    Column("file_id", _ID),
+    Index("ix_page_uploads_waiting", "content_hash", "offer_source", "kind"),
+)
+
 warehouse_schema = Table(
     "warehouse_schema",
     metadata,
@@ -200,17 +219,19 @@ warehouse_schema = Table(
 
 
 def _v1(conn: Connection) -> None:
-    """Version 1 as it shipped: every table, without the indexes later versions added, with
-    the foreign keys version 4 removed."""
+    """Version 1 as it shipped: every table but the ones later versions added, without the
+    indexes and columns they added, with the foreign keys version 4 removed."""
     shipped = MetaData()
     for table in metadata.sorted_tables:
+        if table is page_uploads:
+            continue
         copy = table.to_metadata(shipped)
         if table.name in _UNREFERENCED_IN_V4:
             copy.append_constraint(ForeignKeyConstraint(["file_id"], ["ingested_files.file_id"]))
     shipped.create_all(conn)
     for index in _ADDED_IN_V2:
         index.drop(conn, checkfirst=True)
-    for column in _ADDED_IN_V3:
+    for column in [*_ADDED_IN_V3, *_ADDED_IN_V5]:
         conn.exec_driver_sql(f"ALTER TABLE ingested_files DROP COLUMN {column}")
 
 
@@ -259,6 +280,17 @@ def _v4(conn: Connection) -> None:
         conn.exec_driver_sql(f"DROP TABLE {old}")
 
 
+# Version 5: the page's uploads, and who sent each file.
+_ADDED_IN_V5 = ["uploaded_by"]
+
+
+def _v5(conn: Connection) -> None:
+    kind = ingested_files.c.uploaded_by.type.compile(dialect=conn.dialect)
+    for column in _ADDED_IN_V5:
+        conn.exec_driver_sql(f"ALTER TABLE ingested_files ADD COLUMN {column} {kind}")
+    page_uploads.create(conn, checkfirst=True)
+
+
 # Versioned migrations, applied in order inside one transaction (DDL is transactional on both
 # PostgreSQL and SQLite, so a failed upgrade leaves the old version intact). A warehouse made
 # by an older tool is upgraded in place when `connect` opens it. When the schema changes, add a
@@ -268,6 +300,7 @@ MIGRATIONS = [
     (2, "index ingested_files by received_at for replays", _v2),
     (3, "ingested_files.original_file_id: a re-dropped report's original file", _v3),
     (4, "conversions and conversion_history: file references checked per file, not per row", _v4),
+    (5, "ingested_files.uploaded_by and page_uploads: who sent a file through the page", _v5),
 ]
 
 

@@ -45,7 +45,7 @@ def _indexes(engine, table: str) -> set[str]:
 
 
 def test_a_new_warehouse_gets_every_version(engine):
-    assert _versions(engine) == [1, 2, 3, 4]
+    assert _versions(engine) == [1, 2, 3, 4, 5]
     assert "ix_ingested_files_received" in _indexes(engine, "ingested_files")
     assert "ix_conversions_key" in _indexes(engine, "conversions")
 
@@ -112,11 +112,13 @@ def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_u
         assert [fk["referred_table"] for fk in inspect(old).get_foreign_keys(table)] == [
             "ingested_files"
         ]
+    assert "uploaded_by" not in columns
+    assert "page_uploads" not in inspect(old).get_table_names()
     old.dispose()
 
     upgraded = warehouse.connect(warehouse_url)
     try:
-        assert _versions(upgraded) == [1, 2, 3, 4]
+        assert _versions(upgraded) == [1, 2, 3, 4, 5]
         assert "ix_ingested_files_received" in _indexes(upgraded, "ingested_files")
         for table in ("conversions", "conversion_history"):  # version 4: checked per file
             assert inspect(upgraded).get_foreign_keys(table) == []
@@ -124,6 +126,8 @@ def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_u
         assert "ix_conversion_history_conversion" in _indexes(upgraded, "conversion_history")
         columns = {c["name"] for c in inspect(upgraded).get_columns("ingested_files")}
         assert "original_file_id" in columns  # version 3
+        assert "uploaded_by" in columns  # version 5
+        assert "page_uploads" in inspect(upgraded).get_table_names()
         with upgraded.connect() as conn:
             row = conn.execute(select(warehouse.conversions)).mappings().one()
         assert (row["click_id"], row["payout"]) == ("c1", 12_340_000)
@@ -132,7 +136,7 @@ def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_u
         assert (history["history_id"], history["new_payout"]) == (7, 12_340_000)
         # Opening it again is a no-op, not a second upgrade.
         warehouse.upgrade(upgraded)
-        assert _versions(upgraded) == [1, 2, 3, 4]
+        assert _versions(upgraded) == [1, 2, 3, 4, 5]
     finally:
         upgraded.dispose()
 
