@@ -654,7 +654,9 @@ def input_file(
 def fmt_row(name: str, rows: int, summary: benchstats.StepSummary, vs: str, note: str = ""):
     wall = summary.wall
     if summary.errors:
-        failed = f"failed in {len(summary.errors)} of {len(summary.walls)}: {summary.errors[0]}"
+        error = summary.errors[0]
+        error = error if len(error) <= 60 else error[:57] + "... (see FAILED below)"
+        failed = f"failed in {len(summary.errors)} of {len(summary.walls)}: {error}"
         note = f"{failed}; {note}" if wall is not None and note else failed
     if wall is None:
         return [name, f"{rows:,}", "failed", "-", "-", "-", "-", note]
@@ -998,10 +1000,13 @@ def report(args, reps: dict, extra: dict, machine_text: str, meter: CpuMeter) ->
             table.append(fmt_row(f"(big) {label}", args.second, s, vs, ingest_note(big[key])))
     if "scale" in extra:
         small, large = args.scale_rows
+        rss = {k: v.get("rss_peak_mb") for k, v in extra["scale"].items()}
         for rows in (small, large):
             res = extra["scale"][str(rows)]
+            r = benchstats.ratio(rss.get(str(rows)), rss.get(str(small)))
+            vs = f"{r:.2f}x RSS of {small:,}" if rows == large and r is not None else "-"
             s = benchstats.summarize([res])
-            table.append(fmt_row("(scale) ingest_file, PostgreSQL", rows, s, "-", ingest_note(res)))
+            table.append(fmt_row("(scale) ingest_file, PostgreSQL", rows, s, vs, ingest_note(res)))
     out.append(benchstats.markdown_table(TABLE_HEAD, table, TABLE_ALIGN))
     out.append("")
     out.append(
@@ -1017,6 +1022,7 @@ def report(args, reps: dict, extra: dict, machine_text: str, meter: CpuMeter) ->
 def ratios_and_targets(args, summaries: dict, extra: dict) -> str:
     wall = {k: s.wall for k, s in summaries.items() if s.wall is not None}
     out = ["", "Ratios of the medians (for reference):"]
+    head = len(out)
 
     def show(label: str, num: str, den: str) -> None:
         r = benchstats.ratio(wall.get(num), wall.get(den))
@@ -1028,6 +1034,8 @@ def ratios_and_targets(args, summaries: dict, extra: dict) -> str:
     show("g/f, dlt's merge vs the durable floor", "dlt", "durable")
     show("c/b, the pandas loader vs our ingest", "pandas", "ingest")
     show("e/b, the dry run vs the full ingest", "dry", "ingest")
+    if len(out) == head:
+        out = []
 
     out.append("")
     scope = "" if args.rows == TARGET_ROWS else f"; this run has N = {args.rows:,}"
@@ -1095,7 +1103,7 @@ def ratios_and_targets(args, summaries: dict, extra: dict) -> str:
 
 
 def details(reps: dict, extra: dict, args) -> str:
-    out = ["", "Where the time went (the last successful repetition of each step):"]
+    out = []
     for step in ("ingest", "sqlite", "dry"):
         last = next((x for x in reversed(reps.get(step, [])) if "error" not in x), None)
         if last and "detail" in last:
@@ -1104,10 +1112,20 @@ def details(reps: dict, extra: dict, args) -> str:
                 f"- {step}: timings {d.get('timings')}, connect {d.get('connect_s')} s, "
                 f"reasons {d.get('reasons')}"
             )
+    if out:
+        out.insert(0, "Where the time went (the last successful repetition of each step):")
     errors = {e for rs in reps.values() for r in rs if (e := r.get("error"))}
+    errors |= {
+        e
+        for x in extra.values()
+        for r in x.values()
+        if isinstance(r, dict) and (e := r.get("error"))
+    }
     for e in sorted(errors):
         out.append(f"- FAILED: {e}")
+    out = ["", *out] if out else out
     if "big" in extra:
+        out = out or [""]
         big = extra["big"]
         for key in ("empty", "big"):
             d = big.get(key, {}).get("detail")
