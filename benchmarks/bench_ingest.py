@@ -565,6 +565,7 @@ class CpuMeter:
         except OSError:
             return self
         self.load_start = os.getloadavg()
+        self.wall0 = time.perf_counter()
         self.times0 = os.times()
         self.pg0 = self._postgres()
         self.seen = dict(self.pg0)
@@ -584,7 +585,12 @@ class CpuMeter:
         bench_s = sum(t[:4]) - sum(self.times0[:4])
         spent = benchstats.cpu_seconds_by_kind(self.pg0, self.seen)
         self.share = benchstats.cpu_share(
-            delta, self.ticks, bench_s, spent.get("ours", 0), spent.get("server", 0)
+            delta,
+            time.perf_counter() - self.wall0,
+            self.ticks,
+            bench_s,
+            spent.get("ours", 0),
+            spent.get("server", 0),
         )
         self.load_end = os.getloadavg()
 

@@ -147,7 +147,7 @@ def backend_kind(cmdline: str, database: str) -> str | None:
 class CpuShare:
     """How the machine's CPU time was spent while the benchmark ran, as shares of all of it."""
 
-    seconds: float
+    seconds: float  # wall-clock time the run took
     steal: float
     idle: float
     bench: float  # this benchmark's processes (parent and every finished child)
@@ -166,6 +166,7 @@ class CpuShare:
 
 def cpu_share(
     delta: CpuTimes,
+    wall_s: float,
     clock_ticks: int,
     bench_s: float,
     backends_ticks: int,
@@ -173,10 +174,12 @@ def cpu_share(
 ) -> CpuShare:
     """Split the machine's CPU time during the run into ours, PostgreSQL's and other people's.
 
-    `delta` is /proc/stat after minus before; `bench_s` the CPU seconds of the benchmark's own
-    process tree (os.times(), children included); `backends_ticks` and `server_ticks` the CPU of
-    the PostgreSQL processes. 'others' is what remains of the busy time; it is clamped at zero
-    because the samples of short-lived backends can overlap the tree's own accounting slightly.
+    `delta` is /proc/stat after minus before (every core's ticks: 2 cores count 2 ticks of CPU
+    per tick of the clock), `wall_s` how long that was; `bench_s` the CPU seconds of the
+    benchmark's own process tree (os.times(), children included); `backends_ticks` and
+    `server_ticks` the CPU of the PostgreSQL processes. 'others' is what remains of the busy
+    time; it is clamped at zero because the samples of short-lived backends can overlap the
+    tree's own accounting slightly.
     """
     total = delta.total
     if total <= 0:
@@ -184,7 +187,7 @@ def cpu_share(
     bench = bench_s * clock_ticks
     others = max(0.0, delta.busy - bench - backends_ticks - server_ticks)
     return CpuShare(
-        seconds=total / clock_ticks,
+        seconds=wall_s,
         steal=delta.steal / total,
         idle=(delta.idle + delta.iowait) / total,
         bench=bench / total,

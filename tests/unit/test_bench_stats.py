@@ -152,8 +152,8 @@ def test_cpu_share_splits_the_machine_into_steal_ours_postgres_and_others():
     # steal 100. Busy 600 = the benchmark's 2.0 s (200 ticks) + its backends 100 + the server's
     # background 50 + others 250.
     delta = bs.CpuTimes(500, 0, 100, 280, 20, 0, 0, 100)
-    share = bs.cpu_share(delta, 100, bench_s=2.0, backends_ticks=100, server_ticks=50)
-    assert share.seconds == 10.0
+    share = bs.cpu_share(delta, 5.0, 100, bench_s=2.0, backends_ticks=100, server_ticks=50)
+    assert share.seconds == 5.0
     assert share.steal == pytest.approx(0.10)
     assert share.idle == pytest.approx(0.30)
     assert share.bench == pytest.approx(0.20)
@@ -163,7 +163,7 @@ def test_cpu_share_splits_the_machine_into_steal_ours_postgres_and_others():
     assert "CPU steal 10.0%" in share.text()
     assert "CPU used by other processes 25.0%" in share.text()
     # Overlapping samples never make "others" negative.
-    assert bs.cpu_share(delta, 100, 6.0, 100, 50).others == 0.0
+    assert bs.cpu_share(delta, 5.0, 100, 6.0, 100, 50).others == 0.0
 
 
 def test_cpu_times_subtract_field_by_field():
