@@ -47,6 +47,7 @@ import re
 import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -786,6 +787,10 @@ def main() -> int:
     args.scale_rows = scale_rows
     args.command = command_line()
     args.started = datetime.now(UTC)
+    args.commit = code_commit()  # now: a commit made while the benchmark runs is not what it ran
+    args.interrupted = False
+    # SIGTERM too ends the run with a report of the runs that finished (see KeyboardInterrupt).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -818,6 +823,10 @@ def main() -> int:
         if "scale" in steps:
             extra["scale"] = run_scale(args, pg, work)
             pg.drop_schemas()
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGINT to the parent): report what finished rather than nothing.
+        args.interrupted = True
+        print("# interrupted: the report shows the runs that finished", flush=True)
     finally:
         meter.stop()
         pg_versions = versions(pg, _dlt_version(reps))
@@ -836,7 +845,8 @@ def main() -> int:
                     "reps": args.reps,
                     "command": args.command,
                     "started": args.started.isoformat(),
-                    "commit": code_commit(),
+                    "commit": args.commit,
+                    "interrupted": args.interrupted,
                     "machine": pg_versions,
                     "cpu": meter.share.__dict__ if meter.share else None,
                     "results": reps,
@@ -980,8 +990,11 @@ def report(args, reps: dict, extra: dict, machine_text: str, meter: CpuMeter) ->
         out.append("## Ingest benchmark: peak RSS against file size")
     out.append("")
     out.append(
-        f"Run {args.started:%Y-%m-%d %H:%M} UTC with `{args.command}`, code at {code_commit()}."
+        f"Run {args.started:%Y-%m-%d %H:%M} UTC with `{args.command}`, code at {args.commit}."
     )
+    if args.interrupted:
+        out.append("")
+        out.append("**Interrupted**: only the runs that finished are shown.")
     out.append("")
     out.append(f"Machine: {machine_text}; {meter.text()}.")
     out.append("")
