@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) > 1:
         base = results[0]["seconds"]
         for r in results[1:]:
-            print(f"{r['workers']} workers against {results[0]['workers']}: {base / r['seconds']:.2f}x")
+            print(
+                f"{r['workers']} workers against {results[0]['workers']}: "
+                f"{base / r['seconds']:.2f}x as fast"
+            )
     return 0 if all(r["state"] == "success" and r["applied"] == r["files"] for r in results) else 1
 
 

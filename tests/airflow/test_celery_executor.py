@@ -36,6 +36,7 @@ failure (PostgreSQL's rule is the scheduler test's). Every wait is bounded.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import uuid
@@ -78,6 +79,7 @@ REDIS_URL = os.environ.get("CONVERSIONS_TEST_REDIS_URL") or "redis://127.0.0.1:6
 WORKERS = ("w1", "w2")
 N_FILES, POOL, SEED = 40, 10, 20261203
 CONCURRENCY = 2  # task slots per worker; the machine has 2 cores
+WORKER_CELERY_CONFIG = {"worker_disable_prefetch": True, "imports": ["pipeline.airflow.steps"]}
 HEARTBEAT_TIMEOUT = 20  # seconds without a heartbeat before a running task is failed
 
 STARTUP_TIMEOUT = 180
@@ -187,9 +189,15 @@ class CeleryDeployment(Deployment):
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "3600",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-            # Each worker imports the engine once, at start: its tasks (forked) skip the
-            # seconds of importing pandas and pandera (README, "Several machines").
-            "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": '{"imports": ["pipeline.airflow.steps"]}',
+            # A task's calls to the execution API wait up to 30 s (default 5, five tries): on a
+            # loaded machine the api-server was seen to take longer, and a claim_files task
+            # that cannot start fails the run (it has no retries).
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
+            # README, "Several machines": a worker takes a task only when a slot is free (else
+            # a killed worker's prefetched tasks wait for the visibility timeout, seen: one
+            # file stuck queued), and imports the engine once, at start (its forked tasks skip
+            # the seconds of importing pandas and pandera).
+            "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps(WORKER_CELERY_CONFIG),
             "CONVERSIONS_HOME": home,
             "CONVERSIONS_CONFIG": str(config),
         }
