@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--files", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=2, help="task slots per worker")
+    parser.add_argument("--concurrency", type=int, default=1, help="task slots per worker")
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("CONVERSIONS_TEST_POSTGRES_URL")
