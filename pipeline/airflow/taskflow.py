@@ -43,11 +43,23 @@ log = logging.getLogger(__name__)
 
 
 def ready_asset() -> Asset:
-    """The asset a sender's ``_READY`` marker in the inbox updates (see conversions_file_drop).
+    """The asset whose events wake the file-drop DAG (see conversions_file_drop).
+
+    Its watcher is chosen by configuration: the sender's ``_READY`` marker in the inbox (the
+    standard provider's ``DirectoryFileDeleteTrigger``; the default), or, when
+    ``CONVERSIONS_WAKEUP_SQS_QUEUE`` names an SQS queue, the bucket's event notifications on
+    that queue (the amazon provider's ``SqsSensorTrigger``). Either is a wake-up only: the run
+    scans the inbox and takes what is waiting, so a lost or duplicated event loses nothing.
 
     Called when the file-drop DAG is parsed, so it imports only what names the inbox (no
-    pandas, no warehouse); the standard provider's trigger is only needed by that DAG.
+    pandas, no warehouse); the triggers' providers are only needed by that DAG.
     """
+    queue = (os.environ.get("CONVERSIONS_WAKEUP_SQS_QUEUE") or "").strip()
+    watcher = _bucket_notification_watcher(queue) if queue else _ready_marker_watcher()
+    return Asset("conversions_inbox_ready", watchers=[watcher])
+
+
+def _ready_marker_watcher() -> AssetWatcher:
     from airflow.providers.standard.triggers.file import DirectoryFileDeleteTrigger
 
     from pipeline import datadir, runtime
@@ -57,10 +69,32 @@ def ready_asset() -> Asset:
         filename=datadir.READY_MARKER,
         poke_interval=READY_POKE_SECONDS,
     )
-    return Asset(
-        "conversions_inbox_ready",
-        watchers=[AssetWatcher(name="conversions_ready_marker", trigger=trigger)],
+    return AssetWatcher(name="conversions_ready_marker", trigger=trigger)
+
+
+def _bucket_notification_watcher(queue: str) -> AssetWatcher:
+    """A watcher on the SQS queue that the bucket's ``s3:ObjectCreated:*`` notifications for
+    the inbox prefix go to (README, "Event-driven runs from a bucket")."""
+    if not queue.startswith(("https://", "http://")):
+        raise ValueError(
+            f"CONVERSIONS_WAKEUP_SQS_QUEUE must be the queue's URL "
+            f"(https://sqs.<region>.amazonaws.com/<account>/<name>), not {queue!r}"
+        )
+    try:
+        from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
+    except ImportError as exc:
+        raise RuntimeError(
+            "CONVERSIONS_WAKEUP_SQS_QUEUE is set, but the amazon provider is not installed: "
+            "pip install 'apache-airflow-providers-amazon[aiobotocore]' (or unset it to wake "
+            f"on the inbox's _READY marker): {exc}"
+        ) from exc
+    trigger = SqsSensorTrigger(
+        sqs_queue=queue,
+        aws_conn_id=os.environ.get("CONVERSIONS_WAKEUP_AWS_CONN_ID") or "aws_default",
+        max_messages=10,  # SQS's most per call; a burst of uploads is one event
+        waiter_delay=max(1, round(READY_POKE_SECONDS)),
     )
+    return AssetWatcher(name="conversions_bucket_notification", trigger=trigger)
 
 
 def warehouse_url() -> str | None:

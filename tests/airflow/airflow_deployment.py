@@ -276,12 +276,14 @@ class Deployment:
             )
         return done
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        """Start `airflow ARGS` as component ``name``; ``env`` adds to (or overrides) its
+        environment (per-worker settings)."""
         log = self.tmp / f"{name}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [str(AIRFLOW), *args],
-                env=self.env,
+                env=self.env | (env or {}),
                 cwd=self.tmp,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

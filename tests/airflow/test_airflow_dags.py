@@ -208,6 +208,48 @@ def test_the_schedule_is_configurable(airflow_db, monkeypatch):
         importlib.reload(pipeline.airflow.taskflow)
 
 
+def test_a_queue_url_makes_bucket_notifications_the_wake_up_and_bad_values_are_named(
+    airflow_db, tmp_path, monkeypatch
+):
+    """CONVERSIONS_WAKEUP_SQS_QUEUE swaps the _READY watcher for one on the bucket's
+    notification queue (the amazon provider's SqsSensorTrigger, an event trigger Airflow 3.3
+    accepts in an AssetWatcher); without the provider, or with a value that is not a queue URL,
+    parsing stops with an error that says what to do, never a silent fall-back to the marker."""
+    from airflow.sdk import AssetWatcher
+
+    from pipeline.airflow import taskflow
+
+    monkeypatch.setenv("CONVERSIONS_HOME", str(tmp_path / "data"))
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/conversions-inbox"
+    monkeypatch.setenv("CONVERSIONS_WAKEUP_SQS_QUEUE", url)
+    monkeypatch.setenv("CONVERSIONS_WAKEUP_AWS_CONN_ID", "inbox_aws")
+    try:
+        from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
+    except ImportError:  # this branch's environment: the provider comes with object storage
+        with pytest.raises(RuntimeError, match=r"apache-airflow-providers-amazon\[aiobotocore\]"):
+            taskflow.ready_asset()
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(REPO / "dags" / "conversions_file_drop.py"))
+        [error] = bag.import_errors.values()  # the DAG shows the reason in the UI
+        assert "CONVERSIONS_WAKEUP_SQS_QUEUE" in error
+    else:
+        [watcher] = taskflow.ready_asset().watchers
+        assert isinstance(watcher, AssetWatcher)
+        assert isinstance(watcher.trigger, SqsSensorTrigger)
+        _, kwargs = watcher.trigger.serialize()
+        assert (kwargs["sqs_queue"], kwargs["aws_conn_id"]) == (url, "inbox_aws")
+
+    monkeypatch.setenv("CONVERSIONS_WAKEUP_SQS_QUEUE", "conversions-inbox")
+    with pytest.raises(ValueError, match="must be the queue's URL"):
+        taskflow.ready_asset()
+
+    monkeypatch.setenv("CONVERSIONS_WAKEUP_SQS_QUEUE", "  ")  # empty: the marker, as before
+    [watcher] = taskflow.ready_asset().watchers
+    assert watcher.trigger.filename == "_READY"
+    assert watcher.trigger.directory == str(tmp_path / "data" / "inbox")
+
+
 # --- conversions_inbox --------------------------------------------------------------------------
 
 

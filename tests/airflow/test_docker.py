@@ -118,8 +118,18 @@ def _postgres_service(services: dict[str, dict[str, Any]]) -> str:
     return names[0]
 
 
+def _celery_workers(services: dict[str, dict[str, Any]]) -> list[str]:
+    """The services running `airflow celery worker` (the `celery` profile)."""
+    return [n for n, s in services.items() if _command_words(s)[:2] in (["celery", "worker"],
+            ["airflow", "celery"])]  # fmt: skip
+
+
 def _airflow_services(services: dict[str, dict[str, Any]]) -> list[str]:
-    return [_service_running(services, c) for c in AIRFLOW_COMMANDS] + [_init_service(services)]
+    return [
+        *(_service_running(services, c) for c in AIRFLOW_COMMANDS),
+        _init_service(services),
+        *_celery_workers(services),
+    ]
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:
@@ -397,7 +407,7 @@ def test_warehouse_connection_reaches_the_database_the_init_script_creates(servi
         )
         assert rendered.startswith("postgresql+psycopg://"), rendered
     scheduler = services[_service_running(services, "scheduler")]
-    assert _environment(scheduler)["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert _environment(scheduler)["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # by default
 
 
 def test_execution_api_url_points_at_the_api_server(services):
@@ -483,3 +493,71 @@ def test_the_warehouse_settings_are_real_and_the_readme_gives_each_one(services)
         engine.dispose()
     assert set(known) == set(settings), f"unknown to PostgreSQL: {set(settings) - set(known)}"
     assert "internal" not in known.values(), known
+
+
+# --- the `celery` profile ----------------------------------------------------------------------
+
+
+def _option(words: list[str], *names: str) -> str | None:
+    for i, word in enumerate(words):
+        if word in names:
+            return words[i + 1]
+        for name in names:
+            if word.startswith(name + "="):
+                return word.split("=", 1)[1]
+    return None
+
+
+def test_celery_profile_has_redis_and_two_workers_with_their_own_names(services):
+    workers = _celery_workers(services)
+    assert len(workers) == 2, f"expected two celery workers, got {workers}"
+    [redis] = [n for n, s in services.items() if str(s.get("image", "")).split(":")[0] == "redis"]
+    tag = services[redis]["image"].partition(":")[2]
+    assert re.match(r"\d+", tag), "pin Redis at least at its major version, never latest"
+    assert services[redis].get("healthcheck", {}).get("test"), "redis has no healthcheck"
+    # Only the profile starts them: the default stack (LocalExecutor) stays as it was.
+    for name in [*workers, redis]:
+        assert services[name].get("profiles") == ["celery"], name
+    for name, service in services.items():
+        if name not in (*workers, redis):
+            assert not service.get("profiles"), f"{name} should run in every profile"
+    hostnames = [_option(_command_words(services[w]), "-H", "--celery-hostname") for w in workers]
+    assert all(hostnames) and len(set(hostnames)) == 2, f"worker node names {hostnames}"
+    for worker in workers:
+        depends = services[worker].get("depends_on") or {}
+        assert depends.get(redis, {}).get("condition") == "service_healthy", worker
+        assert depends.get(_init_service(services), {}).get("condition") == (
+            "service_completed_successfully"
+        ), worker
+        node = _option(_command_words(services[worker]), "-H", "--celery-hostname")
+        ping = " ".join(services[worker]["healthcheck"]["test"])
+        assert node.split("@")[0] + "@" in ping, f"{worker}: the healthcheck pings another node"
+
+
+def test_celery_broker_is_redis_and_results_go_to_the_metadata_database(services):
+    [redis] = [n for n, s in services.items() if str(s.get("image", "")).split(":")[0] == "redis"]
+    postgres = _postgres_service(services)
+    for name in _airflow_services(services):
+        env = _environment(services[name])
+        broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+        assert (broker.scheme, broker.hostname, broker.port or 6379) == ("redis", redis, 6379)
+        backend = env["AIRFLOW__CELERY__RESULT_BACKEND"]
+        assert backend.startswith("db+postgresql"), f"{name}: results on PostgreSQL: {backend}"
+        assert backend.removeprefix("db+") == env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
+        assert urlsplit(backend.removeprefix("db+")).hostname == postgres
+        # Longer than any task, or Redis hands a running task to a second worker.
+        timeout = int(env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"])
+        assert timeout >= 3600, name
+
+
+def test_the_executor_is_chosen_by_one_variable_local_by_default():
+    raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    for name, service in raw["services"].items():
+        env = service.get("environment") or {}
+        if "AIRFLOW__CORE__EXECUTOR" in env:
+            assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}", name
+    text_ = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert (
+        "AIRFLOW_EXECUTOR=CeleryExecutor docker compose -f docker/compose.yaml --profile celery"
+        in text_
+    )

@@ -1,0 +1,424 @@
+"""The DAGs on the CeleryExecutor: two workers apply each of 40 files exactly once, and the files
+of a worker killed mid-run are finished by the other.
+
+A real deployment on this machine: `airflow api-server`, `scheduler`, `dag-processor`,
+`triggerer` and two `airflow celery worker` processes (`-H w1@…`, `-H w2@…`; their task
+instances record `w1` and `w2` as host names through `[core] hostname_callable`), metadata and
+Celery results in a fresh PostgreSQL database, Redis at 127.0.0.1:6379 as the broker with a
+database number and a queue name of the test's own (nothing else on the machine takes its tasks,
+and it takes nobody's). The sender drops 40 files of three offer sources (the concurrency test's
+generator: the order of one offer source's files shows in its export) and `inbox/_READY`;
+`conversions_file_drop` claims them and runs a `process_file` per file, spread over the workers.
+
+While the workers are busy, worker 1 is killed with SIGKILL, with its whole process tree (the
+task processes too): no shutdown, no rollback, claims and task instances left as they were. The
+scheduler fails the tasks it held once their heartbeat stops (`task_instance_heartbeat_timeout`,
+20 s here: the lease), their retries run on worker 2, take the claims over and finish the files.
+
+What must hold, derived independently of the code under test:
+
+* each file applied exactly once: one `applied` ledger row per dropped file (content hashes
+  worked out here), each original in the archive once with its bytes, inbox, `processing/`
+  (claims) and quarantine empty;
+* per offer source, the warehouse equals some serial order: the ledger's commit order replayed
+  file by file into a fresh warehouse gives the same export and the same outcome counts (as in
+  `tests/guarantees/test_concurrency.py`, whose checks are reused);
+* both workers applied files (worker 1 is killed once it has finished one); every task worker
+  1 held when it died failed its try and succeeded on a later try on worker 2, started after
+  the kill.
+
+The data directory is one parameter (`data_directory`): the local folder now, both workers on
+this machine seeing the same one. An object-storage inbox is another value of it.
+
+Needs `CONVERSIONS_TEST_POSTGRES_URL` and Redis (`CONVERSIONS_TEST_REDIS_URL`, default
+redis://127.0.0.1:6379/11). Either missing: skipped, except under `CI`, where Redis missing is a
+failure (PostgreSQL's rule is the scheduler test's). Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from pipeline import config as config_module
+from tests.airflow.airflow_deployment import (
+    POSTGRES_URL,
+    Deployment,
+    _tail,
+    databases,  # noqa: F401  (a fixture)
+    sigterm_unwinds,  # noqa: F401  (a fixture)
+)
+from tests.guarantees.test_concurrency import (
+    SOURCES,
+    Dropped,
+    assert_each_file_applied_once,
+    counts_by_hash,
+    drop_all,
+    exported,
+    ledger,
+    ledger_order,
+    make_files,
+    serial_exports,
+    write_config,
+)
+from tests.helpers import postgres_schema_url
+
+DAG_ID = "conversions_file_drop"
+REDIS_URL = os.environ.get("CONVERSIONS_TEST_REDIS_URL") or "redis://127.0.0.1:6379/11"
+WORKERS = ("w1", "w2")
+N_FILES, POOL, SEED = 40, 10, 20261203
+# One task slot per worker (two in all on this 2-core machine): a worker then holds exactly the
+# task it runs. With two slots, a task the worker had received but not yet started (its task
+# instance still `queued`) was seen to wait for the scheduler's `task_queued_timeout` after the
+# kill, since nothing else tells Airflow that it is gone.
+CONCURRENCY = 1
+WORKER_CELERY_CONFIG = {"worker_disable_prefetch": True, "imports": ["pipeline.airflow.steps"]}
+HEARTBEAT_TIMEOUT = 20  # seconds without a heartbeat before a running task is failed
+
+STARTUP_TIMEOUT = 180
+KILL_TIMEOUT = 300  # marker dropped -> worker 1 finished a file and runs another
+# The kill -> the run finished: heartbeat timeout + retry delay (30 s) + the rest of the files on
+# one worker. A quiet machine needs about a minute; a loaded one (load 10 on 2 cores) measured 4.
+RUN_TIMEOUT = 480
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not POSTGRES_URL, reason="CONVERSIONS_TEST_POSTGRES_URL is not set"),
+]
+
+
+# --- Redis -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[str]:
+    """The broker URL; skipped without Redis, a failure under CI. Removes the test's queue."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis does not answer at {REDIS_URL}: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield REDIS_URL
+    finally:
+        client.close()
+
+
+def _drop_queue(queue: str) -> None:
+    """Remove what this test left on the broker: its queue and its binding (by name only)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        client.delete(queue, f"_kombu.binding.{queue}")
+    finally:
+        client.close()
+
+
+# --- the data directory (one parameter) ------------------------------------------------------
+
+
+@dataclass
+class LocalDataDirectory:
+    """The data directory as a local folder that every worker sees (here: the same machine)."""
+
+    home: Path
+
+    @property
+    def setting(self) -> str:
+        """The value of CONVERSIONS_HOME for every component."""
+        return str(self.home)
+
+    def prepare(self) -> None:
+        (self.home / "inbox").mkdir(parents=True)  # the watched folder exists before the DAG
+
+    def drop(self, files: Sequence[Dropped]) -> None:
+        drop_all(self.home, files)
+
+    def wake(self) -> None:
+        (self.home / "inbox" / "_READY").touch()
+
+    def assert_each_file_applied_once(self, rows: list[dict], files: Sequence[Dropped]) -> None:
+        assert_each_file_applied_once(self.home, rows, files)
+
+
+@pytest.fixture(params=["local"])
+def data_directory(request: pytest.FixtureRequest, tmp_path: Path) -> LocalDataDirectory:
+    if request.param == "local":
+        return LocalDataDirectory(tmp_path / "datadir")
+    raise AssertionError(request.param)  # an object-storage inbox goes here
+
+
+# --- the deployment ----------------------------------------------------------------------------
+
+
+class CeleryDeployment(Deployment):
+    """The scheduler test's deployment with the CeleryExecutor and named workers."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        metadata_url: str,
+        warehouse_url: str,
+        broker_url: str,
+        home: str,
+        config: Path,
+    ):
+        super().__init__(tmp, metadata_url, warehouse_url)
+        self.queue = f"conversions-test-{uuid.uuid4().hex[:12]}"
+        self.env |= {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": broker_url,
+            # Results in the metadata database (psycopg 3: `db+postgresql+psycopg`).
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_url,
+            # Every task goes to this queue, and the workers read only it.
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CONCURRENCY),
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "3600",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+            # The bound for a task lost between the broker and its start (see CONCURRENCY):
+            # requeued after this long (twice at most, spending no try). Longer than the
+            # backlog takes to drain, or waiting tasks are requeued too.
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+            # A task's calls to the execution API wait up to 30 s (default 5, five tries): on a
+            # loaded machine the api-server was seen to take longer, and a claim_files task
+            # that cannot start fails the run (it has no retries).
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
+            # README, "Several machines": a worker takes a task only when a slot is free (else
+            # a killed worker's prefetched tasks wait for the visibility timeout, seen: one
+            # file stuck queued), and imports the engine once, at start (its forked tasks skip
+            # the seconds of importing pandas and pandera).
+            "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps(WORKER_CELERY_CONFIG),
+            "CONVERSIONS_HOME": home,
+            "CONVERSIONS_CONFIG": str(config),
+        }
+        self.home = Path(home)
+
+    def start_worker(self, name: str) -> None:
+        self.start(
+            name,
+            *("celery", "worker", "--queues", self.queue, "--concurrency", str(CONCURRENCY)),
+            *("--celery-hostname", f"{name}@%h", "--skip-serve-logs"),
+            *("--without-mingle", "--without-gossip"),
+            env={
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.airflow.worker_hostname.name",
+                "CONVERSIONS_TEST_WORKER_HOSTNAME": name,
+            },
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL component ``name`` and every process under it, at once: a machine lost."""
+        [component] = [c for c in self.components if c.name == name]
+        component.remember_children()
+        with suppress(ProcessLookupError):
+            os.killpg(component.proc.pid, signal.SIGKILL)
+        for child in component.seen.values():
+            with suppress(psutil.NoSuchProcess):
+                child.kill()
+        component.proc.wait(timeout=10)
+        self.components.remove(component)  # not a failure from now on (wait_for checks)
+        self.killed = component
+
+    def diagnostics(self) -> str:
+        """Component logs, task states, the logs of tasks that did not succeed (40 files' logs
+        in full would bury them) and what is left in the data directory's claims."""
+        parts = [
+            f"===== {c.name} (rc {c.proc.poll()}) =====\n{_tail(c.log, 40)}"
+            for c in self.components
+        ]
+        if getattr(self, "killed", None):
+            parts.append(f"===== killed {self.killed.name} =====\n{_tail(self.killed.log, 40)}")
+        try:
+            tis = self.task_instances()
+            parts.append("===== process_file =====\n" + _table(tis, self.tries()))
+            others = self.query(
+                "SELECT task_id, map_index, state, try_number, hostname FROM task_instance "
+                "WHERE dag_id = :d AND task_id != 'process_file'",
+                d=DAG_ID,
+            )
+            parts.append(f"===== other tasks: {others}")
+            parts.append(f"===== runs: {self.query('SELECT run_id, state FROM dag_run')}")
+            unfinished = {ti.map_index for ti in tis if ti.state != "success"}
+        except Exception as exc:
+            parts.append(f"===== metadata database unreadable: {exc!r}")
+            unfinished = set()
+        logs = self.airflow_home / "logs"
+        for task_log in sorted(logs.glob(f"dag_id={DAG_ID}/**/task_id=process_file/*/*.log")):
+            if int(task_log.parent.name.removeprefix("map_index=")) in unfinished:
+                parts.append(f"===== {task_log.relative_to(logs)} =====\n{_tail(task_log, 25)}")
+        claims = sorted(str(p.relative_to(self.home)) for p in self.home.glob("processing/*/*"))
+        parts.append(f"===== claims left: {claims}")
+        return "\n".join(parts)
+
+    def task_instances(self, task_id: str = "process_file") -> list[Any]:
+        return self.query(
+            "SELECT map_index, rendered_map_index, state, try_number, hostname, start_date "
+            "FROM task_instance WHERE dag_id = :d AND task_id = :t ORDER BY map_index",
+            d=DAG_ID,
+            t=task_id,
+        )
+
+    def tries(self) -> list[Any]:
+        """Every finished earlier try of process_file (Airflow moves them to the history)."""
+        return self.query(
+            "SELECT map_index, state, try_number, hostname FROM task_instance_history "
+            "WHERE dag_id = :d AND task_id = 'process_file' ORDER BY map_index, try_number",
+            d=DAG_ID,
+        )
+
+
+@contextmanager
+def _deployment(
+    tmp: Path, urls: dict[str, str], broker: str, data: LocalDataDirectory, config: Path
+) -> Iterator[CeleryDeployment]:
+    d = CeleryDeployment(tmp, urls["metadata"], urls["warehouse"], broker, data.setting, config)
+    try:
+        yield d
+    finally:
+        d.stop()
+        _drop_queue(d.queue)
+
+
+def _start(d: CeleryDeployment, workers: Sequence[str]) -> None:
+    d.cli("db", "migrate", timeout=300)
+    d.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(d.api_port))
+    d.start("scheduler", "scheduler")
+    d.start("dag-processor", "dag-processor")
+    d.start("triggerer", "triggerer")
+    for name in workers:
+        d.start_worker(name)
+    d.wait_for("the api-server to answer", d.api_healthy, STARTUP_TIMEOUT)
+    d.wait_for(
+        f"{DAG_ID} to be parsed",
+        lambda: d.query("SELECT 1 FROM dag WHERE dag_id = :d AND NOT is_stale", d=DAG_ID),
+        STARTUP_TIMEOUT,
+    )
+    d.cli("dags", "unpause", DAG_ID)
+    d.wait_for(
+        "the _READY watcher's trigger to run in the triggerer",
+        lambda: d.query(
+            "SELECT 1 FROM trigger WHERE classpath LIKE '%DirectoryFileDeleteTrigger' "
+            "AND triggerer_id IS NOT NULL"
+        ),
+        STARTUP_TIMEOUT,
+    )
+    for name in workers:  # each worker has said it is ready (Celery's own line)
+        log = d.tmp / f"{name}.log"
+        d.wait_for(
+            f"celery worker {name} to be ready",
+            lambda log=log: " ready." in log.read_text(errors="replace"),
+            STARTUP_TIMEOUT,
+        )
+
+
+def _run_state(d: CeleryDeployment) -> str | None:
+    runs = d.query("SELECT state FROM dag_run WHERE dag_id = :d", d=DAG_ID)
+    assert len(runs) <= 1, runs
+    return runs[0].state if runs and runs[0].state in ("success", "failed") else None
+
+
+# --- the test ----------------------------------------------------------------------------------
+
+
+def test_two_celery_workers_apply_each_file_once_and_finish_a_killed_workers_files(
+    tmp_path: Path,
+    databases: dict[str, str],  # noqa: F811
+    redis_broker: str,
+    data_directory: LocalDataDirectory,
+) -> None:
+    config_path = write_config(tmp_path / "cfg")
+    config = config_module.load(config_path)
+    files = make_files(tmp_path / "originals", SEED, N_FILES, POOL)
+    data_directory.prepare()
+
+    with _deployment(tmp_path, databases, redis_broker, data_directory, config_path) as d:
+        _start(d, WORKERS)
+
+        data_directory.drop(files)  # the sender: temp names renamed, then the marker
+        data_directory.wake()
+
+        # Worker 1 dies while it holds files: once it has finished one file (both workers
+        # share the batch) and is running at least one more.
+        def busy_after_one_file() -> bool:
+            mine = [ti.state for ti in d.task_instances() if ti.hostname == "w1"]
+            return "success" in mine and "running" in mine
+
+        d.wait_for("worker w1 to finish a file and run another", busy_after_one_file, KILL_TIMEOUT)
+        d.kill("w1")
+        killed_at = datetime.now(UTC)
+        # What it held: its tasks still marked running (nothing changes them until the
+        # heartbeat timeout, seconds away); those that had finished are not in it.
+        held = {
+            ti.map_index: ti
+            for ti in d.task_instances()
+            if ti.state == "running" and ti.hostname == "w1"
+        }
+        assert held, "worker 1 finished its tasks before it was killed: nothing to recover"
+
+        d.wait_for("the run to finish", lambda: _run_state(d), RUN_TIMEOUT)
+        assert _run_state(d) == "success", d.diagnostics()
+        tis = d.task_instances()
+        earlier = d.tries()
+
+    # Every file applied exactly once, archived once, no claim left, nothing quarantined.
+    rows = ledger(databases["warehouse"])
+    data_directory.assert_each_file_applied_once(rows, files)
+
+    # Per offer source, some serial order: the ledger's, replayed into a fresh warehouse.
+    order = ledger_order(rows, files)
+    assert sorted(order) == sorted(SOURCES)
+    with contextmanager(postgres_schema_url)() as serial_url:
+        serial = serial_exports(serial_url, config, order, tmp_path / "serial-reports")
+        assert counts_by_hash(ledger(serial_url)) == counts_by_hash(rows)
+    for source in SOURCES:
+        assert exported(databases["warehouse"], config, source) == serial[source], source
+
+    # One process_file per file, all succeeded in the end; both workers did some.
+    assert len(tis) == N_FILES
+    assert sorted(ti.rendered_map_index for ti in tis) == sorted(
+        f"{f.source}/{f.name}" for f in files
+    )
+    assert Counter(ti.state for ti in tis) == {"success": N_FILES}, _table(tis, earlier)
+    assert {ti.hostname for ti in tis} == set(WORKERS), _table(tis, earlier)
+
+    # Each task worker 1 held when it died: that try failed (no heartbeat), a later one
+    # succeeded on worker 2, started after the kill. Its file was applied once (above).
+    for map_index, was in held.items():
+        now = next(ti for ti in tis if ti.map_index == map_index)
+        assert now.hostname == "w2", _table(tis, earlier)
+        assert now.try_number > was.try_number, _table(tis, earlier)
+        assert now.start_date > killed_at, _table(tis, earlier)
+        dead = [t for t in earlier if t.map_index == map_index and t.try_number == was.try_number]
+        assert [t.hostname for t in dead] == ["w1"], _table(tis, earlier)
+        assert dead[0].state in ("failed", "up_for_retry"), _table(tis, earlier)
+    print(
+        f"\n[celery e2e] worker 1 held {len(held)} task(s) when killed: "
+        f"{sorted(ti.rendered_map_index for ti in tis if ti.map_index in held)}"
+    )
+
+
+def _table(tis: list[Any], earlier: list[Any]) -> str:
+    lines = [f"{t.map_index} {t.rendered_map_index} {t.state} try {t.try_number} on {t.hostname}"
+             for t in tis]  # fmt: skip
+    lines += [
+        f"earlier: {t.map_index} {t.state} try {t.try_number} on {t.hostname}" for t in earlier
+    ]
+    return "\n".join(lines)
