@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from pipeline.core.vocabulary import APPLIED, DUPLICATE_FILE, QUARANTINED
+from pipeline.warehouse import claims
 from pipeline.warehouse.schema import ingested_files, now
 
 
@@ -91,7 +92,10 @@ def record_file(conn: Connection, **values: Any) -> int:
     """Insert a file's ledger row (`processed_at` defaults to now); returns its file id."""
     values.setdefault("processed_at", now())
     result = conn.execute(ingested_files.insert().values(**values))
-    return int(result.inserted_primary_key[0])
+    file_id = int(result.inserted_primary_key[0])
+    if values.get("claim_id"):  # a claim held in the warehouse is done in this transaction
+        claims.finish(conn, values["claim_id"], file_id)
+    return file_id
 
 
 def finish_file(conn: Connection, file_id: int, **values: Any) -> None:
