@@ -99,7 +99,8 @@ def take(
     with engine.begin() as conn:
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         statement = insert(inbox_claims).values(**values).on_conflict_do_nothing()
-        if conn.execute(statement).rowcount == 1:
+        # RETURNING says whether this insert won (rowcount is not reliable after ON CONFLICT).
+        if conn.execute(statement.returning(_c.claim_id)).first() is not None:
             return _get(conn, claim_id)
         returned = conn.execute(
             update(inbox_claims)
@@ -111,8 +112,9 @@ def take(
                 _c.state == RETURNED,
             )
             .values(_owner(claim_id, lease, hand_off))
-        )
-        return _get(conn, claim_id) if returned.rowcount == 1 else None
+            .returning(_c.claim_id)
+        ).first()
+        return _get(conn, claim_id) if returned is not None else None
 
 
 def adopt(
@@ -132,8 +134,9 @@ def adopt(
                 _owner(new_id, lease, hand_off)
                 | {"adopted_from": " ".join((*row.adopted_from, row.claim_id))}
             )
-        )
-        return _get(conn, new_id) if changed.rowcount == 1 else None
+            .returning(_c.claim_id)
+        ).first()
+        return _get(conn, new_id) if changed is not None else None
 
 
 def stale(engine: Engine, store: str, at: datetime | None = None) -> list[ClaimRow]:

@@ -45,7 +45,7 @@ def _indexes(engine, table: str) -> set[str]:
 
 
 def test_a_new_warehouse_gets_every_version(engine):
-    assert _versions(engine) == [1, 2, 3]
+    assert _versions(engine) == [1, 2, 3, 4]
     assert "ix_ingested_files_received" in _indexes(engine, "ingested_files")
     assert "ix_conversions_key" in _indexes(engine, "conversions")
 
@@ -101,7 +101,8 @@ def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_u
 
     upgraded = warehouse.connect(warehouse_url)
     try:
-        assert _versions(upgraded) == [1, 2, 3]
+        assert _versions(upgraded) == [1, 2, 3, 4]
+        assert "inbox_claims" in inspect(upgraded).get_table_names()  # version 4
         assert "ix_ingested_files_received" in _indexes(upgraded, "ingested_files")
         columns = {c["name"] for c in inspect(upgraded).get_columns("ingested_files")}
         assert "original_file_id" in columns  # version 3
@@ -110,7 +111,7 @@ def test_a_version_1_warehouse_is_upgraded_in_place_keeping_its_data(warehouse_u
         assert (row["click_id"], row["payout"]) == ("c1", 12_340_000)
         # Opening it again is a no-op, not a second upgrade.
         warehouse.upgrade(upgraded)
-        assert _versions(upgraded) == [1, 2, 3]
+        assert _versions(upgraded) == [1, 2, 3, 4]
     finally:
         upgraded.dispose()
 
