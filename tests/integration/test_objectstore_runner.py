@@ -184,3 +184,45 @@ def test_a_sender_replacing_a_returned_file_makes_it_received_anew(ctx, monkeypa
     assert applied.state == "applied"
     assert datetime.fromisoformat(applied.received_at) >= before  # not the old claim's time
     assert claim_rows(ctx) == []  # the old bytes' returned row went with them
+
+
+def test_hostile_keys_are_quarantined_or_left_and_nothing_is_lost(ctx, caplog):
+    """What a sender can put in a bucket that no folder holds: keys with ``..`` or an empty
+    segment, a "folder" marker, and the usual strays. Every object ends up applied, quarantined
+    or still in the inbox, untouched (an unsafe key: a warning names it): none disappears."""
+    dropped = {
+        "maxbounty/../escape.csv": CLICKBANK,  # S3 keeps ".." as two characters of a key
+        "maxbounty//double.csv": CLICKBANK,
+        "maxbounty/": b"",  # a console's "create folder"
+        "maxbounty/.hidden.csv": CLICKBANK,  # hidden: ignored, as on a disk
+        "maxbounty/upload.csv.partial": CLICKBANK,  # still uploading: ignored
+        "maxbounty/claim.json": CLICKBANK,  # the local backend's record name: only a name here
+        "maxbounty/empty.csv": b"",
+        "clickbank/ünï cödé.csv": CLICKBANK,
+        "stray.csv": CLICKBANK,  # at the inbox root
+    }
+    for key, content in dropped.items():
+        put(ctx, key, content)
+    results = {r.name: r.state for r in runner.run_inbox(ctx)}
+    assert results == {
+        "claim.json": "applied",  # the local backend's record name: here only a name
+        "empty.csv": "quarantined",
+        "ünï cödé.csv": "applied",
+        "stray.csv": "quarantined",
+    }
+    left = sorted(objects(ctx, "inbox"))
+    assert left == sorted(
+        [
+            "maxbounty/../escape.csv",
+            "maxbounty//double.csv",
+            "maxbounty/",
+            "maxbounty/.hidden.csv",
+            "maxbounty/upload.csv.partial",
+        ]
+    )
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    # (s3fs's listing leaves a key with a ".." segment out altogether: untouched, not named)
+    assert "maxbounty//double.csv" in warned and "maxbounty/'" in warned
+    filed = [k for k in objects(ctx, "quarantine") if not k.endswith(".reason.json")]
+    assert sorted(k.rsplit("_", 1)[-1] for k in filed) == ["empty.csv", "stray.csv"]
+    assert claim_rows(ctx) == []
