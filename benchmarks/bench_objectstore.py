@@ -101,11 +101,11 @@ def main() -> int:
         child(json.loads(args.child))
         return 0
 
+    import logging
+
     import boto3
     import generate
     from moto.server import ThreadedMotoServer
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's request log
     work = Path(tempfile.mkdtemp(prefix="bench-objectstore-"))
