@@ -226,3 +226,34 @@ def test_hostile_keys_are_quarantined_or_left_and_nothing_is_lost(ctx, caplog):
     filed = [k for k in objects(ctx, "quarantine") if not k.endswith(".reason.json")]
     assert sorted(k.rsplit("_", 1)[-1] for k in filed) == ["empty.csv", "stray.csv"]
     assert claim_rows(ctx) == []
+
+
+def test_an_airflow_connection_in_the_url_gives_the_credentials(
+    s3_home, moto_endpoint, engine, monkeypatch
+):
+    """Inside Airflow: ``s3://<conn_id>@bucket/prefix`` goes through ObjectStoragePath and the
+    connection (here from ``AIRFLOW_CONN_<ID>``), with no AWS variable in the environment."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    extra = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
+    connection = {"conn_type": "aws", "login": "test", "password": "test", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_MOTO_TEST", json.dumps(connection))
+    url = s3_home.replace("s3://", "s3://moto_test@")
+    ctx = Context(make_config(), engine, ObjectStoreDataDir(url, engine))
+    bucket, prefix = bucket_of(ctx)
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_endpoint, aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/inbox/clickbank/c.csv", Body=CLICKBANK.encode())
+    [result] = runner.run_inbox(ctx)
+    assert result.state == "applied"
+    assert result.summary_path.startswith(f"{url}/reports/")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")["Contents"]
+    keys = sorted(item["Key"][len(prefix) + 1 :].split("/", 2)[0] for item in listed)
+    # the file and its sidecar; its reports; the inbox empty
+    assert keys.count("archive") == 2 and set(keys) == {"archive", "reports"}
+
+
+def test_credentials_in_the_url_are_refused(engine):
+    with pytest.raises(ValueError, match="credentials do not go in the data directory URL"):
+        ObjectStoreDataDir("s3://AKIAEXAMPLE:secret@bucket/prefix", engine)
