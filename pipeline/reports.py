@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.datadir.layout import AtomicFile, json_bytes, write_atomic
+from pipeline.datadir.layout import AtomicFile, as_path, json_bytes, write_atomic
 from pipeline.reader import is_report_column
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -81,7 +81,7 @@ class RejectionReport:
     def __init__(
         self, path: Path, header_names: Sequence[str], delimiter: str, origin: bool = False
     ):
-        self.path = Path(path)
+        self.path = as_path(path)
         self.columns: tuple[str, ...] = (
             "line",
             *(("original_line",) if origin else ()),  # a re-dropped report: the first file's
@@ -172,8 +172,8 @@ def write_duplicates(path: Path, rows: pd.DataFrame, delimiter: str) -> Path:
     out = io.StringIO()
     csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(DUPLICATES_COLUMNS)
     cells.to_csv(out, sep=delimiter, header=False, index=False, lineterminator="\r\n")
-    write_atomic(Path(path), out.getvalue().encode("utf-8-sig"))
-    return Path(path)
+    write_atomic(as_path(path), out.getvalue().encode("utf-8-sig"))
+    return as_path(path)
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:
@@ -182,7 +182,7 @@ def write_summary(path: Path, summary: Mapping[str, Any]) -> Path:
     Datetimes become ISO 8601 strings and Decimals strings (exact money, never a float);
     numpy scalars (pandas counts) become plain numbers.
     """
-    path = Path(path)
+    path = as_path(path)
     write_atomic(path, json_bytes(summary, default=_to_json))
     return path
 

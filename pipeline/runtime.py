@@ -4,12 +4,17 @@ The CLI takes flags first; Airflow tasks take the ``conversions_warehouse`` conn
 After that both fall back the same way: environment, then config, then an SQLite file in the
 data directory, so a file processed by ``conversions inbox`` and one processed by the DAG land in
 the same warehouse when nothing says otherwise.
+
+The data directory may be object storage (``CONVERSIONS_HOME=s3://bucket/prefix``; see
+`pipeline.datadir.objectstore`): its claims live in the warehouse, which then cannot default to
+an SQLite file in the data directory and must be named.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 
 from pipeline.context import Context
 from pipeline.datadir import LocalDataDir
+from pipeline.datadir.layout import is_url
 from pipeline.shutdown import Stop
 
 if TYPE_CHECKING:
@@ -37,9 +43,11 @@ LIBPQ_EXTRAS = frozenset(
 )
 
 
-def resolve_home(arg: str | None, default: str | Path = "var") -> Path:
-    """--home, else $CONVERSIONS_HOME, else ``default`` (``./var`` for the CLI)."""
-    return Path(arg or os.environ.get("CONVERSIONS_HOME") or default).resolve()
+def resolve_home(arg: str | None, default: str | Path = "var") -> Path | str:
+    """--home, else $CONVERSIONS_HOME, else ``default`` (``./var`` for the CLI): a folder, or
+    an object storage URL (``s3://[conn_id@]bucket/prefix``), kept as the string it is."""
+    home = arg or os.environ.get("CONVERSIONS_HOME") or default
+    return str(home) if is_url(home) else Path(home).resolve()
 
 
 def resolve_config_path(arg: str | None, default: str | Path = "conversions.toml") -> Path:
@@ -47,7 +55,7 @@ def resolve_config_path(arg: str | None, default: str | Path = "conversions.toml
     return Path(arg or os.environ.get("CONVERSIONS_CONFIG") or default)
 
 
-def resolve_warehouse_url(arg: str | None, config: Config | None, home: Path) -> str:
+def resolve_warehouse_url(arg: str | None, config: Config | None, home: Path | str) -> str:
     """The given URL, then $CONVERSIONS_WAREHOUSE_URL, then the config, then SQLite in home."""
     return (
         arg
@@ -57,29 +65,60 @@ def resolve_warehouse_url(arg: str | None, config: Config | None, home: Path) ->
     )
 
 
-def default_warehouse_url(home: Path) -> str:
+def default_warehouse_url(home: Path | str) -> str:
+    if isinstance(home, str):
+        raise ValueError(
+            f"the data directory {home} is object storage, where an SQLite warehouse cannot "
+            "live (and where claims are warehouse rows every worker must share): set "
+            "CONVERSIONS_WAREHOUSE_URL, --warehouse, settings.warehouse_url or, in Airflow, the "
+            "conversions_warehouse connection"
+        )
     return f"sqlite:///{home / 'warehouse.db'}"
 
 
-def open_context(config: Config, home: Path, url: str) -> Context:
+def claim_lease() -> timedelta:
+    """How long an object storage claim is trusted without its owner being seen alive:
+    $CONVERSIONS_CLAIM_LEASE_SECONDS, else 6 hours. Longer than any file takes, since a claim
+    past its lease is adopted by another worker."""
+    from pipeline.datadir.objectstore import DEFAULT_LEASE
+
+    raw = os.environ.get("CONVERSIONS_CLAIM_LEASE_SECONDS")
+    if raw is None or raw == "":
+        return DEFAULT_LEASE
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise ValueError(f"CONVERSIONS_CLAIM_LEASE_SECONDS must be a positive number, got {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def open_context(config: Config, home: Path | str, url: str) -> Context:
     """Connect (creating or upgrading the schema) and bundle what a run needs."""
     from pipeline import warehouse  # here, not at the top: a DAG file's parse needs none of it
 
-    if url == default_warehouse_url(home):  # the default: a fresh home has no folder yet
+    if isinstance(home, Path) and url == default_warehouse_url(home):  # a fresh home's default
         home.mkdir(parents=True, exist_ok=True)
-    return Context(
-        config,
-        warehouse.connect(url, lock_timeout_s=config.settings.lock_timeout_seconds),
-        LocalDataDir(home),
-        Stop(config.settings.shutdown_grace_seconds),
+    from pipeline.datadir.objectstore import ObjectStoreDataDir  # with its fsspec, when used
+
+    engine = warehouse.connect(url, lock_timeout_s=config.settings.lock_timeout_seconds)
+    datadir = (
+        ObjectStoreDataDir(home, engine, lease=claim_lease())
+        if isinstance(home, str)
+        else LocalDataDir(home)
     )
+    return Context(config, engine, datadir, Stop(config.settings.shutdown_grace_seconds))
 
 
-def airflow_home() -> Path:
+def airflow_home() -> Path | str:
     """The data directory of Airflow tasks: $CONVERSIONS_HOME, else ``$AIRFLOW_HOME/conversions``
     (a worker's working directory means nothing)."""
-    airflow = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
-    return resolve_home(None, airflow / "conversions")
+    return resolve_home(None, _airflow_folder() / "conversions")
+
+
+def _airflow_folder() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
 
 
 def airflow_context(warehouse_url: str | None = None) -> Context:
@@ -90,7 +129,8 @@ def airflow_context(warehouse_url: str | None = None) -> Context:
     from pipeline.config import load  # as above: only a task's body loads the config
 
     home = airflow_home()
-    config = load(resolve_config_path(None, home / "conversions.toml"))
+    local = home if isinstance(home, Path) else _airflow_folder() / "conversions"
+    config = load(resolve_config_path(None, local / "conversions.toml"))
     return open_context(config, home, resolve_warehouse_url(warehouse_url, config, home))
 
 

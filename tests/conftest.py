@@ -68,3 +68,47 @@ def engine(warehouse_url: str):
 @pytest.fixture
 def config() -> config_module.Config:
     return make_config()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 API on loopback (moto's server on a free port), for the whole session.
+
+    The standard AWS environment points at it (``AWS_ENDPOINT_URL`` and test credentials), as
+    a user's shell would for MinIO: the object-storage data directory reads nothing else.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield endpoint
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
+
+
+@pytest.fixture
+def s3_home(moto_endpoint: str) -> str:
+    """``s3://<a new bucket>/home``: an empty object-storage data directory of its own."""
+    import uuid
+
+    import boto3
+
+    bucket = f"conversions-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/home"

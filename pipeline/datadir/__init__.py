@@ -8,8 +8,12 @@ Everything under ``$CONVERSIONS_HOME`` is named by this package and by nothing e
 - ``filing``: archive or quarantine a processed file, list the archive, remove leftover partials.
 
 The runner and the Airflow tasks reach it through the ``DataDir`` interface below, so a second
-storage backend (object storage, where claims cannot be renames) implements that interface and
-nothing above it changes. ``LocalDataDir`` is the local file system's implementation.
+storage backend implements that interface and nothing above it changes. ``LocalDataDir`` is the
+local file system's implementation (rename claims); ``objectstore.ObjectStoreDataDir`` is object
+storage's (``s3://``: claims are warehouse rows, the claimed bytes are spooled to a local file).
+Where a local data directory gives a ``Path`` (``reports``, what filing returns), object
+storage gives a universal-pathlib path of the store (``layout.is_remote``), which the report
+writers write through. ``objectstore`` is imported only where it is used (runtime), with fsspec.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class DataDir(Protocol):
 
     @property
     def reports(self) -> Path:
-        """The folder of rejection reports and summaries."""
+        """The folder of rejection reports and summaries (on object storage, its UPath)."""
         ...
 
     def ensure(self, offer_sources: Iterable[str] = ()) -> None:

@@ -79,6 +79,9 @@ class Waiting:
     seen: tuple[int, int] | None = None
     # The duplicate mode of its folder (``inbox/<offer_source>/<mode>/``), or None.
     mode: str | None = None
+    # On object storage: the object's (ETag, size), which with its key is the identity a
+    # claim holds (``objectstore``); None on a local disk.
+    version: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,17 @@ recognise it: change a prefix or the partial token here and recovery follows.
 
 Files appear complete or not at all: they are written to ``<name>.<token>.partial`` beside the
 final name, fsynced and renamed into place (``write_atomic``, ``AtomicFile``).
+
+Reports may also live on object storage (a data directory at an ``s3://`` URL): a report path is
+then a universal-pathlib path (``UPath``, Airflow's ``ObjectStoragePath``) rather than a
+``pathlib.Path`` (``is_remote``), and the same functions write it through its fsspec file
+system. An object appears whole or not at all when its upload completes, so there a partial is
+an object of its own, copied to its final name on commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +27,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 from pipeline.core.vocabulary import NAME_PATTERN
@@ -106,6 +113,22 @@ class Layout:
 # --- names ---------------------------------------------------------------------------------
 
 
+def is_remote(path: Any) -> bool:
+    """Whether ``path`` is on object storage (a ``UPath`` with its fsspec file system)."""
+    return not isinstance(path, PurePath) and hasattr(path, "fs") and hasattr(path, "path")
+
+
+def is_url(home: object) -> bool:
+    """Whether a data directory setting names object storage (``scheme://...``, not a file)."""
+    text = str(home)
+    return "://" in text and not text.startswith(("file://", "local://"))
+
+
+def as_path(path: Any) -> Any:
+    """``path`` as a path object: an object-storage path as it is, anything else a ``Path``."""
+    return path if is_remote(path) else Path(path)
+
+
 def day(moment: datetime) -> str:
     """The UTC day folder of a received time: ``2026-03-08``."""
     return moment.astimezone(UTC).date().isoformat()
@@ -154,8 +177,9 @@ def report_paths(
     if received_at.tzinfo is None:
         raise ValueError("received_at must be timezone-aware")
     check_hash(content_hash)
-    folder = Path(reports_dir) / day(received_at)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = as_path(reports_dir) / day(received_at)
+    if not is_remote(folder):  # object storage has no folders to make
+        folder.mkdir(parents=True, exist_ok=True)
     base = report_prefix(original_name, content_hash)
     return folder / f"{base}{_REPORT_SUFFIX[1:]}", folder / f"{base}{_SUMMARY_SUFFIX[1:]}"
 
@@ -164,8 +188,8 @@ def duplicates_path(report_path: Path) -> Path:
     """The list of a result's ignored duplicates, beside its rejection report:
     ``<stem>.<hash12>[.<tag>].duplicates.csv``. Not a report to fix and drop back in (its rows
     were applied as the mode says), so it is named apart and has no `reason_code` column."""
-    name = Path(report_path).name.removesuffix(_REPORT_SUFFIX)
-    return Path(report_path).with_name(f"{name}{_DUPLICATES_SUFFIX}")
+    name = as_path(report_path).name.removesuffix(_REPORT_SUFFIX)
+    return as_path(report_path).with_name(f"{name}{_DUPLICATES_SUFFIX}")
 
 
 def report_prefix(original_name: str, content_hash: str) -> str:
@@ -244,8 +268,13 @@ class AtomicFile:
     """
 
     def __init__(self, path: Path, encoding: str = "utf-8"):
-        self.path = Path(path)
+        self.path = as_path(path)
         self._partial = partial_path(self.path)
+        if is_remote(self.path):  # an object: invisible until its upload completes on close
+            self._file = self._partial.fs.open(
+                self._partial.path, "w", encoding=encoding, newline=""
+            )
+            return
         fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         # Open for as long as the writer writes; closed by commit or discard.
         self._file: IO[str] | None = open(fd, "w", encoding=encoding, newline="")  # noqa: SIM115
@@ -259,10 +288,14 @@ class AtomicFile:
     def commit(self, path: Path | None = None) -> Path:
         """Make the file visible under its final name (or ``path``, in the same folder)."""
         if path is not None:
-            if Path(path).parent != self.path.parent:
+            if as_path(path).parent != self.path.parent:
                 raise ValueError(f"{path}: a file is committed in the folder it was written in")
-            self.path = Path(path)
+            self.path = as_path(path)
         file, self._file = self.file, None
+        if is_remote(self.path):
+            file.close()  # the partial object is complete; a server-side copy names it
+            self.path.fs.mv(self._partial.path, self.path.path)
+            return self.path
         with file:
             file.flush()
             os.fsync(file.fileno())
@@ -274,11 +307,20 @@ class AtomicFile:
         if self._file is not None:
             file, self._file = self._file, None
             file.close()
+        if is_remote(self._partial):
+            with contextlib.suppress(FileNotFoundError):
+                self._partial.fs.rm(self._partial.path)
+            return
         self._partial.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: a partial file beside it, fsync, rename over it."""
+    """Write a file whole or not at all: a partial file beside it, fsync, rename over it.
+
+    An object is written with one PUT, which is whole or nothing already."""
+    if is_remote(path):
+        path.fs.pipe_file(path.path, data)
+        return
     partial = partial_path(path)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from pipeline.core.vocabulary import APPLIED, DRY_RUN, DUPLICATE_FILE, QUARANTINED
+from pipeline.warehouse import claims
 from pipeline.warehouse.schema import ingested_files, now, page_uploads
 
 
@@ -108,6 +109,8 @@ def record_file(conn: Connection, **values: Any) -> int:
             .where(page_uploads.c.upload_id == upload_id)
             .values(file_id=file_id)
         )
+    if values.get("claim_id"):  # a claim held in the warehouse is done in this transaction
+        claims.finish(conn, values["claim_id"], file_id)
     return file_id
 
 

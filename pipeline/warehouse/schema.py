@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -48,7 +49,7 @@ from pipeline.core.model import DEFAULT_LOCK_TIMEOUT_SECONDS
 from pipeline.core.money import format_micros, parse_decimal
 from pipeline.core.vocabulary import MUTABLE_FIELDS, OUTCOMES
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how `UTCDateTime` stores a time on SQLite
 # "No bound" on SQLite, whose busy timeout 0 means "do not wait at all": about 24 days, in ms.
 _SQLITE_FOREVER_MS = 2**31 - 1
@@ -295,12 +296,45 @@ def _v5(conn: Connection) -> None:
 # PostgreSQL and SQLite, so a failed upgrade leaves the old version intact). A warehouse made
 # by an older tool is upgraded in place when `connect` opens it. When the schema changes, add a
 # step here and keep earlier steps producing exactly the shape they shipped with.
+# Version 4: claims of files on object storage, where a claim cannot be a rename (see
+# `claims`). In a MetaData of its own so that `_v1` keeps creating exactly what version 1 had.
+claims_metadata = MetaData()
+inbox_claims = Table(
+    "inbox_claims",
+    claims_metadata,
+    Column("claim_id", String(32), primary_key=True),
+    Column("store", Text, nullable=False),  # the data directory's location (a URL)
+    Column("object_key", Text, nullable=False),  # inbox-relative: "maxbounty/a.csv"
+    Column("etag", Text, nullable=False),  # the object's ETag (or version id)
+    Column("size", BigInteger, nullable=False),
+    Column("offer_source", String(64)),
+    Column("kind", String(16), nullable=False),
+    Column("mode", String(32)),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime, nullable=False),
+    Column("handed_off_until", UTCDateTime),  # not adopted before, though its claimer exited
+    Column("state", String(16), nullable=False),  # "claimed", or "returned" to the inbox
+    Column("owner_host", Text, nullable=False),
+    Column("owner_pid", Integer, nullable=False),
+    Column("adopted_from", Text, nullable=False),  # earlier claim ids, oldest first, spaced
+    Column("file_id", _ID),  # the ledger row that finished it, in the same transaction
+    UniqueConstraint("store", "object_key", "etag", "size", name="uq_inbox_claims_object"),
+    Index("ix_inbox_claims_lease", "store", "lease_until"),
+)
+
+
+def _v6(conn: Connection) -> None:
+    claims_metadata.create_all(conn, checkfirst=True)
+
+
 MIGRATIONS = [
     (1, "conversions, conversion_history, ingested_files, rejected_rows", _v1),
     (2, "index ingested_files by received_at for replays", _v2),
     (3, "ingested_files.original_file_id: a re-dropped report's original file", _v3),
     (4, "conversions and conversion_history: file references checked per file, not per row", _v4),
     (5, "ingested_files.uploaded_by and page_uploads: who sent a file through the page", _v5),
+    (6, "inbox_claims: claims of files on object storage", _v6),
 ]
 
 

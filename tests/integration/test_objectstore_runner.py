@@ -1,0 +1,259 @@
+"""The inbox runner on an object-storage data directory: a real S3 API (moto's server on
+loopback) and a real warehouse (SQLite and PostgreSQL), whose ``inbox_claims`` holds the claims.
+
+The same pass as `test_runner`'s first test, read back from the bucket with boto3 (not through
+the code under test): what is applied, archived, quarantined, reported, and that nothing is left
+claimed. Expectations are worked out by hand from the files written here, as there.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from sqlalchemy import select
+
+from pipeline import export, runner, warehouse
+from pipeline.context import Context
+from pipeline.datadir.objectstore import ObjectStoreDataDir
+from tests.helpers import make_config
+
+MAXBOUNTY = (
+    "click_id,payout,conversion_time\n"
+    "m1,5.00,2026-07-01 14:00:00\n"  # 18:00Z (New York, GMT-4 in July)
+    "m2,x,2026-07-01 15:00:00\n"  # line 3: invalid payout
+)
+CLICKBANK = "click_id,payout,conversion_time\nc1,7.25,2026-07-01 10:00:00\n"  # a UTC file
+STATUS = "click_id,status\nm1,declined\n"
+
+
+@pytest.fixture
+def ctx(s3_home, engine) -> Context:
+    return Context(make_config(), engine, ObjectStoreDataDir(s3_home, engine))
+
+
+def bucket_of(ctx: Context) -> tuple[str, str]:
+    bucket, prefix = ctx.datadir.base.split("/", 1)
+    return bucket, prefix
+
+
+def put(ctx: Context, relative: str, content: str | bytes) -> None:
+    bucket, prefix = bucket_of(ctx)
+    data = content.encode() if isinstance(content, str) else content
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/inbox/{relative}", Body=data)
+
+
+def objects(ctx: Context, folder: str) -> dict[str, bytes]:
+    """Every object under ``<prefix>/<folder>/``, by its key below that, with its bytes."""
+    bucket, prefix = bucket_of(ctx)
+    s3 = boto3.client("s3")
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{prefix}/{folder}/"
+    ):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            found[key[len(f"{prefix}/{folder}/") :]] = body
+    return found
+
+
+def claim_rows(ctx: Context) -> list[dict]:
+    with ctx.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(warehouse.schema.inbox_claims)).mappings()]
+
+
+def sha256(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def test_a_pass_applies_archives_and_reports_in_the_bucket(ctx):
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    put(ctx, "maxbounty/status/s.csv", STATUS)
+    put(ctx, "clickbank/c.csv", CLICKBANK)
+    put(ctx, "nosuch/x.csv", CLICKBANK)  # no such offer source: quarantined, nothing applied
+    results = runner.run_inbox(ctx)
+
+    assert [(r.offer_source, r.name, r.state) for r in results] == [
+        (None, "x.csv", "quarantined"),
+        ("clickbank", "c.csv", "applied"),
+        ("maxbounty", "a.csv", "applied"),
+        ("maxbounty", "s.csv", "applied"),
+    ]
+    data = export.frame(ctx.engine, ctx.config)
+    assert sorted(
+        (r.offer_source, r.click_id, r.status, r.payout, r.converted_at) for r in data.itertuples()
+    ) == [
+        ("clickbank", "c1", "approved", "7.25", "2026-07-01T10:00:00Z"),
+        ("maxbounty", "m1", "declined", "5.00", "2026-07-01T18:00:00Z"),
+    ]
+    assert objects(ctx, "inbox") == {}
+    assert claim_rows(ctx) == []  # every claim ended with its file's filing
+    day = results[1].received_at[:10]
+    archive = objects(ctx, "archive")
+    assert sorted(archive) == sorted(
+        [
+            f"{day}/clickbank/conversions/{sha256(CLICKBANK)[:16]}_c.csv",
+            f"{day}/clickbank/conversions/{sha256(CLICKBANK)[:16]}_c.csv.json",
+            f"{day}/maxbounty/conversions/{sha256(MAXBOUNTY)[:16]}_a.csv",
+            f"{day}/maxbounty/conversions/{sha256(MAXBOUNTY)[:16]}_a.csv.json",
+            f"{day}/maxbounty/status/{sha256(STATUS)[:16]}_s.csv",
+            f"{day}/maxbounty/status/{sha256(STATUS)[:16]}_s.csv.json",
+        ]
+    )
+    assert archive[f"{day}/maxbounty/conversions/{sha256(MAXBOUNTY)[:16]}_a.csv"] == (
+        MAXBOUNTY.encode()
+    )
+    sidecar = json.loads(
+        archive[f"{day}/maxbounty/conversions/{sha256(MAXBOUNTY)[:16]}_a.csv.json"]
+    )
+    assert (sidecar["relative"], sidecar["content_hash"]) == ("maxbounty/a.csv", sha256(MAXBOUNTY))
+    assert sidecar["received_at"] == results[2].received_at
+    quarantine = objects(ctx, "quarantine")
+    [reason_key] = [k for k in quarantine if k.endswith(".reason.json")]
+    assert reason_key.startswith(f"{day}/_unknown/")
+    assert json.loads(quarantine[reason_key])["code"] == "unknown_offer_source"
+    assert quarantine[reason_key.removesuffix(".reason.json")] == CLICKBANK.encode()
+
+    # The rejection report of a.csv is in the bucket, with line 3 and its reason.
+    reports = objects(ctx, "reports")
+    a_report = results[2].report_path
+    assert a_report.startswith(f"{ctx.datadir.location}/reports/{day}/a.")
+    rows = list(
+        csv.reader(io.StringIO(reports[a_report.split("/reports/", 1)[1]].decode("utf-8-sig")))
+    )
+    assert [row[:3] for row in rows[1:]] == [["3", "m2", "x"]]  # line, then its cells
+    summary = json.loads(reports[results[2].summary_path.split("/reports/", 1)[1]])
+    assert (summary["state"], summary["outcomes"]["rejected"]) == ("applied", 1)
+    assert not [k for k in [*archive, *reports, *quarantine] if k.endswith(".partial")]
+    # The ledger names the reports where they are.
+    with ctx.engine.connect() as conn:
+        paths = conn.execute(select(warehouse.ingested_files.c.summary_path)).scalars().all()
+    assert all(p.startswith(f"{ctx.datadir.location}/reports/") for p in paths)
+
+
+def test_the_same_bytes_dropped_again_are_a_duplicate_and_a_new_upload_is_a_new_file(ctx):
+    put(ctx, "clickbank/c.csv", CLICKBANK)
+    [first] = runner.run_inbox(ctx)
+    put(ctx, "clickbank/c.csv", CLICKBANK)  # the same key, the same bytes: an identity again
+    [again] = runner.run_inbox(ctx)
+    changed = CLICKBANK.replace("7.25", "8.50")
+    put(ctx, "clickbank/c.csv", changed)  # the same key, new bytes: applied (edit mode)
+    [third] = runner.run_inbox(ctx)
+    assert (first.state, again.state, third.state) == ("applied", "duplicate_file", "applied")
+    data = export.frame(ctx.engine, ctx.config)
+    assert [(r.click_id, r.payout) for r in data.itertuples()] == [("c1", "8.50")]
+    assert objects(ctx, "inbox") == {} and claim_rows(ctx) == []
+
+
+def test_a_warehouse_failure_puts_the_file_back_with_its_received_time(ctx, monkeypatch):
+    put(ctx, "clickbank/c.csv", CLICKBANK)
+    real = runner.ingest_file
+
+    def down(*args, **kwargs):
+        raise warehouse.WarehouseError("the warehouse is down (test)")
+
+    monkeypatch.setattr(runner, "ingest_file", down)
+    [failed] = runner.run_inbox(ctx)
+    assert failed.state == "failed" and "put back in the inbox" in failed.detail
+    assert list(objects(ctx, "inbox")) == ["clickbank/c.csv"]  # never left it
+    [returned] = claim_rows(ctx)
+    assert returned["state"] == "returned"
+    monkeypatch.setattr(runner, "ingest_file", real)
+    [applied] = runner.run_inbox(ctx)
+    assert applied.state == "applied"
+    assert applied.received_at == returned["received_at"].astimezone(UTC).isoformat()
+    assert objects(ctx, "inbox") == {} and claim_rows(ctx) == []
+
+
+def test_a_sender_replacing_a_returned_file_makes_it_received_anew(ctx, monkeypatch):
+    put(ctx, "clickbank/c.csv", CLICKBANK)
+    monkeypatch.setattr(
+        runner, "ingest_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full (test)"))
+    )
+    runner.run_inbox(ctx)
+    monkeypatch.undo()
+    put(ctx, "clickbank/c.csv", CLICKBANK.replace("7.25", "9.00"))
+    before = datetime.now(UTC).replace(microsecond=0)
+    [applied] = runner.run_inbox(ctx)
+    assert applied.state == "applied"
+    assert datetime.fromisoformat(applied.received_at) >= before  # not the old claim's time
+    assert claim_rows(ctx) == []  # the old bytes' returned row went with them
+
+
+def test_hostile_keys_are_quarantined_or_left_and_nothing_is_lost(ctx, caplog):
+    """What a sender can put in a bucket that no folder holds: keys with ``..`` or an empty
+    segment, a "folder" marker, and the usual strays. Every object ends up applied, quarantined
+    or still in the inbox, untouched (an unsafe key: a warning names it): none disappears."""
+    dropped = {
+        "maxbounty/../escape.csv": CLICKBANK,  # S3 keeps ".." as two characters of a key
+        "maxbounty//double.csv": CLICKBANK,
+        "maxbounty/": b"",  # a console's "create folder"
+        "maxbounty/.hidden.csv": CLICKBANK,  # hidden: ignored, as on a disk
+        "maxbounty/upload.csv.partial": CLICKBANK,  # still uploading: ignored
+        "maxbounty/claim.json": CLICKBANK,  # the local backend's record name: only a name here
+        "maxbounty/empty.csv": b"",
+        "clickbank/ünï cödé.csv": CLICKBANK,
+        "stray.csv": CLICKBANK,  # at the inbox root
+    }
+    for key, content in dropped.items():
+        put(ctx, key, content)
+    results = {r.name: r.state for r in runner.run_inbox(ctx)}
+    assert results == {
+        "claim.json": "applied",  # the local backend's record name: here only a name
+        "empty.csv": "quarantined",
+        "ünï cödé.csv": "applied",
+        "stray.csv": "quarantined",
+    }
+    left = sorted(objects(ctx, "inbox"))
+    assert left == sorted(
+        [
+            "maxbounty/../escape.csv",
+            "maxbounty//double.csv",
+            "maxbounty/",
+            "maxbounty/.hidden.csv",
+            "maxbounty/upload.csv.partial",
+        ]
+    )
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    # (s3fs's listing leaves a key with a ".." segment out altogether: untouched, not named)
+    assert "maxbounty//double.csv" in warned and "maxbounty/'" in warned
+    filed = [k for k in objects(ctx, "quarantine") if not k.endswith(".reason.json")]
+    assert sorted(k.rsplit("_", 1)[-1] for k in filed) == ["empty.csv", "stray.csv"]
+    assert claim_rows(ctx) == []
+
+
+def test_an_airflow_connection_in_the_url_gives_the_credentials(
+    s3_home, moto_endpoint, engine, monkeypatch
+):
+    """Inside Airflow: ``s3://<conn_id>@bucket/prefix`` goes through ObjectStoragePath and the
+    connection (here from ``AIRFLOW_CONN_<ID>``), with no AWS variable in the environment."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    extra = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
+    connection = {"conn_type": "aws", "login": "test", "password": "test", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_MOTO_TEST", json.dumps(connection))
+    url = s3_home.replace("s3://", "s3://moto_test@")
+    ctx = Context(make_config(), engine, ObjectStoreDataDir(url, engine))
+    bucket, prefix = bucket_of(ctx)
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_endpoint, aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/inbox/clickbank/c.csv", Body=CLICKBANK.encode())
+    [result] = runner.run_inbox(ctx)
+    assert result.state == "applied"
+    assert result.summary_path.startswith(f"{url}/reports/")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")["Contents"]
+    keys = sorted(item["Key"][len(prefix) + 1 :].split("/", 2)[0] for item in listed)
+    # the file and its sidecar; its reports; the inbox empty
+    assert keys.count("archive") == 2 and set(keys) == {"archive", "reports"}
+
+
+def test_credentials_in_the_url_are_refused(engine):
+    with pytest.raises(ValueError, match="credentials do not go in the data directory URL"):
+        ObjectStoreDataDir("s3://AKIAEXAMPLE:secret@bucket/prefix", engine)
