@@ -181,7 +181,14 @@ class CeleryDeployment(Deployment):
         home: str,
         config: Path,
     ):
-        super().__init__(tmp, metadata_url, warehouse_url)
+        super().__init__(
+            tmp,
+            metadata_url,
+            warehouse_url,
+            config_text=config.read_text(encoding="utf-8"),
+            offer_source=SOURCES[0],
+            dag_id=DAG_ID,
+        )
         self.queue = f"conversions-test-{uuid.uuid4().hex[:12]}"
         self.env |= {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
