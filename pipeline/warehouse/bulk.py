@@ -156,7 +156,8 @@ def read(
         cursor.close()
 
 
-SPOOL_BLOCK_BYTES = 8 << 20  # how much of a spooled result is parsed at a time
+SPOOL_BLOCK_BYTES = 4 << 20  # how much of a spooled result is parsed at a time (~50k rows)
+_SPOOL_FETCH_ROWS = 20_000  # SQLite: rows are Python tuples until written out, so few at a time
 
 
 def spool(
@@ -185,7 +186,7 @@ def spool(
                 for data in copy:
                     out.write(data)
         else:
-            for frame in read(conn, sql, params, columns, COPY_BLOCK_ROWS):
+            for frame in read(conn, sql, params, columns, _SPOOL_FETCH_ROWS):
                 out.write(_csv_block(frame, kinds))
         out.seek(0)
     except BaseException:
