@@ -19,7 +19,7 @@ import hashlib
 import mimetypes
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -428,15 +428,15 @@ def add(
     lines: Annotated[str, Form()],
 ):
     source = _offer_source(ctx, offer_source)
-    try:
-        data = forms.added_conversions(lines)
-    except forms.FormError as exc:
-        return _render(
-            request, "add.html", user, 422, **_form_defaults(ctx), text=lines, error=str(exc)
-        )
-    name = _typed_name("added", user)
-    upload_id = _deliver_bytes(ctx, user, data, (source, "conversions", None, name))
-    return RedirectResponse(_url(request, f"follow/{upload_id}"), status_code=303)
+    return _typed_file(
+        request,
+        ctx,
+        user,
+        "add.html",
+        lines,
+        lambda: forms.added_conversions(lines),
+        (source, "conversions", "added"),
+    )
 
 
 @app.get("/status", response_class=HTMLResponse)
@@ -457,14 +457,36 @@ def status(
     source = _offer_source(ctx, offer_source)
     if status not in STATUSES:
         raise HTTPException(422, f"unknown status {status!r} (one of: {', '.join(STATUSES)})")
+    return _typed_file(
+        request,
+        ctx,
+        user,
+        "status.html",
+        lines,
+        lambda: forms.status_updates(lines, status),
+        (source, "status", f"status-{status}"),
+    )
+
+
+def _typed_file(
+    request: Request,
+    ctx: Context,
+    user: Any,
+    template: str,
+    lines: str,
+    make: Callable[[], bytes],
+    target: tuple[str, str, str],
+):
+    """Lines typed into a form -> a CSV file in the inbox, followed like an upload; a line the
+    form cannot read shows the form again with the text kept and the reason (422)."""
+    source, kind, what = target
     try:
-        data = forms.status_updates(lines, status)
+        data = make()
     except forms.FormError as exc:
         return _render(
-            request, "status.html", user, 422, **_form_defaults(ctx), text=lines, error=str(exc)
+            request, template, user, 422, **_form_defaults(ctx), text=lines, error=str(exc)
         )
-    name = _typed_name(f"status-{status}", user)
-    upload_id = _deliver_bytes(ctx, user, data, (source, "status", None, name))
+    upload_id = _deliver_bytes(ctx, user, data, (source, kind, None, _typed_name(what, user)))
     return RedirectResponse(_url(request, f"follow/{upload_id}"), status_code=303)
 
 
