@@ -113,19 +113,17 @@ def resolve(
     """
     r = rows.sort_values("line", kind="stable").reset_index(drop=True)
     r["key_event"] = key_event(r)
-    ex = existing.rename(columns={c: f"ex_{c}" for c in ["conversion_id", *_FIELDS]})
-    r = r.merge(ex, on=KEY, how="left", validate="many_to_one")
-    r["n_existing"] = r["n_existing"].fillna(0).astype("int64")
+    key, found = _key_codes(r, existing)  # one integer per duplicate key; its existing row
+    r = _with_existing(r, existing, found)
     exists = r["n_existing"].to_numpy() > 0
     has_payout = r["payout"].notna().to_numpy()
     line = r["line"].to_numpy()
 
-    groups = r.groupby(KEY, sort=False)
     first_paid = line.astype("float64")
     first_paid[~has_payout] = np.nan
-    fpl = r.assign(_fp=first_paid).groupby(KEY, sort=False)["_fp"].transform("min").to_numpy()
+    fpl = pd.Series(first_paid).groupby(key, sort=False).transform("min").to_numpy()
 
-    after = r["mode"].map(LATER_ROW_ACTION).to_numpy()  # what a row of an existing key does
+    after = _mapped(r["mode"], LATER_ROW_ACTION)  # what a row of an existing key does
     inserts_all = after == INSERT
     before_first = np.isnan(fpl) | (line < fpl)
     action = np.select(
@@ -134,16 +132,15 @@ def resolve(
         default=after,
     ).astype(object)
     action[(action == INCREMENT) & ~has_payout] = REJECT
-    overflow = _overflowing_increments(r, action, exists, line == fpl, groups.ngroup().to_numpy())
+    overflow = _overflowing_increments(r, action, exists, line == fpl, key)
     action[overflow] = REJECT
     r["action"] = action
 
-    new_id = id_prefix + "-" + r["line"].astype("str")
-    r["conversion_id"] = new_id.where(r["action"] == INSERT)
-    first_id = id_prefix + "-" + pd.Series(fpl, dtype="float64").astype("Int64").astype("str")
+    r["conversion_id"] = _ids(id_prefix, line, action == INSERT)
+    first_id = _ids(id_prefix, np.nan_to_num(fpl, nan=-1).astype("int64"), ~np.isnan(fpl))
     r["target_id"] = r["ex_conversion_id"].where(exists, first_id)
 
-    inserted = _inserted_values(r, groups, defaults)
+    inserted = _inserted_values(r, key, defaults)
     edits, edit_final = _fold(r, inserted, EDIT)
     increments, increment_final = _fold(r, inserted, INCREMENT)
     final = pd.concat([edit_final, increment_final], ignore_index=True)
@@ -153,15 +150,17 @@ def resolve(
     updates = final[~new_targets].reset_index(drop=True)
 
     insert_history = _history(inserted, INSERT, old=None)
-    history = pd.concat(
-        [frame for frame in (insert_history, edits, increments) if len(frame)] or [insert_history],
-        ignore_index=True,
-    ).sort_values("line", kind="stable", ignore_index=True)
+    changes = [frame for frame in (edits, increments) if len(frame)]
+    if changes:  # ordered by conversion: into line order with the inserts
+        history = pd.concat([insert_history, *changes], ignore_index=True)
+        history = history.sort_values("line", kind="stable", ignore_index=True)
+    else:  # inserts alone are in line order already
+        history = insert_history
 
     outcomes = pd.DataFrame(
         {
             "line": r["line"],
-            "outcome": r["action"].map(OUTCOME_OF),
+            "outcome": _mapped(r["action"], OUTCOME_OF),
             "reason_code": pd.Series(
                 np.where(
                     r["action"] == REJECT,
@@ -206,20 +205,26 @@ def _overflowing_increments(
     return overflow
 
 
-def _inserted_values(r: pd.DataFrame, groups, defaults: Defaults) -> pd.DataFrame:
+def _inserted_values(r: pd.DataFrame, key: np.ndarray, defaults: Defaults) -> pd.DataFrame:
     """The rows that insert, with defaults filled in and their duplicate status."""
-    ins_mask = r["action"] == INSERT
-    ins = r[ins_mask].copy()
-    rank = ins.groupby(KEY, sort=False).cumcount()
-    fresh = (ins["n_existing"] == 0) & (rank == 0)
-    ins["duplicate_status"] = np.where(
-        ins["mode"] == NEW_OR_REPEATED, np.where(fresh, NEW, REPEATED), UNKNOWN
+    ins_mask = (r["action"] == INSERT).to_numpy()
+    columns = ["conversion_id", "line", "click_id", "conversion_type", *_FIELDS]
+    ins = r.loc[ins_mask, columns].reset_index(drop=True)
+    rank = pd.Series(key[ins_mask]).groupby(key[ins_mask], sort=False).cumcount().to_numpy()
+    fresh = (r["n_existing"].to_numpy()[ins_mask] == 0) & (rank == 0)
+    ins.insert(
+        4,
+        "duplicate_status",
+        np.where(
+            r["mode"].to_numpy()[ins_mask] == NEW_OR_REPEATED,
+            np.where(fresh, NEW, REPEATED),
+            UNKNOWN,
+        ),
     )
     ins["status"] = ins["status"].fillna(defaults.status)
     ins["currency"] = ins["currency"].fillna(defaults.currency)
     ins["converted_at"] = ins["converted_at"].fillna(defaults.converted_at)
-    columns = ["conversion_id", "line", "click_id", "conversion_type", "duplicate_status", *_FIELDS]
-    return ins[columns].reset_index(drop=True)
+    return ins
 
 
 def _fold(
@@ -269,6 +274,66 @@ def _fold(
     history = _history(hist, action, old=previous[is_event])
     final = state.drop_duplicates("target_id", keep="last").drop(columns="line")
     return history, final.rename(columns={"target_id": "conversion_id"}).reset_index(drop=True)
+
+
+def _key_codes(r: pd.DataFrame, existing: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's duplicate key as one integer, and the position in `existing` of that key's
+    row (-1: the warehouse holds none). Grouping and joining on integers instead of three text
+    columns is what keeps the resolution a few vector passes (hash encoding in pyarrow's C++).
+    A key twice in `existing` is a bug upstream, refused like `merge(validate="many_to_one")`.
+    """
+    n = len(r)
+    key = np.zeros(n + len(existing), dtype="int64")
+    for column in KEY:
+        both = pa.chunked_array(
+            [_arrow_text(r[column]), _arrow_text(existing[column])], type=pa.large_string()
+        )
+        codes = pc.dictionary_encode(both, null_encoding="encode").combine_chunks().indices
+        codes = codes.to_numpy(zero_copy_only=False).astype("int64")
+        key = pd.factorize(key * (int(codes.max(initial=0)) + 1) + codes)[0]
+    ours, theirs = key[:n], key[n:]
+    if len(np.unique(theirs)) < len(theirs):
+        raise pd.errors.MergeError("existing holds a duplicate key: expected one row per key")
+    where = np.full(int(key.max(initial=-1)) + 1, -1, dtype="int64")
+    where[theirs] = np.arange(len(theirs))
+    return ours, where[ours]
+
+
+def _with_existing(r: pd.DataFrame, existing: pd.DataFrame, found: np.ndarray) -> pd.DataFrame:
+    """The rows with their key's existing conversion as `ex_*` columns (missing where none)."""
+    extra = {
+        f"ex_{c}": pd.Series(existing[c].array.take(found, allow_fill=True), index=r.index)
+        for c in ["conversion_id", *_FIELDS]
+    }
+    n_existing = existing["n_existing"].to_numpy(dtype="int64")
+    extra["n_existing"] = pd.Series(
+        np.where(found >= 0, n_existing[np.maximum(found, 0)] if len(n_existing) else 0, 0),
+        index=r.index,
+        dtype="int64",
+    )
+    return r.assign(**extra)
+
+
+def _mapped(values: pd.Series, mapping: dict) -> np.ndarray:
+    """`values.map(mapping)` as an object array, looking up each distinct value once."""
+    codes, uniques = pd.factorize(values)
+    table = np.array([mapping.get(u) for u in uniques] + [None], dtype=object)
+    return table[codes]  # code -1 (a missing value) takes the last entry, None
+
+
+def _ids(prefix: str, lines: np.ndarray, present: np.ndarray) -> pd.Series:
+    """`f"{prefix}-{line}"` where `present`, missing elsewhere, built in pyarrow."""
+    text = pc.binary_join_element_wise(
+        pa.scalar(f"{prefix}-", pa.large_string()),
+        pc.cast(pa.array(lines, pa.int64()), pa.large_string()),
+        pa.scalar("", pa.large_string()),
+    )
+    text = pc.if_else(pa.array(present, pa.bool_()), text, pa.scalar(None, pa.large_string()))
+    return pd.Series(pd.arrays.ArrowStringArray(text, dtype=pd.StringDtype("pyarrow", np.nan)))
+
+
+def _arrow_text(values: pd.Series) -> pa.Array:
+    return pa.array(values, pa.large_string(), from_pandas=True)
 
 
 def _isin(values: pd.Series, candidates) -> np.ndarray:
