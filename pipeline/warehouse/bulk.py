@@ -164,14 +164,15 @@ def spool(
     conn: Connection, sql: str, params: Mapping[str, object], kinds: Mapping[str, str]
 ) -> Iterator[pd.DataFrame]:
     """Run a query to its end now, keep its rows in a local temporary file, and return them as
-    frames of about `SPOOL_BLOCK_BYTES` of CSV each (text columns as ``str``, int as ``Int64``).
+    frames (text columns as ``str``, int as ``Int64``) of about `SPOOL_BLOCK_BYTES` of CSV on
+    PostgreSQL, of `_SPOOL_FETCH_ROWS` rows on SQLite.
 
     Why: once the query has been read, the connection is free for the writes the rows lead to
     (a cursor left open would hold it), and the file keeps client memory flat whatever the
     result's size. PostgreSQL sends the rows as CSV (`COPY (query) TO STDOUT`), which pyarrow
-    parses in C; SQLite's rows are written as the same CSV. Kinds: ``text`` and ``int`` only.
+    parses in C; SQLite's rows become Arrow record batches column by column, kept as an Arrow
+    IPC stream (no text round trip). Kinds: ``text`` and ``int`` only.
     """
-    columns = list(kinds)
     # Closed by the returned generator when it is read to the end (or collected).
     out = tempfile.TemporaryFile(prefix="conversions_spool_")  # noqa: SIM115
     try:
@@ -185,17 +186,67 @@ def spool(
             ):
                 for data in copy:
                     out.write(data)
+            frames = _spooled_csv(out, kinds)
         else:
-            for frame in read(conn, sql, params, columns, _SPOOL_FETCH_ROWS):
-                out.write(_csv_block(frame, kinds))
+            _spool_sqlite(conn, sql, params, kinds, out)
+            frames = _spooled_ipc(out)
         out.seek(0)
     except BaseException:
         out.close()
         raise
-    return _spooled_frames(out, kinds)
+    return frames
 
 
-def _spooled_frames(out, kinds: Mapping[str, str]) -> Iterator[pd.DataFrame]:
+_ARROW_KINDS = {"text": pa.large_string(), "int": pa.int64()}
+
+
+def _spool_sqlite(
+    conn: Connection, sql: str, params: Mapping[str, object], kinds: Mapping[str, str], out
+) -> None:
+    schema = pa.schema([(c, _ARROW_KINDS[k]) for c, k in kinds.items()])
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        with _wrapped(conn, sql):
+            cursor.execute(sql, dict(params))
+            writer = None
+            while rows := cursor.fetchmany(_SPOOL_FETCH_ROWS):
+                columns = [
+                    _column(v, t)
+                    for v, t in zip(zip(*rows, strict=True), schema.types, strict=True)
+                ]
+                if writer is None:
+                    writer = pa.ipc.new_stream(out, schema)
+                writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+            if writer is not None:
+                writer.close()
+    finally:
+        cursor.close()
+
+
+def _column(values: tuple, kind: pa.DataType) -> pa.Array:
+    """One column of SQLite's rows. SQLite types values, not columns: a value of another type
+    in a text column (an expression's integer) is taken as its text, as the CSV path did."""
+    try:
+        return pa.array(values, kind)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        if kind != pa.large_string():
+            raise
+        return pa.array([None if v is None else str(v) for v in values], kind)
+
+
+def _spooled_ipc(out) -> Iterator[pd.DataFrame]:
+    with out:
+        if out.seek(0, io.SEEK_END) == 0:
+            return
+        out.seek(0)
+        for batch in pa.ipc.open_stream(out):
+            yield batch.to_pandas(types_mapper=_SPOOLED_TYPES.get)
+
+
+_SPOOLED_TYPES = {pa.int64(): pd.Int64Dtype(), pa.large_string(): pd.StringDtype("pyarrow", np.nan)}
+
+
+def _spooled_csv(out, kinds: Mapping[str, str]) -> Iterator[pd.DataFrame]:
     types = {"text": pa.string(), "int": pa.int64()}
     with out:
         if out.seek(0, io.SEEK_END) == 0:
