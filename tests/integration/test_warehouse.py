@@ -369,3 +369,33 @@ def test_a_summary_name_is_taken_only_by_another_row_of_the_same_bytes(engine):
         assert not warehouse.names_taken(conn, "cd" * 32, summary, first)  # its own name
         assert not warehouse.names_taken(conn, "ef" * 32, summary, second)  # other bytes
         assert not warehouse.names_taken(conn, "cd" * 32, summary + ".x", second)
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql", "sqlite"], indirect=True)
+def test_a_files_history_is_read_through_its_index(engine):
+    """The page's upload detail (`extract.history`) finds a file's history rows through
+    `ix_conversion_history_file`, not by reading the whole table (sequential scans are priced
+    out on PostgreSQL, so the plan shows whether an index can serve the query at all)."""
+    from sqlalchemy import event
+
+    from pipeline.warehouse import extract
+
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "conversion_history" in statement:
+            seen.append((statement, parameters))
+
+    with engine.connect() as conn:
+        event.listen(conn, "before_cursor_execute", capture)
+        extract.history(conn, file_id=1)
+        event.remove(conn, "before_cursor_execute", capture)
+        assert len(seen) == 1, seen
+        sql, parameters = seen[0]
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = conn.exec_driver_sql(f"EXPLAIN {sql}", parameters).fetchall()
+        else:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters).fetchall()
+    shown = "\n".join(" ".join(map(str, row)) for row in plan)
+    assert "ix_conversion_history_file" in shown, shown
