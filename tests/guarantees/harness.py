@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
 from pipeline import config as config_module
@@ -822,3 +822,91 @@ def run_forked(
     ]
     assert code == 0, f"{name}s exited {code}:\n{err}\n" + "\n".join(o + e for o, e in outputs)
     return outputs
+
+
+# --- a data directory on either backend -----------------------------------------------------------
+
+
+class LocalHome:
+    """A data directory in a local folder, read back with the file system (not the code under
+    test): what a guarantee test drops and checks, whatever stores the data directory."""
+
+    kind = "local"
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def arg(self) -> str:
+        """What ``--home`` / ``CONVERSIONS_HOME`` is set to."""
+        return str(self.root)
+
+    def put(self, relative: str, data: bytes) -> None:
+        """Drop a file as the sender contract says: a temporary name first, then the rename."""
+        target = self.root / "inbox" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        os.rename(partial, target)
+
+    def files(self, folder: str) -> dict[str, bytes]:
+        """Every file under ``folder`` (``inbox``, ``archive``...), by its path below it."""
+        base = self.root / folder
+        if not base.exists():
+            return {}
+        return {
+            p.relative_to(base).as_posix(): p.read_bytes()
+            for p in sorted(base.rglob("*"))
+            if not p.is_dir()
+        }
+
+    def claims_held(self, url: str) -> int:
+        """How many claims are held: claim folders under ``processing/``."""
+        folder = self.root / "processing"
+        return len(list(folder.iterdir())) if folder.exists() else 0
+
+
+class S3Home:
+    """A data directory in a bucket of its own on the moto server, read back with boto3."""
+
+    kind = "s3"
+
+    def __init__(self, endpoint: str):
+        import uuid
+
+        import boto3
+
+        self.bucket = f"guar-{uuid.uuid4().hex[:16]}"
+        self.s3 = boto3.client("s3", endpoint_url=endpoint)
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    @property
+    def arg(self) -> str:
+        return f"s3://{self.bucket}/home"
+
+    def put(self, relative: str, data: bytes) -> None:
+        """An upload: whole once it is there (a PUT has no temporary name)."""
+        self.s3.put_object(Bucket=self.bucket, Key=f"home/inbox/{relative}", Body=data)
+
+    def files(self, folder: str) -> dict[str, bytes]:
+        prefix = f"home/{folder}/"
+        found = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            for item in page.get("Contents", []):
+                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+                found[item["Key"][len(prefix) :]] = body
+        return found
+
+    def claims_held(self, url: str) -> int:
+        """How many claims are held: rows of the warehouse's ``inbox_claims``."""
+        engine = warehouse.connect(url)
+        try:
+            with engine.connect() as conn:
+                return len(conn.execute(select(warehouse.schema.inbox_claims)).all())
+        finally:
+            engine.dispose()
+
+
+DATA_DIRECTORIES = ["local", "s3"]
