@@ -104,7 +104,9 @@ def open_context(config: Config, home: Path | str, url: str) -> Context:
 
     engine = warehouse.connect(url, lock_timeout_s=config.settings.lock_timeout_seconds)
     datadir = (
-        ObjectStoreDataDir(home, engine, lease=claim_lease())
+        ObjectStoreDataDir(
+            home, engine, lease=claim_lease(), max_file_bytes=config.settings.max_file_bytes
+        )
         if isinstance(home, str)
         else LocalDataDir(home)
     )

@@ -75,7 +75,15 @@ _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 class ObjectStoreDataDir:
     """`DataDir` over a bucket and prefix, its claims in the warehouse of ``engine``."""
 
-    def __init__(self, url: str, engine: Engine, lease: timedelta = DEFAULT_LEASE):
+    def __init__(
+        self,
+        url: str,
+        engine: Engine,
+        lease: timedelta = DEFAULT_LEASE,
+        max_file_bytes: int | None = None,
+    ):
+        """``max_file_bytes`` (the config's ``settings.max_file_bytes``): a claimed object
+        larger than that is never downloaded (see `_staged_or_dropped`)."""
         parts = urlsplit(url)
         if not parts.scheme or not parts.hostname:
             raise ValueError(f"not an object storage URL (scheme://bucket/prefix): {url!r}")
@@ -93,7 +101,9 @@ class ObjectStoreDataDir:
         self.base = f"{parts.hostname}{parts.path}".rstrip("/")
         self.engine = engine
         self.lease = lease
+        self.max_file_bytes = max_file_bytes
         self._spool = Path(tempfile.mkdtemp(prefix="conversions-spool-"))
+        self._unread: set[str] = set()  # claims whose spool file is a placeholder (too large)
 
     def __repr__(self) -> str:
         return f"ObjectStoreDataDir({self.url!r})"
@@ -367,7 +377,10 @@ class ObjectStoreDataDir:
             mode=row.mode,
         )
         try:
-            same = self._download(self._key("inbox", row.object_key), claimed.path, row)
+            if self.max_file_bytes is not None and row.size > self.max_file_bytes:
+                same = self._placeholder(claimed.path, row)
+            else:
+                same = self._download(self._key("inbox", row.object_key), claimed.path, row)
         except BaseException:
             claim_rows.give_back(self.engine, row.claim_id, keep_received=True)
             self._unspool(claimed)
@@ -377,6 +390,24 @@ class ObjectStoreDataDir:
             self._unspool(claimed)
             return None
         return claimed
+
+    def _placeholder(self, local: Path, row: claim_rows.ClaimRow) -> bool:
+        """A sparse local file of the object's size, never a byte of it: a file over
+        ``max_file_bytes`` is quarantined unread (``file_too_large``, decided by its size), as
+        on a local disk, and filing it away copies the object inside the store. False if the
+        object is no longer the claimed identity."""
+        try:
+            self.fs.invalidate_cache(self._key("inbox", row.object_key))
+            info = self.fs.info(self._key("inbox", row.object_key))
+        except FileNotFoundError:
+            return False
+        if (_etag(info), int(info["size"])) != (row.etag, row.size):
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "wb") as out:
+            out.truncate(row.size)
+        self._unread.add(row.claim_id)
+        return True
 
     def _download(self, key: str, local: Path, row: claim_rows.ClaimRow) -> bool:
         """Stream the object to ``local``; False if it is not the claimed identity."""
@@ -408,7 +439,14 @@ class ObjectStoreDataDir:
                 raise FileNotFoundError(source)
             self.fs.cp_file(source, target, CopySourceIfMatch=f'"{row.etag}"')
         except (OSError, ValueError):  # changed or gone in the inbox: the claimed bytes
-            self.fs.put_file(str(claimed.path), target)
+            if claimed.claim_id in self._unread:  # never downloaded: nothing to upload
+                log.warning(
+                    "%s was replaced in the inbox before it was filed away; its claimed bytes "
+                    "(over max_file_bytes, never downloaded) are gone: only its record is kept",
+                    claimed.relative,
+                )
+            else:
+                self.fs.put_file(str(claimed.path), target)
         self._leave_inbox(claimed, row)
 
     def _leave_inbox(self, claimed: Claimed, row: claim_rows.ClaimRow | None = None) -> None:
@@ -432,6 +470,7 @@ class ObjectStoreDataDir:
         return data if isinstance(data, dict) else None
 
     def _unspool(self, claimed: Claimed) -> None:
+        self._unread.discard(claimed.claim_id)
         shutil.rmtree(self._spool / claimed.claim_id, ignore_errors=True)
 
 
