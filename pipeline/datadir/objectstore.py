@@ -32,7 +32,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Iterable
+import uuid
+from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -314,6 +315,19 @@ class ObjectStoreDataDir:
                 continue
         return sorted(found, key=lambda a: (a.received_at, a.relative))
 
+    @contextlib.contextmanager
+    def local_copy(self, path: Any) -> Iterator[Path]:
+        """An object of this store (an archived original, for a replay) as a local file:
+        streamed to the spool in blocks (never whole in memory), removed afterwards. The
+        reader, the hashing and the re-reads need a file they can open and seek."""
+        key = getattr(path, "path", None) or _strip_scheme(str(path))
+        local = self._spool / f"copy-{uuid.uuid4().hex}" / PurePosixPath(str(key)).name
+        try:
+            _stream(self.fs, str(key), local)
+            yield local
+        finally:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
     def is_archived(self, path: Any) -> bool:
         key = getattr(path, "path", None) or _strip_scheme(str(path))
         return str(key).startswith(self._key("archive") + "/") and ".." not in str(key)
@@ -472,6 +486,37 @@ class ObjectStoreDataDir:
     def _unspool(self, claimed: Claimed) -> None:
         self._unread.discard(claimed.claim_id)
         shutil.rmtree(self._spool / claimed.claim_id, ignore_errors=True)
+
+
+def _stream(fs: Any, key: str, local: Path) -> int:
+    """Copy the object ``key`` to the file ``local``, ``_BLOCK`` bytes at a time; its size.
+    FileNotFoundError if there is no such object."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with fs.open(key, "rb", block_size=_BLOCK, cache_type="none") as src, open(local, "wb") as out:
+        for block in iter(lambda: src.read(_BLOCK), b""):
+            out.write(block)
+            size += len(block)
+    return size
+
+
+@contextlib.contextmanager
+def spooled(url: str) -> Iterator[Path]:
+    """The object at ``url`` (``s3://bucket/key``, credentials from the standard environment,
+    or an Airflow connection named in it) as a local temporary file, streamed in blocks and
+    removed afterwards: what ``conversions ingest s3://...`` reads, e.g. to replay an
+    archived original. FileNotFoundError if there is no such object."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname or parts.password is not None:
+        raise ValueError(f"not an object URL without credentials (scheme://bucket/key): {url!r}")
+    path = _root(url, conn_id=parts.username)
+    folder = Path(tempfile.mkdtemp(prefix="conversions-copy-"))
+    try:
+        local = folder / (PurePosixPath(parts.path).name or "object")
+        _stream(path.fs, path.path, local)
+        yield local
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _root(url: str, conn_id: str | None) -> Any:

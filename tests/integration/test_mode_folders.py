@@ -9,12 +9,14 @@ type ``increment_payout``); a file without a conversion type uses the offer sour
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from datetime import UTC, date, datetime
-from pathlib import Path
 
+import boto3
+import pytest
 from sqlalchemy import select, text
 
 from pipeline import cli, datadir, export, runner, warehouse
@@ -23,9 +25,10 @@ from pipeline.context import Context
 from pipeline.core import file_outcome
 from pipeline.core.vocabulary import MODES, OUTCOMES
 from pipeline.datadir import claims
+from pipeline.datadir.objectstore import ObjectStoreDataDir
 from pipeline.results import FileResult
-from tests.helpers import SAMPLE_CONFIG, assert_accounted, write_csv
-from tests.integration.test_runner import ctx, drop, files_under
+from tests.helpers import SAMPLE_CONFIG, assert_accounted, make_config, write_csv
+from tests.integration.test_runner import files_under
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, 0, tzinfo=UTC)
 FIRST = "click_id,payout,conversion_time\nm1,5.00,2026-07-01 14:00:00\n"  # 18:00Z
@@ -36,7 +39,61 @@ FORCE_SENTENCE = (
 )
 
 
-__all__ = ["ctx"]  # the runner tests' fixture, shared
+@pytest.fixture(params=["local", "s3"])
+def ctx(request, tmp_path, engine) -> Context:
+    """A data directory in a local folder, or in a bucket of the moto server (its claims rows
+    of the warehouse): every test that goes through the inbox runs on both."""
+    if request.param == "s3":
+        home = request.getfixturevalue("s3_home")
+        return Context(make_config(), engine, ObjectStoreDataDir(home, engine))
+    return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
+
+
+@pytest.fixture
+def local_ctx(tmp_path, engine) -> Context:
+    """For the tests of what only a local data directory has (claim.json, returned-file
+    records); their S3 counterparts are `test_objectstore_runner`'s and the crash tests'."""
+    return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
+
+
+def on_s3(ctx: Context) -> bool:
+    return isinstance(ctx.datadir, ObjectStoreDataDir)
+
+
+def drop(ctx: Context, relative: str, content: str) -> None:
+    """A sender's drop: a file in the inbox folder, or an object under the inbox prefix."""
+    if on_s3(ctx):
+        bucket, prefix = ctx.datadir.base.split("/", 1)
+        boto3.client("s3").put_object(
+            Bucket=bucket, Key=f"{prefix}/inbox/{relative}", Body=content.encode()
+        )
+    else:
+        write_csv(ctx.datadir.layout.inbox / relative, content)
+
+
+def stored(ctx: Context, folder: str) -> dict[str, bytes]:
+    """Every file under ``folder`` of the data directory, read back without the code under
+    test (the file system, or boto3)."""
+    if not on_s3(ctx):
+        base = ctx.datadir.layout.home / folder
+        return {name: (base / name).read_bytes() for name in files_under(base)}
+    bucket, prefix = ctx.datadir.base.split("/", 1)
+    s3 = boto3.client("s3")
+    found = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{prefix}/{folder}/"
+    ):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            found[item["Key"][len(f"{prefix}/{folder}/") :]] = body
+    return found
+
+
+def claims_held(ctx: Context) -> int:
+    if not on_s3(ctx):
+        return len(files_under(ctx.datadir.layout.processing))
+    with ctx.engine.connect() as conn:
+        return len(conn.execute(select(warehouse.schema.inbox_claims)).all())
 
 
 def conversions(ctx: Context) -> list[tuple]:
@@ -57,9 +114,9 @@ def counts(result) -> tuple[int, ...]:
     return (lines, *(outcomes[o] for o in OUTCOMES))
 
 
-def sidecar_of(folder: Path, name: str) -> dict:
-    [sidecar] = folder.rglob(f"*_{name}.json")
-    return json.loads(sidecar.read_text(encoding="utf-8"))
+def sidecar_of(ctx: Context, folder: str, name: str) -> dict:
+    [sidecar] = [v for k, v in stored(ctx, folder).items() if k.endswith(f"_{name}.json")]
+    return json.loads(sidecar)
 
 
 def dead_worker(claimed: datadir.Claimed) -> None:
@@ -96,7 +153,13 @@ def test_an_update_in_the_edit_folder_changes_the_payout_under_an_ignore_source(
     )
     # lines, inserted, updated, incremented, status_updated, ignored_duplicate, rejected
     assert counts(update) == (1, 0, 1, 0, 0, 0, 0)
-    assert_accounted(update, engine=ctx.engine)
+    if on_s3(ctx):  # its report is an object: checked here, the rest by assert_accounted
+        name = update.report_path.rsplit("/", 1)[-1]
+        [report] = [v for k, v in stored(ctx, "reports").items() if k.endswith("/" + name)]
+        assert len(report.decode("utf-8-sig").splitlines()) - 1 == update.outcomes["rejected"]
+        assert_accounted(dataclasses.replace(update, report_path=None), engine=ctx.engine)
+    else:
+        assert_accounted(update, engine=ctx.engine)
     assert runner.exit_code([update]) == 0
     assert conversions(ctx) == [("m1", "7.50", "2026-07-01T19:00:00Z")]  # 15:00 EDT
     assert ledger(ctx) == [
@@ -104,15 +167,14 @@ def test_an_update_in_the_edit_folder_changes_the_payout_under_an_ignore_source(
         ("plain.csv", "applied", None),
         ("update.csv", "applied", "edit"),
     ]
-    layout = ctx.datadir.layout
-    assert files_under(layout.inbox) == [] and files_under(layout.processing) == []
-    sidecar = sidecar_of(layout.archive, "update.csv")
+    assert stored(ctx, "inbox") == {} and claims_held(ctx) == 0
+    sidecar = sidecar_of(ctx, "archive", "update.csv")
     assert (sidecar["relative"], sidecar["kind"], sidecar["mode"]) == (
         "maxbounty/edit/update.csv",
         "conversions",
         "edit",
     )
-    assert "mode" not in sidecar_of(layout.archive, "first.csv")  # only a mode folder's file
+    assert "mode" not in sidecar_of(ctx, "archive", "first.csv")  # only a mode folder's file
 
 
 def test_the_increment_payout_folder_adds_the_payout(ctx):
@@ -157,16 +219,17 @@ def test_a_misspelt_mode_folder_is_quarantined_naming_the_six_modes(ctx):
     assert all(f"{mode}/" in result.detail for mode in MODES)
     assert runner.exit_code([result]) == 1
     assert conversions(ctx) == [("m1", "5.00", "2026-07-01T18:00:00Z")]  # nothing changed
-    [kept] = ctx.datadir.layout.quarantine.rglob("*_update.csv")
-    assert kept.read_text() == UPDATE
-    reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text(encoding="utf-8"))
+    quarantine = stored(ctx, "quarantine")
+    [kept] = [k for k in quarantine if k.endswith("_update.csv")]
+    assert quarantine[kept].decode() == UPDATE
+    reason = json.loads(quarantine[kept + ".reason.json"])
     assert (reason["code"], reason["detail"], reason["relative"]) == (
         "unknown_offer_source",
         expected,
         "maxbounty/edt/update.csv",
     )
     assert "mode" not in reason
-    assert files_under(ctx.datadir.layout.inbox) == []  # not left waiting
+    assert stored(ctx, "inbox") == {}  # not left waiting
 
 
 def test_status_files_take_no_mode_and_a_mode_folder_in_status_is_quarantined(ctx):
@@ -231,7 +294,8 @@ def test_the_same_bytes_under_another_mode_are_a_duplicate_that_names_force(ctx)
 # --- releases, crashes, received times ---------------------------------------------------------
 
 
-def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(ctx):
+def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(local_ctx):
+    ctx = local_ctx
     drop(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
     drop(ctx, "maxbounty/edit/update.csv", UPDATE)
@@ -262,7 +326,8 @@ def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(ctx):
     assert files_under(inbox) == []
 
 
-def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_time(ctx):
+def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_time(local_ctx):
+    ctx = local_ctx
     drop(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
     # m2 is new, and its empty time is the received time: the first claim's, not the adopter's.
@@ -289,7 +354,7 @@ def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_ti
         ("m2", "1.00", "2026-07-01T18:00:00Z"),  # RECEIVED
     ]
     assert ledger(ctx)[-1] == ("late.csv", "applied", "edit")
-    assert sidecar_of(ctx.datadir.layout.archive, "late.csv")["mode"] == "edit"
+    assert sidecar_of(ctx, "archive", "late.csv")["mode"] == "edit"
 
 
 # --- the Airflow task bodies and replays --------------------------------------------------------
