@@ -12,16 +12,18 @@ import csv
 import hashlib
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import boto3
 import pytest
 from sqlalchemy import select
 
 from pipeline import export, runner, warehouse
+from pipeline.airflow import steps
+from pipeline.cli import main
 from pipeline.context import Context
 from pipeline.datadir.objectstore import ObjectStoreDataDir
-from tests.helpers import make_config
+from tests.helpers import make_config, sample_config
 
 MAXBOUNTY = (
     "click_id,payout,conversion_time\n"
@@ -257,3 +259,88 @@ def test_an_airflow_connection_in_the_url_gives_the_credentials(
 def test_credentials_in_the_url_are_refused(engine):
     with pytest.raises(ValueError, match="credentials do not go in the data directory URL"):
         ObjectStoreDataDir("s3://AKIAEXAMPLE:secret@bucket/prefix", engine)
+
+
+# --- replays from the archive in the bucket ------------------------------------------------------
+
+
+def archived_once(ctx: Context) -> tuple[list, str]:
+    """maxbounty/a.csv applied and archived in the bucket; (its results, its archive key)."""
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    results = runner.run_inbox(ctx)
+    [key] = [k for k in objects(ctx, "archive") if k.endswith("_a.csv")]
+    return results, key
+
+
+def spool_left(ctx: Context) -> list:
+    return [p for p in ctx.datadir._spool.rglob("*") if p.is_file()]
+
+
+def test_a_replay_reads_the_archived_object_from_the_bucket(ctx, tmp_path):
+    """`conversions_replay`'s task bodies: the archived original is found, streamed to a local
+    copy and applied, into a fresh warehouse here, so the result must equal the first run's
+    (hand-worked: m1 inserted, line 3 rejected); its reports go to reports/replays/<run id>/."""
+    [first], key = archived_once(ctx)
+    fresh = warehouse.connect(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        other = Context(ctx.config, fresh, ObjectStoreDataDir(ctx.datadir.location, fresh))
+        [ticket] = steps.archived_tickets(other, date(2000, 1, 1), date(2099, 1, 1), "maxbounty")
+        assert ticket["path"] == f"{ctx.datadir.location}/archive/{key}"
+        assert (ticket["file"], ticket["received_at"]) == ("maxbounty/a.csv", first.received_at)
+
+        result = steps.replay(
+            other, ticket, run_id="manual__2026-12-03T10:00:00+00:00", dry_run=False
+        )
+
+        assert (
+            result["state"],
+            result["outcomes"]["inserted"],
+            result["outcomes"]["rejected"],
+        ) == (
+            "applied",
+            1,
+            1,
+        )
+        assert result["content_hash"] == sha256(MAXBOUNTY)
+        data = export.frame(fresh, ctx.config)
+        assert [(r.click_id, r.payout, r.converted_at) for r in data.itertuples()] == [
+            ("m1", "5.00", "2026-07-01T18:00:00Z")
+        ]
+        assert result["report_path"].startswith(
+            f"{ctx.datadir.location}/reports/replays/manual__2026-12-03T10_00_00_00_00/"
+        )
+        assert objects(ctx, "archive")[key] == MAXBOUNTY.encode()  # the original stays
+        assert spool_left(other) == []  # the local copy is gone
+        with pytest.raises(ValueError, match="not an archived file"):
+            steps.replay(
+                other, ticket | {"path": f"{ctx.datadir.location}/inbox/x.csv"}, run_id="r"
+            )
+    finally:
+        fresh.dispose()
+
+
+def test_the_cli_ingests_an_archived_object_by_its_url(ctx, tmp_path, warehouse_url):
+    """`conversions ingest --force s3://.../archive/...`: the CLI's replay of one file."""
+    _, key = archived_once(ctx)
+    config = tmp_path / "conversions.toml"
+    config.write_text(sample_config("every_mode.toml"), encoding="utf-8")
+    url = f"{ctx.datadir.location}/archive/{key}"
+    common = ["--config", str(config), "--home", ctx.datadir.location, "--warehouse", warehouse_url]
+
+    assert main(["ingest", "--offer-source", "maxbounty", *common, url]) == 0  # a duplicate
+    assert main(["ingest", "--offer-source", "maxbounty", "--force", *common, url]) == 0
+    assert main(["ingest", "--offer-source", "maxbounty", *common, url + ".missing"]) == 1
+
+    f = warehouse.ingested_files.c
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                f.state, f.content_hash, f.data_lines, f.inserted, f.ignored_duplicate, f.rejected
+            ).order_by(f.file_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("applied", sha256(MAXBOUNTY), 2, 1, 0, 1),  # the inbox run
+        ("duplicate_file", sha256(MAXBOUNTY), 0, 0, 0, 0),  # the same bytes again, no --force
+        ("applied", sha256(MAXBOUNTY), 2, 0, 1, 1),  # forced: m1 is there (ignore mode)
+    ]
+    assert objects(ctx, "archive")[key] == MAXBOUNTY.encode()
