@@ -431,8 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _context(args, offer_source: str | None = None, console: Console | None = None) -> Context:
-    home = runtime.resolve_home(args.home)
     config = load(runtime.resolve_config_path(args.config))
+    home = runtime.resolve_home(args.home, config=config)
     for warning in config.warnings if console else ():
         console.warn(f"config: {warning}")
     if offer_source:  # refuse an unknown name before touching the warehouse

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
+from pipeline.core.model import ConfigError
 from pipeline.core.reasons import CATALOGUE
 from pipeline.core.vocabulary import MODES, NAME_PATTERN
 from pipeline.datadir.claims import (
@@ -117,9 +118,28 @@ class ObjectStoreDataDir:
     def reports(self) -> Any:
         return self.root / "reports"
 
+    def check_bucket(self) -> None:
+        """A ConfigError, naming the URL, when the bucket does not exist or these credentials
+        cannot see it: said once at start, not as a failure of every file."""
+        bucket = self.base.split("/", 1)[0]
+        try:
+            found = self.fs.exists(bucket)
+        except PermissionError as exc:
+            raise ConfigError(
+                self.url, "", f"the bucket {bucket!r} cannot be read with these credentials ({exc})"
+            ) from None
+        if not found:
+            raise ConfigError(
+                self.url,
+                "",
+                f"no such bucket {bucket!r} (or these credentials cannot see it): create it, or "
+                "correct the bucket in --home, $CONVERSIONS_HOME or the config's home",
+            )
+
     def ensure(self, offer_sources: Iterable[str] = ()) -> None:
-        """Object storage has no folders to make; the offer source names are checked, as
-        the local backend checks them."""
+        """Object storage has no folders to make: the bucket must exist (`check_bucket`);
+        the offer source names are checked, as the local backend checks them."""
+        self.check_bucket()
         for name in offer_sources:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"not a valid offer source folder name: {name!r}")

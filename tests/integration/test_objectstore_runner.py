@@ -12,16 +12,19 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 from datetime import UTC, date, datetime
 
 import boto3
 import pytest
 from sqlalchemy import select
 
-from pipeline import export, runner, warehouse
+from pipeline import export, runner, runtime, warehouse
 from pipeline.airflow import steps
 from pipeline.cli import main
+from pipeline.config import load
 from pipeline.context import Context
+from pipeline.core.model import ConfigError
 from pipeline.datadir.objectstore import ObjectStoreDataDir
 from tests.helpers import make_config, sample_config
 
@@ -344,3 +347,70 @@ def test_the_cli_ingests_an_archived_object_by_its_url(ctx, tmp_path, warehouse_
         ("applied", sha256(MAXBOUNTY), 2, 0, 1, 1),  # forced: m1 is there (ignore mode)
     ]
     assert objects(ctx, "archive")[key] == MAXBOUNTY.encode()
+
+
+# --- the home in the config file -----------------------------------------------------------------
+
+
+def config_text(home: str | None) -> str:
+    first = f"home = {json.dumps(home)}\n" if home is not None else ""
+    return first + sample_config("every_mode.toml")
+
+
+@pytest.mark.parametrize(
+    ("home", "reason"),
+    [
+        ("ftp://host/x", "unsupported data directory scheme ftp://"),
+        ("s4://bucket/x", "unsupported data directory scheme s4://"),
+        ("s3:///prefix", "no bucket in 's3:///prefix'"),
+        ("s3://key:secret@bucket/x", "credentials do not go in the data directory URL"),
+        ("", "must be a folder or an s3://bucket/prefix URL"),
+    ],
+)
+def test_a_home_that_cannot_work_is_refused_with_the_file_and_key(tmp_path, home, reason):
+    path = tmp_path / "conversions.toml"
+    path.write_text(config_text(home), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert (caught.value.path, caught.value.key) == (str(path), "home")
+    assert reason in caught.value.reason
+
+
+def test_conversions_home_and_home_win_over_the_configs_home(tmp_path, monkeypatch):
+    path = tmp_path / "cfg" / "conversions.toml"
+    path.parent.mkdir()
+    path.write_text(config_text("s3://from-config/prefix"), encoding="utf-8")
+    config = load(path)
+    assert config.home == "s3://from-config/prefix"
+    monkeypatch.delenv("CONVERSIONS_HOME", raising=False)
+    assert runtime.resolve_home(None, config=config) == "s3://from-config/prefix"
+    monkeypatch.setenv("CONVERSIONS_HOME", "s3://from-env/p")
+    assert runtime.resolve_home(None, config=config) == "s3://from-env/p"
+    assert runtime.resolve_home(str(tmp_path / "flag"), config=config) == tmp_path / "flag"
+    monkeypatch.setenv("CONVERSIONS_HOME", "gopher://x/y")  # checked wherever it comes from
+    with pytest.raises(ConfigError, match=r"\$CONVERSIONS_HOME: unsupported .* gopher://"):
+        runtime.resolve_home(None, config=config)
+    monkeypatch.delenv("CONVERSIONS_HOME")
+    path.write_text(config_text("data"), encoding="utf-8")  # a folder: relative to the file
+    assert runtime.resolve_home(None, config=load(path)) == tmp_path / "cfg" / "data"
+
+
+def test_the_cli_runs_on_the_configs_s3_home_and_says_a_missing_bucket(
+    ctx, tmp_path, warehouse_url, monkeypatch, capsys
+):
+    monkeypatch.delenv("CONVERSIONS_HOME", raising=False)
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    path = tmp_path / "conversions.toml"
+    path.write_text(config_text(ctx.datadir.location), encoding="utf-8")
+
+    assert main(["inbox", "--config", str(path), "--warehouse", warehouse_url]) == 0
+
+    assert objects(ctx, "inbox") == {}
+    assert [k for k in objects(ctx, "archive") if k.endswith("_a.csv")]
+    missing = "s3://no-such-bucket-" + uuid.uuid4().hex[:8] + "/home"
+    path.write_text(config_text(missing), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["inbox", "--config", str(path), "--warehouse", warehouse_url]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: no such bucket 'no-such-bucket-" in err, err
+    assert "Traceback" not in err
