@@ -31,6 +31,7 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator
@@ -74,6 +75,61 @@ _BLOCK = 8 << 20  # bytes read from the store at a time
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
+class _Heartbeat:
+    """Keeps the leases of the claims this process holds alive while it works on them.
+
+    A claim's lease is what tells another host that its owner is gone; a worker on a file
+    that takes longer than the lease would otherwise be taken for dead and its file adopted
+    and applied a second time (harmlessly, by the ledger's duplicate check, but not without
+    work and noise). So while a claim is held, a daemon thread renews its lease every third of
+    the lease (``claims.renew``); a frozen or partitioned worker stops renewing, and its claims
+    are adopted once the lease runs out. The thread runs only while something is held. A
+    renewal that fails (the warehouse away, SQLite's one writer busy) is tried again at the
+    next beat; a claim found adopted meanwhile is logged and dropped from the beat.
+    """
+
+    def __init__(self, engine: Engine, lease: timedelta):
+        self.engine, self.lease = engine, lease
+        self.interval = min(max(lease.total_seconds() / 3, 0.1), 600.0)
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.lost: set[str] = set()  # claims adopted by another process while held here
+
+    def hold(self, claim_id: str) -> None:
+        with self._lock:
+            self._held.add(claim_id)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name="conversions-claim-lease", daemon=True
+                )
+                self._thread.start()
+
+    def end(self, claim_id: str) -> None:
+        with self._lock:
+            self._held.discard(claim_id)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            with self._lock:
+                ids = set(self._held)
+                if not ids:
+                    self._thread = None
+                    return
+            try:
+                owned = claim_rows.renew(self.engine, ids, self.lease)
+            except Exception as exc:  # tried again at the next beat
+                log.warning("renewing %d claim lease(s) failed: %s", len(ids), exc)
+                continue
+            with self._lock:
+                gone = (ids - owned) & self._held
+                self._held -= gone
+                self.lost |= gone
+            for claim_id in sorted(gone):
+                log.warning("claim %s was adopted by another worker (its lease ran out)", claim_id)
+
+
 class ObjectStoreDataDir:
     """`DataDir` over a bucket and prefix, its claims in the warehouse of ``engine``."""
 
@@ -106,6 +162,7 @@ class ObjectStoreDataDir:
         self.max_file_bytes = max_file_bytes
         self._spool = Path(tempfile.mkdtemp(prefix="conversions-spool-"))
         self._unread: set[str] = set()  # claims whose spool file is a placeholder (too large)
+        self.heartbeat = _Heartbeat(engine, lease)  # renews the leases of what it holds
 
     def __repr__(self) -> str:
         return f"ObjectStoreDataDir({self.url!r})"
@@ -410,6 +467,9 @@ class ObjectStoreDataDir:
             adopted_from=row.adopted_from,
             mode=row.mode,
         )
+        # Renewed from now on (a big download may outlast the lease too); `_unspool` ends it,
+        # whichever way the file goes.
+        self.heartbeat.hold(row.claim_id)
         try:
             if self.max_file_bytes is not None and row.size > self.max_file_bytes:
                 same = self._placeholder(claimed.path, row)
@@ -504,6 +564,7 @@ class ObjectStoreDataDir:
         return data if isinstance(data, dict) else None
 
     def _unspool(self, claimed: Claimed) -> None:
+        self.heartbeat.end(claimed.claim_id)
         self._unread.discard(claimed.claim_id)
         shutil.rmtree(self._spool / claimed.claim_id, ignore_errors=True)
 
