@@ -162,6 +162,7 @@ class ObjectStoreDataDir:
         self.max_file_bytes = max_file_bytes
         self._spool = Path(tempfile.mkdtemp(prefix="conversions-spool-"))
         self._unread: set[str] = set()  # claims whose spool file is a placeholder (too large)
+        self._md5: dict[str, str] = {}  # claim id -> the MD5 of its spooled bytes
         self.heartbeat = _Heartbeat(engine, lease)  # renews the leases of what it holds
 
     def __repr__(self) -> str:
@@ -520,41 +521,95 @@ class ObjectStoreDataDir:
             return False
         if size != row.size:
             return False
+        self._md5[row.claim_id] = digest.hexdigest()
         return not _PLAIN_MD5.fullmatch(row.etag) or digest.hexdigest() == row.etag
 
     def _file_away(self, claimed: Claimed, target: str, sidecar: str, record: dict) -> None:
         """Sidecar first, then the object (a server-side copy of exactly the claimed ETag, or
-        the spooled bytes when the store refuses that), then out of the inbox."""
+        the spooled bytes when the store refuses that), then out of the inbox.
+
+        The copy's condition (``x-amz-copy-source-if-match``) is not honoured by every store
+        (moto ignores it): a sender's new upload under the key just before the copy would be
+        archived under the claimed bytes' hash. So the copy is checked (`_copied_as_claimed`)
+        and replaced with the spooled bytes when it is not the claimed object."""
         self.fs.pipe_file(sidecar, json_bytes(record))
         row = claim_rows.get(self.engine, claimed.claim_id)
         source = self._key("inbox", claimed.relative)
+        unread = claimed.claim_id in self._unread  # never downloaded: nothing to upload
         try:
             if row is None:
                 raise FileNotFoundError(source)
             self.fs.cp_file(source, target, CopySourceIfMatch=f'"{row.etag}"')
+            copied = self._copied_as_claimed(target, row, claimed.claim_id)
         except (OSError, ValueError):  # changed or gone in the inbox: the claimed bytes
-            if claimed.claim_id in self._unread:  # never downloaded: nothing to upload
-                log.warning(
-                    "%s was replaced in the inbox before it was filed away; its claimed bytes "
-                    "(over max_file_bytes, never downloaded) are gone: only its record is kept",
-                    claimed.relative,
-                )
-            else:
-                self.fs.put_file(str(claimed.path), target)
+            copied = False
+        if not copied and unread:
+            log.warning(
+                "%s was replaced in the inbox before it was filed away; its claimed bytes "
+                "(over max_file_bytes, never downloaded) are gone: only its record is kept",
+                claimed.relative,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(target)  # whatever a store copied regardless, it is not the file
+        elif not copied:
+            self.fs.put_file(str(claimed.path), target)
         self._leave_inbox(claimed, row)
+
+    def _copied_as_claimed(self, target: str, row: claim_rows.ClaimRow, claim_id: str) -> bool:
+        """Whether the object copied to ``target`` is the claimed one: its size, and its ETag
+        the claimed ETag or the MD5 of the spooled bytes (a copy of a multipart upload gets
+        a single-part ETag). A placeholder's (never downloaded) multipart ETag cannot be
+        checked: the copy condition is trusted there."""
+        self.fs.invalidate_cache(target)
+        info = self.fs.info(target)
+        if int(info["size"]) != row.size:
+            return False
+        etag = _etag(info)
+        if etag == row.etag or etag == self._md5.get(claim_id):
+            return True
+        return claim_id in self._unread and not _PLAIN_MD5.fullmatch(row.etag)
 
     def _leave_inbox(self, claimed: Claimed, row: claim_rows.ClaimRow | None = None) -> None:
         """Delete the claimed object from the inbox (never a newer upload under its key),
         then end its claim."""
         row = row or claim_rows.get(self.engine, claimed.claim_id)
-        source = self._key("inbox", claimed.relative)
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.invalidate_cache(source)
-            info = self.fs.info(source)
-            if row is not None and (_etag(info), int(info["size"])) == (row.etag, row.size):
-                self.fs.rm(source)
+        if row is not None:
+            self._delete_if_unchanged(self._key("inbox", claimed.relative), row)
         claim_rows.drop(self.engine, claimed.claim_id)
         self._unspool(claimed)
+
+    def _delete_if_unchanged(self, key: str, row: claim_rows.ClaimRow) -> None:
+        """Delete ``key`` only if it still holds the claimed bytes (ETag and size).
+
+        A check (HEAD) then a delete leaves a window in which a sender's new upload under the
+        same key would be deleted unseen, never claimed: a file lost. So on S3 the delete
+        itself is conditional (``If-Match: <ETag>``; 412 when the key holds other bytes now),
+        and the store decides atomically. A store that does not take the condition (older
+        S3-compatible servers; other fsspec stores) gets the check then the delete, the
+        window as narrow as two requests."""
+        if hasattr(self.fs, "call_s3"):
+            bucket, object_key = key.split("/", 1)
+            try:
+                self.fs.call_s3(
+                    "delete_object", Bucket=bucket, Key=object_key, IfMatch=f'"{row.etag}"'
+                )
+                self.fs.invalidate_cache(key)
+                return
+            except FileNotFoundError:  # gone already (filed away before a crash)
+                return
+            except OSError as exc:
+                code = _error_code(exc)
+                if code in ("PreconditionFailed", "412"):  # a newer upload: it stays
+                    log.info("%s was uploaded again meanwhile: the new object stays", key)
+                    return
+                if code not in _CONDITION_REFUSED:
+                    raise
+                log.debug("%s: no conditional delete here (%s): check, then delete", key, code)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.invalidate_cache(key)
+            info = self.fs.info(key)
+            if (_etag(info), int(info["size"])) == (row.etag, row.size):
+                self.fs.rm(key)
 
     def _read(self, key: str) -> dict | None:
         try:
@@ -565,6 +620,7 @@ class ObjectStoreDataDir:
 
     def _unspool(self, claimed: Claimed) -> None:
         self.heartbeat.end(claimed.claim_id)
+        self._md5.pop(claimed.claim_id, None)
         self._unread.discard(claimed.claim_id)
         shutil.rmtree(self._spool / claimed.claim_id, ignore_errors=True)
 
@@ -610,6 +666,18 @@ def _root(url: str, conn_id: str | None) -> Any:
     from upath import UPath
 
     return UPath(url)
+
+
+# What a store that does not implement a conditional DeleteObject answers to ``If-Match``.
+_CONDITION_REFUSED = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest", "501"})
+
+
+def _error_code(exc: BaseException) -> str:
+    """The S3 error code behind an s3fs OSError (s3fs keeps the botocore error as its cause)."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None) or {}
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    return str(error.get("Code") or "")
 
 
 def _etag(info: dict) -> str:

@@ -414,3 +414,80 @@ def test_the_cli_runs_on_the_configs_s3_home_and_says_a_missing_bucket(
     err = capsys.readouterr().err
     assert f"{missing}: no such bucket 'no-such-bucket-" in err, err
     assert "Traceback" not in err
+
+
+# --- the inbox delete never removes a newer upload -----------------------------------------------
+
+
+def test_an_upload_landing_just_before_the_inbox_delete_is_kept_and_applied_next(ctx, monkeypatch):
+    """The sender uploads new bytes under the claimed key at the last moment: after the
+    archive copy and any check, as the delete request goes out (a real PUT, made by a hook
+    on the store's delete calls). The delete must not remove them: the new upload stays in
+    the inbox and the next pass applies it. A check-then-delete fails this test (the new
+    upload is deleted unseen: a file lost)."""
+    newer = MAXBOUNTY.replace("5.00", "6.00")
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    fs, sent = ctx.datadir.fs, []
+
+    def sender_first(real):
+        def call(*args, **kwargs):
+            if not sent and "/inbox/" in f"{args} {kwargs}":  # the inbox object's delete
+                sent.append(True)
+                put(ctx, "maxbounty/a.csv", newer)
+            return real(*args, **kwargs)
+
+        return call
+
+    real_call_s3 = fs.call_s3
+
+    def call_s3(method, *args, **kwargs):
+        if method == "delete_object":
+            return sender_first(real_call_s3)(method, *args, **kwargs)
+        return real_call_s3(method, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "rm", sender_first(fs.rm))
+    monkeypatch.setattr(fs, "rm_file", sender_first(fs.rm_file))
+    monkeypatch.setattr(fs, "call_s3", call_s3)
+    [first] = runner.run_inbox(ctx)
+    monkeypatch.undo()
+
+    assert sent == [True]  # the upload did land in the window
+    assert first.state == "applied"
+    assert objects(ctx, "inbox") == {"maxbounty/a.csv": newer.encode()}
+    assert claim_rows(ctx) == []
+    [second] = runner.run_inbox(ctx)
+    assert (second.state, second.content_hash) == ("applied", sha256(newer))
+    assert objects(ctx, "inbox") == {}
+    archived = {k: v for k, v in objects(ctx, "archive").items() if not k.endswith(".json")}
+    assert sorted(archived.values()) == sorted([MAXBOUNTY.encode(), newer.encode()])
+
+
+def test_an_upload_landing_just_before_the_archive_copy_is_not_archived_as_the_claimed_file(
+    ctx, monkeypatch
+):
+    """The sender's new upload lands just before the archive's server-side copy. The copy is
+    conditional on the claimed ETag, but not every store honours that (moto ignores
+    ``x-amz-copy-source-if-match``): the archive must still hold the claimed bytes under
+    their hash's name (found so: it held the new ones), and the new upload stays waiting."""
+    newer = MAXBOUNTY.replace("5.00", "6.00")
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    fs, sent = ctx.datadir.fs, []
+    real_cp_file = fs.cp_file
+
+    def cp_file(*args, **kwargs):
+        if not sent:
+            sent.append(True)
+            put(ctx, "maxbounty/a.csv", newer)
+        return real_cp_file(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "cp_file", cp_file)
+    [first] = runner.run_inbox(ctx)
+    monkeypatch.undo()
+
+    assert sent == [True] and first.state == "applied"
+    archived = {k: v for k, v in objects(ctx, "archive").items() if not k.endswith(".json")}
+    assert list(archived.values()) == [MAXBOUNTY.encode()]
+    assert next(iter(archived)).endswith(f"/{sha256(MAXBOUNTY)[:16]}_a.csv")
+    assert objects(ctx, "inbox") == {"maxbounty/a.csv": newer.encode()}
+    [second] = runner.run_inbox(ctx)
+    assert (second.state, second.content_hash) == ("applied", sha256(newer))
