@@ -15,7 +15,6 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime
 
-import boto3
 import pytest
 from sqlalchemy import select, text
 
@@ -25,9 +24,16 @@ from pipeline.context import Context
 from pipeline.core import file_outcome
 from pipeline.core.vocabulary import MODES, OUTCOMES
 from pipeline.datadir import claims
-from pipeline.datadir.objectstore import ObjectStoreDataDir
 from pipeline.results import FileResult
 from tests.helpers import SAMPLE_CONFIG, assert_accounted, make_config, write_csv
+from tests.integration.datadir_helpers import (
+    DATA_DIRECTORIES,
+    claims_held,
+    context_on,
+    on_s3,
+    put_in_inbox,
+    stored,
+)
 from tests.integration.test_runner import files_under
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, 0, tzinfo=UTC)
@@ -39,14 +45,11 @@ FORCE_SENTENCE = (
 )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=DATA_DIRECTORIES)
 def ctx(request, tmp_path, engine) -> Context:
     """A data directory in a local folder, or in a bucket of the moto server (its claims rows
     of the warehouse): every test that goes through the inbox runs on both."""
-    if request.param == "s3":
-        home = request.getfixturevalue("s3_home")
-        return Context(make_config(), engine, ObjectStoreDataDir(home, engine))
-    return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
+    return context_on(request, make_config(), engine, tmp_path)
 
 
 @pytest.fixture
@@ -54,46 +57,6 @@ def local_ctx(tmp_path, engine) -> Context:
     """For the tests of what only a local data directory has (claim.json, returned-file
     records); their S3 counterparts are `test_objectstore_runner`'s and the crash tests'."""
     return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
-
-
-def on_s3(ctx: Context) -> bool:
-    return isinstance(ctx.datadir, ObjectStoreDataDir)
-
-
-def drop(ctx: Context, relative: str, content: str) -> None:
-    """A sender's drop: a file in the inbox folder, or an object under the inbox prefix."""
-    if on_s3(ctx):
-        bucket, prefix = ctx.datadir.base.split("/", 1)
-        boto3.client("s3").put_object(
-            Bucket=bucket, Key=f"{prefix}/inbox/{relative}", Body=content.encode()
-        )
-    else:
-        write_csv(ctx.datadir.layout.inbox / relative, content)
-
-
-def stored(ctx: Context, folder: str) -> dict[str, bytes]:
-    """Every file under ``folder`` of the data directory, read back without the code under
-    test (the file system, or boto3)."""
-    if not on_s3(ctx):
-        base = ctx.datadir.layout.home / folder
-        return {name: (base / name).read_bytes() for name in files_under(base)}
-    bucket, prefix = ctx.datadir.base.split("/", 1)
-    s3 = boto3.client("s3")
-    found = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=f"{prefix}/{folder}/"
-    ):
-        for item in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            found[item["Key"][len(f"{prefix}/{folder}/") :]] = body
-    return found
-
-
-def claims_held(ctx: Context) -> int:
-    if not on_s3(ctx):
-        return len(files_under(ctx.datadir.layout.processing))
-    with ctx.engine.connect() as conn:
-        return len(conn.execute(select(warehouse.schema.inbox_claims)).all())
 
 
 def conversions(ctx: Context) -> list[tuple]:
@@ -133,16 +96,16 @@ def dead_worker(claimed: datadir.Claimed) -> None:
 
 
 def test_an_update_in_the_edit_folder_changes_the_payout_under_an_ignore_source(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     [first] = runner.run_inbox(ctx)
     assert counts(first) == (1, 1, 0, 0, 0, 0, 0)
     # Control: the same update directly in maxbounty/ is ignored (its mode is ignore).
-    drop(ctx, "maxbounty/plain.csv", UPDATE.replace("7.50", "6.00"))
+    put_in_inbox(ctx, "maxbounty/plain.csv", UPDATE.replace("7.50", "6.00"))
     [plain] = runner.run_inbox(ctx)
     assert counts(plain) == (1, 0, 0, 0, 0, 1, 0)
     assert conversions(ctx) == [("m1", "5.00", "2026-07-01T18:00:00Z")]
 
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     [update] = runner.run_inbox(ctx)
 
     assert (update.name, update.offer_source, update.kind, update.state) == (
@@ -178,9 +141,9 @@ def test_an_update_in_the_edit_folder_changes_the_payout_under_an_ignore_source(
 
 
 def test_the_increment_payout_folder_adds_the_payout(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/increment_payout/more.csv", UPDATE.replace("7.50", "2.25"))
+    put_in_inbox(ctx, "maxbounty/increment_payout/more.csv", UPDATE.replace("7.50", "2.25"))
     [more] = runner.run_inbox(ctx)
     assert (more.state, counts(more)) == ("applied", (1, 0, 0, 1, 0, 0, 0))
     [(click_id, payout, _)] = conversions(ctx)
@@ -189,9 +152,9 @@ def test_the_increment_payout_folder_adds_the_payout(ctx):
 
 
 def test_a_run_level_mode_override_wins_over_the_folders(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     [update] = runner.run_inbox(ctx, mode_override="ignore")
     assert counts(update) == (1, 0, 0, 0, 0, 1, 0)
     assert conversions(ctx) == [("m1", "5.00", "2026-07-01T18:00:00Z")]
@@ -199,9 +162,9 @@ def test_a_run_level_mode_override_wins_over_the_folders(ctx):
 
 
 def test_a_misspelt_mode_folder_is_quarantined_naming_the_six_modes(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edt/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edt/update.csv", UPDATE)
 
     [result] = runner.run_inbox(ctx)
 
@@ -233,8 +196,8 @@ def test_a_misspelt_mode_folder_is_quarantined_naming_the_six_modes(ctx):
 
 
 def test_status_files_take_no_mode_and_a_mode_folder_in_status_is_quarantined(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
-    drop(ctx, "maxbounty/status/edit/s.csv", "click_id,status\nm1,declined\n")
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/status/edit/s.csv", "click_id,status\nm1,declined\n")
     nested, first = runner.run_inbox(ctx)  # no offer source sorts first
     assert (first.state, nested.state, nested.reason_code) == (
         "applied",
@@ -248,14 +211,14 @@ def test_status_files_take_no_mode_and_a_mode_folder_in_status_is_quarantined(ct
 
 
 def test_the_same_bytes_under_another_mode_are_a_duplicate_that_names_force(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     runner.run_inbox(ctx)
 
-    drop(ctx, "maxbounty/increment_payout/update.csv", UPDATE)  # the same bytes
-    drop(ctx, "maxbounty/again.csv", UPDATE)  # the same bytes, no mode override
-    drop(ctx, "maxbounty/edit/update2.csv", UPDATE)  # the same bytes, the same mode
+    put_in_inbox(ctx, "maxbounty/increment_payout/update.csv", UPDATE)  # the same bytes
+    put_in_inbox(ctx, "maxbounty/again.csv", UPDATE)  # the same bytes, no mode override
+    put_in_inbox(ctx, "maxbounty/edit/update2.csv", UPDATE)  # the same bytes, the same mode
     again, update2, increment = runner.run_inbox(ctx)
 
     assert [(r.name, r.state) for r in (increment, again, update2)] == [
@@ -296,9 +259,9 @@ def test_the_same_bytes_under_another_mode_are_a_duplicate_that_names_force(ctx)
 
 def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(local_ctx):
     ctx = local_ctx
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     with ctx.engine.begin() as conn:  # the merge's table is gone: the file fails
         conn.execute(text("ALTER TABLE conversions RENAME TO conversions_gone"))
     [failed] = runner.run_inbox(ctx)
@@ -328,11 +291,11 @@ def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(local_ctx):
 
 def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_time(local_ctx):
     ctx = local_ctx
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
     # m2 is new, and its empty time is the received time: the first claim's, not the adopter's.
     late = "click_id,payout,conversion_time\nm1,9.00,2026-07-01 13:00:00\nm2,1.00,\n"
-    drop(ctx, "maxbounty/edit/late.csv", late)
+    put_in_inbox(ctx, "maxbounty/edit/late.csv", late)
     [waiting] = claims.scan(ctx.datadir.layout, ctx.config.offer_sources)
     assert (waiting.offer_source, waiting.kind, waiting.mode) == (
         "maxbounty",
@@ -361,10 +324,10 @@ def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_ti
 
 
 def test_the_airflow_steps_apply_a_mode_folders_file_under_its_mode(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
-    drop(ctx, "maxbounty/status/s.csv", "click_id,status\nm1,declined\n")
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/status/s.csv", "click_id,status\nm1,declined\n")
 
     tickets = steps.claim(ctx)
 
@@ -388,9 +351,9 @@ def test_the_airflow_steps_apply_a_mode_folders_file_under_its_mode(ctx):
 
 
 def test_a_replay_of_an_archived_mode_file_uses_its_mode_unless_the_run_gives_one(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     runner.run_inbox(ctx)
     tickets = steps.archived_tickets(ctx, date(2000, 1, 1), date(2099, 1, 1), "maxbounty")
     assert sorted((t["file"], t["mode"]) for t in tickets) == [
