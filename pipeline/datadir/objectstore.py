@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -100,8 +101,10 @@ class _Heartbeat:
         with self._lock:
             self._held.add(claim_id)
             if self._thread is None:
+                # The thread holds the heartbeat weakly: a data directory nobody uses any more
+                # (a finished run's, a test's) stops renewing instead of beating forever.
                 self._thread = threading.Thread(
-                    target=self._beat, name="conversions-claim-lease", daemon=True
+                    target=_beat, args=(weakref.ref(self),), name="conversions-lease", daemon=True
                 )
                 self._thread.start()
 
@@ -109,25 +112,41 @@ class _Heartbeat:
         with self._lock:
             self._held.discard(claim_id)
 
-    def _beat(self) -> None:
-        while True:
-            time.sleep(self.interval)
-            with self._lock:
-                ids = set(self._held)
-                if not ids:
-                    self._thread = None
-                    return
-            try:
-                owned = claim_rows.renew(self.engine, ids, self.lease)
-            except Exception as exc:  # tried again at the next beat
-                log.warning("renewing %d claim lease(s) failed: %s", len(ids), exc)
-                continue
-            with self._lock:
-                gone = (ids - owned) & self._held
-                self._held -= gone
-                self.lost |= gone
-            for claim_id in sorted(gone):
-                log.warning("claim %s was adopted by another worker (its lease ran out)", claim_id)
+    def beat(self) -> bool:
+        """One renewal of everything held; False (and the thread ends) when nothing is."""
+        with self._lock:
+            ids = set(self._held)
+            if not ids:
+                self._thread = None
+                return False
+        try:
+            owned = claim_rows.renew(self.engine, ids, self.lease)
+        except Exception as exc:  # tried again at the next beat
+            log.warning("renewing %d claim lease(s) failed: %s", len(ids), exc)
+            return True
+        with self._lock:
+            gone = (ids - owned) & self._held
+            self._held -= gone
+            self.lost |= gone
+        for claim_id in sorted(gone):
+            log.warning("claim %s was adopted by another worker (its lease ran out)", claim_id)
+        return True
+
+
+def _beat(ref: weakref.ref[_Heartbeat]) -> None:
+    """The heartbeat's thread: a beat every ``interval`` while the heartbeat lives and holds
+    something."""
+    while True:
+        heartbeat = ref()
+        if heartbeat is None:
+            return
+        interval = heartbeat.interval
+        del heartbeat  # not held across the sleep
+        time.sleep(interval)
+        heartbeat = ref()
+        if heartbeat is None or not heartbeat.beat():
+            return
+        del heartbeat
 
 
 class ObjectStoreDataDir:

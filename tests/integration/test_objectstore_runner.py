@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import boto3
 import pytest
@@ -491,3 +491,42 @@ def test_an_upload_landing_just_before_the_archive_copy_is_not_archived_as_the_c
     assert objects(ctx, "inbox") == {"maxbounty/a.csv": newer.encode()}
     [second] = runner.run_inbox(ctx)
     assert (second.state, second.content_hash) == ("applied", sha256(newer))
+
+
+def test_a_renewal_extends_a_lease_never_shortens_a_hand_off_and_says_what_was_adopted(ctx):
+    """`claims.renew` by hand: a 1-hour lease renewed for 2 hours is later; a claim handed off
+    for 3 hours keeps its longer lease; a claim another process adopted is not renewed and
+    is reported missing (lease_until compared as the warehouse returns it)."""
+    from pipeline.warehouse import claims as claim_table
+
+    def row(relative: str, hand_off: timedelta | None = None) -> claim_table.ClaimRow:
+        got = claim_table.take(
+            ctx.engine,
+            store="s3://renewal-test/home",
+            object_key=relative,
+            etag="e" * 32,
+            size=1,
+            offer_source="maxbounty",
+            kind="conversions",
+            mode=None,
+            received_at=datetime(2026, 7, 1, tzinfo=UTC),
+            lease=timedelta(hours=1),
+            hand_off=hand_off,
+        )
+        assert got is not None
+        return got
+
+    plain, handed = row("maxbounty/a.csv"), row("maxbounty/b.csv", timedelta(hours=3))
+    adopted = row("maxbounty/c.csv")
+    newer = claim_table.adopt(ctx.engine, adopted, timedelta(hours=1))
+    assert newer is not None
+
+    owned = claim_table.renew(
+        ctx.engine, {plain.claim_id, handed.claim_id, adopted.claim_id}, timedelta(hours=2)
+    )
+
+    assert owned == {plain.claim_id, handed.claim_id}  # c.csv's id is another's now
+    after = {r: claim_table.get(ctx.engine, r.claim_id) for r in (plain, handed)}
+    assert after[plain].lease_until - plain.lease_until >= timedelta(minutes=59)
+    assert after[handed].lease_until == handed.lease_until  # 3 hours > now + 2 hours
+    assert claim_table.get(ctx.engine, newer.claim_id).lease_until == newer.lease_until
