@@ -30,6 +30,7 @@ folders). This file proves, on real files, the real CLI and both warehouses, tha
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -100,6 +101,16 @@ class Setup:
             store = ObjectStoreDataDir(self.store.arg, engine, max_file_bytes=limit)
             return Context(self.config, engine, store)
         return Context(self.config, engine, LocalDataDir(self.layout))
+
+    def under_reports(self, written: str) -> str:
+        """Where a report a run wrote is, below the data directory's ``reports/``; it must be
+        there (a folder outside it, resolved, or another prefix of the bucket fails)."""
+        if isinstance(self.store, S3Home):
+            prefix = f"s3://{self.store.bucket}/home/reports/"
+            assert written.startswith(prefix) and ".." not in written.split("/"), written
+            return written[len(prefix) :]
+        assert Path(written).resolve().is_relative_to(self.layout.reports.resolve()), written
+        return Path(written).relative_to(self.layout.reports).as_posix()
 
     def read(self, written: str) -> bytes:
         """A file a run wrote (a summary), by the path or ``s3://`` URL it gave."""
@@ -404,11 +415,12 @@ def spreadsheet_safe(cell: str) -> str:
 
 
 def test_every_cell_of_every_rejection_report_is_neutralised_but_numbers_stay_numbers(
-    tmp_path, warehouse_url, engine
+    tmp_path, warehouse_url, engine, s3
 ):
     """Rows rejected by validation, malformed rows and rows the merge rejects all go through the
-    same writer; the header (user input too), reason_code and reason columns as well."""
-    setup = Setup(tmp_path, warehouse_url)
+    same writer; the header (user input too), reason_code and reason columns as well (written
+    through the bucket's file system too, when the reports are on S3)."""
+    setup = Setup(tmp_path, warehouse_url, s3=s3)
     header = [
         "click_id",
         "payout",
@@ -452,11 +464,14 @@ def test_every_cell_of_every_rejection_report_is_neutralised_but_numbers_stay_nu
     result = setup.ingest(engine, path, "maxbounty")
 
     assert result.state == "applied"
-    assert_accounted(result, path, engine)
-    report = Path(result.report_path)
-    assert report.parent.parent == setup.layout.reports
-    assert not report.name.startswith(OWASP_PREFIXES)
-    written = read_csv(report)
+    # A report on S3 is an object (assert_accounted opens files): its rows are counted below.
+    assert_accounted(dataclasses.replace(result, report_path=None) if s3 else result, path, engine)
+    report = setup.under_reports(result.report_path)
+    assert len(report.split("/")) == 2  # <received day>/<name>
+    assert not report.split("/")[1].startswith(OWASP_PREFIXES)
+    report_text = setup.read(result.report_path).decode("utf-8-sig")
+    written = list(csv.reader(io.StringIO(report_text, newline="")))
+    assert len(written) - 1 == result.outcomes["rejected"]
     kept = [h for h in header if h != "reason_code"]
     assert written[0] == ["line", *map(spreadsheet_safe, kept), "reason_code", "reason"]
     # README: the rows the merge rejects (line 7) follow the rows validation rejected.
@@ -475,8 +490,8 @@ def test_every_cell_of_every_rejection_report_is_neutralised_but_numbers_stay_nu
     assert not [c for c in flat if c.startswith(OWASP_PREFIXES) and not PLAIN_NUMBER.fullmatch(c)]
     assert "-12.50" in written[2] and "+3" in written[2]  # plain numbers stay numbers
     assert " =1+1" in written[3]  # a leading space: text to a spreadsheet, left as written
-    assert path.name not in report.read_text(encoding="utf-8-sig")  # the name is not in it
-    summary = json.loads(Path(result.summary_path).read_text(encoding="utf-8"))
+    assert path.name not in report_text  # the name is not in it
+    summary = json.loads(setup.read(result.summary_path))
     assert summary["name"] == "=evil@name.csv"  # JSON, not a spreadsheet: kept as it is
 
 
@@ -653,17 +668,19 @@ def test_an_airflow_task_log_shows_a_hostile_name_and_detail_on_one_line_each():
     ]
 
 
-def test_names_that_try_to_leave_the_reports_folder_stay_in_it(tmp_path, warehouse_url, engine):
+def test_names_that_try_to_leave_the_reports_folder_stay_in_it(tmp_path, warehouse_url, engine, s3):
     """The name a file was dropped under comes from callers (the inbox, Airflow tickets): a
-    path is never followed."""
-    setup = Setup(tmp_path, warehouse_url)
+    path is never followed (nor, with the reports in a bucket, a key prefix left)."""
+    setup = Setup(tmp_path, warehouse_url, s3=s3)
     path = write_csv(setup.cwd / "a.csv", "click_id,payout\nt1,1.00\nt2,x\n")
     outside = setup.outside_home()
     for name in ["../../outside/x.csv", "..\\..\\x.csv", "/etc/passwd", str(setup.outside / "y")]:
         result = setup.ingest(engine, path, "maxbounty", name=name, force=True)
         for written in (result.report_path, result.summary_path):
-            assert Path(written).parent.parent == setup.layout.reports
-            assert Path(written).resolve().is_relative_to(setup.layout.reports)
+            assert len(setup.under_reports(written).split("/")) == 2  # <day>/<safe name>
+            assert setup.read(written)
+    if s3:  # nothing in the bucket but the reports
+        assert {key.split("/")[0] for key in setup.store.files("")} == {"reports"}
     assert setup.outside_home() == outside
 
 
