@@ -265,6 +265,8 @@ def s3(request) -> str | None:
     return request.getfixturevalue("moto_endpoint") if request.param == "s3" else None
 
 
+# Values (1.) and the export (2.) do not depend on where the data directory is: these tests
+# hand `ingest_file` a local file. The inbox-route tests take ``s3`` and run on both.
 def test_sql_looking_values_are_stored_verbatim_or_rejected_and_never_executed(
     tmp_path, warehouse_url, engine
 ):
@@ -685,6 +687,8 @@ def test_names_that_try_to_leave_the_reports_folder_stay_in_it(tmp_path, warehou
 
 
 # --- 4. links and FIFOs ------------------------------------------------------------------------
+# Local only: an object store has no links, FIFOs or devices (an object is bytes; its
+# `not_a_regular_file` is always None), so there is nothing of these to try on S3.
 
 
 class Tripwire:
@@ -853,6 +857,8 @@ def test_the_inbox_command_never_opens_a_link_target_or_a_fifo(tmp_path):
 TEN_GB = 10 * 1024**3
 
 
+# A sparse 10 GB file is a local thing; the S3 form (an object over the limit, never
+# downloaded) is `test_an_object_over_the_size_limit_is_quarantined_without_being_downloaded`.
 def test_a_file_over_the_size_limit_is_quarantined_without_being_read(
     tmp_path, warehouse_url, engine
 ):
