@@ -17,7 +17,7 @@ import argparse
 import contextlib
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from pipeline.context import Context
 from pipeline.core.model import ConfigError
 from pipeline.core.vocabulary import DRY_RUN, FAILED, KINDS, MODES
 from pipeline.datadir.claims import FileChanged
+from pipeline.datadir.layout import is_url
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
 from pipeline.shutdown import Interrupted
@@ -298,7 +299,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="FILE",
         help="the CSV files to load (comma, semicolon or tab separated; a rejection report "
-        "of ours can be loaded as it is)",
+        "of ours can be loaded as it is; an s3:// URL, such as an archived original to "
+        "replay, is streamed to a local copy first)",
     )
     ing.add_argument(
         "--json",
@@ -429,8 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _context(args, offer_source: str | None = None, console: Console | None = None) -> Context:
-    home = runtime.resolve_home(args.home)
     config = load(runtime.resolve_config_path(args.config))
+    home = runtime.resolve_home(args.home, config=config)
     for warning in config.warnings if console else ():
         console.warn(f"config: {warning}")
     if offer_source:  # refuse an unknown name before touching the warehouse
@@ -456,35 +458,57 @@ def _ingest(args, console: Console) -> int:
     with ctx.stop.handling(console.info), console.progress(len(args.files)) as (advance, rows):
         ctx = ctx.with_progress(rows)
         for name in args.files:
-            path = Path(name)
-            if not path.is_file():
-                console.error(f"{name}: no such file")
-                results.append(
-                    FileResult(
-                        path.name, args.offer_source, args.kind, FAILED, detail="no such file"
+            with _local_file(name) as path:
+                if path is None or not path.is_file():
+                    console.error(f"{name}: no such file")
+                    results.append(
+                        FileResult(
+                            _name(name), args.offer_source, args.kind, FAILED, detail="no such file"
+                        )
                     )
+                    continue
+                upload = Upload(
+                    path,
+                    args.offer_source,
+                    args.kind,
+                    received_at=received,
+                    mode_override=args.mode,
+                    dry_run=args.dry_run,
+                    force=args.force,
                 )
-                continue
-            upload = Upload(
-                path,
-                args.offer_source,
-                args.kind,
-                received_at=received,
-                mode_override=args.mode,
-                dry_run=args.dry_run,
-                force=args.force,
-            )
-            try:
-                with ctx.stop.interruptible():
-                    results.append(ingest_file(ctx, upload))
-            except (FileChanged, Interrupted) as exc:  # nothing of it was applied
-                console.error(f"{name}: {exc}" if isinstance(exc, Interrupted) else str(exc))
-                results.append(
-                    FileResult(path.name, args.offer_source, args.kind, FAILED, detail=str(exc))
-                )
-            advance(results[-1])
+                try:
+                    with ctx.stop.interruptible():
+                        results.append(ingest_file(ctx, upload))
+                except (FileChanged, Interrupted) as exc:  # nothing of it was applied
+                    console.error(f"{name}: {exc}" if isinstance(exc, Interrupted) else str(exc))
+                    results.append(
+                        FileResult(path.name, args.offer_source, args.kind, FAILED, detail=str(exc))
+                    )
+                advance(results[-1])
     console.summary(results, home=ctx.datadir.location, as_json=args.json)
     return runner.exit_code(results, ctx)
+
+
+@contextlib.contextmanager
+def _local_file(name: str) -> Iterator[Path | None]:
+    """A FILE argument as a local file: itself, or for an ``s3://`` URL (an archived original
+    on object storage, to replay it) a copy streamed to a temporary file and removed after its
+    ingest; None when there is no such object."""
+    if not is_url(name):
+        yield Path(name)
+        return
+    from pipeline.datadir.objectstore import spooled  # with its fsspec, when used
+
+    with contextlib.ExitStack() as stack:
+        try:
+            path: Path | None = stack.enter_context(spooled(name))
+        except FileNotFoundError:
+            path = None
+        yield path
+
+
+def _name(name: str) -> str:
+    return name.rstrip("/").rsplit("/", 1)[-1] if is_url(name) else Path(name).name
 
 
 def _inbox(args, console: Console) -> int:

@@ -9,13 +9,15 @@ Unknown keys are errors too: a misspelt optional key would otherwise silently do
 from __future__ import annotations
 
 import codecs
+import importlib.util
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
+from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
 import pandas as pd
@@ -55,7 +57,17 @@ _TOML_TYPES = {int: "an integer", str: "a string", bool: "true or false", list: 
 _TIME_FORMAT_SAMPLE = datetime(2024, 1, 31, 13, 45, 30, 123456, tzinfo=UTC)
 
 
-def load(path: str | Path) -> Config:
+@dataclass(frozen=True)
+class FileConfig(Config):
+    """A config as its file gives it: the model's, plus the file's top-level ``home`` (where
+    the data directory is: a folder, or ``s3://bucket/prefix``), which only `pipeline.runtime`
+    reads (``--home`` and ``$CONVERSIONS_HOME`` win over it). Kept out of the engine's model:
+    nothing below the runtime needs to know where its files come from."""
+
+    home: str | None = None
+
+
+def load(path: str | Path) -> FileConfig:
     """Read and validate a TOML config file."""
     path = Path(path)
     try:
@@ -71,10 +83,17 @@ def load(path: str | Path) -> Config:
     return parse(raw, path)
 
 
-def parse(raw: Mapping[str, Any], path: str | Path = "<config>") -> Config:
+def parse(raw: Mapping[str, Any], path: str | Path = "<config>") -> FileConfig:
     """Validate an already-decoded TOML document (tests and the demo build these in code)."""
     reader = _Reader(str(path))
-    reader.only_keys(raw, "", {"settings", "accounts", "offer_sources"})
+    reader.only_keys(raw, "", {"home", "settings", "accounts", "offer_sources"})
+    home = raw.get("home")
+    if home is not None:
+        if not isinstance(home, str) or not home.strip():
+            raise reader.fail(
+                "home", f"must be a folder or an s3://bucket/prefix URL, got {home!r}"
+            )
+        check_home(home, str(path), "home")
     settings = reader.settings(raw.get("settings", {}))
     accounts = {
         name: reader.account(name, table)
@@ -88,7 +107,46 @@ def parse(raw: Mapping[str, Any], path: str | Path = "<config>") -> Config:
     }
     if not sources:
         raise ConfigError(path, "offer_sources", "at least one offer source is required")
-    return Config(str(path), accounts, sources, settings, warnings=_zone_warnings(accounts))
+    return FileConfig(
+        str(path), accounts, sources, settings, warnings=_zone_warnings(accounts), home=home
+    )
+
+
+# Object stores the data directory is tested on, and those fsspec serves through the same code
+# once their package is installed (named in the error when it is not).
+TESTED_SCHEMES = ("s3",)
+_STORE_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs"}
+_STORE_PACKAGES |= {"abfs": "adlfs"}
+
+
+def check_home(home: str, where: str, key: str = "") -> None:
+    """Refuse a data directory URL that cannot work, before anything is opened: an unknown
+    scheme, no bucket, credentials in it. ``where`` and ``key`` locate it for the message
+    (``conversions.toml: home``, ``$CONVERSIONS_HOME``, ``--home``). A folder passes."""
+    if "://" not in home or home.startswith(("file://", "local://")):  # a folder
+        return
+    parts = urlsplit(home)
+    scheme = parts.scheme.lower()
+    if scheme not in _STORE_PACKAGES:
+        raise ConfigError(
+            where,
+            key,
+            f"unsupported data directory scheme {scheme}:// in {home!r}: use a folder or "
+            "s3://bucket/prefix (gs:// with gcsfs installed, az:// with adlfs)",
+        )
+    if parts.password is not None:
+        raise ConfigError(
+            where,
+            key,
+            "credentials do not go in the data directory URL: use an Airflow connection "
+            "(s3://<conn_id>@bucket/prefix) or the standard AWS environment variables",
+        )
+    if not parts.hostname:
+        raise ConfigError(where, key, f"no bucket in {home!r} (expected {scheme}://bucket/prefix)")
+    if importlib.util.find_spec(_STORE_PACKAGES[scheme]) is None:
+        raise ConfigError(
+            where, key, f"{scheme}:// needs the {_STORE_PACKAGES[scheme]} package: pip install it"
+        )
 
 
 class _Reader:

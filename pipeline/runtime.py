@@ -43,11 +43,30 @@ LIBPQ_EXTRAS = frozenset(
 )
 
 
-def resolve_home(arg: str | None, default: str | Path = "var") -> Path | str:
-    """--home, else $CONVERSIONS_HOME, else ``default`` (``./var`` for the CLI): a folder, or
-    an object storage URL (``s3://[conn_id@]bucket/prefix``), kept as the string it is."""
-    home = arg or os.environ.get("CONVERSIONS_HOME") or default
-    return str(home) if is_url(home) else Path(home).resolve()
+def resolve_home(
+    arg: str | None, default: str | Path = "var", config: Config | None = None
+) -> Path | str:
+    """--home, else $CONVERSIONS_HOME, else the config file's ``home``, else ``default``
+    (``./var`` for the CLI): a folder, or an object storage URL
+    (``s3://[conn_id@]bucket/prefix``), kept as the string it is. A URL that cannot work (an
+    unknown scheme, no bucket, credentials in it) is a ConfigError naming where it was set;
+    a relative folder in the config file is relative to that file."""
+    from pipeline.config import check_home  # the loader's check, for every source of a home
+
+    from_config = getattr(config, "home", None)  # a FileConfig's; a model Config has none
+    if arg:
+        check_home(arg, "--home")
+        home: str | Path = arg
+    elif os.environ.get("CONVERSIONS_HOME"):
+        home = os.environ["CONVERSIONS_HOME"]
+        check_home(home, "$CONVERSIONS_HOME")
+    elif config is not None and from_config:
+        home = from_config  # checked by the loader, with the file and the key
+        if not is_url(home) and not Path(home).expanduser().is_absolute():
+            home = Path(config.path).parent / home
+    else:
+        home = default
+    return str(home) if is_url(home) else Path(home).expanduser().resolve()
 
 
 def resolve_config_path(arg: str | None, default: str | Path = "conversions.toml") -> Path:
@@ -67,11 +86,15 @@ def resolve_warehouse_url(arg: str | None, config: Config | None, home: Path | s
 
 def default_warehouse_url(home: Path | str) -> str:
     if isinstance(home, str):
-        raise ValueError(
+        from pipeline.core.model import ConfigError  # a ValueError: callers catching it still do
+
+        raise ConfigError(
+            home,
+            "",
             f"the data directory {home} is object storage, where an SQLite warehouse cannot "
             "live (and where claims are warehouse rows every worker must share): set "
             "CONVERSIONS_WAREHOUSE_URL, --warehouse, settings.warehouse_url or, in Airflow, the "
-            "conversions_warehouse connection"
+            "conversions_warehouse connection",
         )
     return f"sqlite:///{home / 'warehouse.db'}"
 
@@ -103,11 +126,17 @@ def open_context(config: Config, home: Path | str, url: str) -> Context:
     from pipeline.datadir.objectstore import ObjectStoreDataDir  # with its fsspec, when used
 
     engine = warehouse.connect(url, lock_timeout_s=config.settings.lock_timeout_seconds)
-    datadir = (
-        ObjectStoreDataDir(home, engine, lease=claim_lease())
-        if isinstance(home, str)
-        else LocalDataDir(home)
-    )
+    if isinstance(home, Path):
+        datadir: LocalDataDir | ObjectStoreDataDir = LocalDataDir(home)
+    else:
+        datadir = ObjectStoreDataDir(
+            home, engine, lease=claim_lease(), max_file_bytes=config.settings.max_file_bytes
+        )
+        try:
+            datadir.check_bucket()  # a missing bucket is said once, here, not per file
+        except BaseException:
+            engine.dispose()
+            raise
     return Context(config, engine, datadir, Stop(config.settings.shutdown_grace_seconds))
 
 
@@ -131,6 +160,8 @@ def airflow_context(warehouse_url: str | None = None) -> Context:
     home = airflow_home()
     local = home if isinstance(home, Path) else _airflow_folder() / "conversions"
     config = load(resolve_config_path(None, local / "conversions.toml"))
+    if not os.environ.get("CONVERSIONS_HOME") and config.home:  # the config names the home
+        home = resolve_home(None, home, config)
     return open_context(config, home, resolve_warehouse_url(warehouse_url, config, home))
 
 

@@ -143,25 +143,28 @@ def replay(
     the run's ``mode_override`` when given, else the archived file's ``mode`` (the mode folder
     it was dropped in), else none.
     """
-    path = Path(ticket["path"])
+    # A string, not a Path: an archive on object storage names its files by URL (s3://...),
+    # which a Path would mangle (s3:/...).
+    path = ticket["path"]
     if not ctx.datadir.is_archived(path):
         raise ValueError(f"not an archived file: {path}")
-    upload = Upload(
-        path,
-        ticket["offer_source"],
-        ticket["kind"],
-        received_at=datetime.fromisoformat(ticket["received_at"]),
-        name=Path(ticket["file"]).name,
-        mode_override=mode_override if mode_override is not None else ticket.get("mode"),
-        dry_run=dry_run,
-        force=force,
-        reports_dir=ctx.datadir.reports / "replays" / _safe_run_id(run_id),
-    )
-    try:
-        with ctx.stop.interruptible():
-            result = ingest_file(ctx, upload)
-    except Interrupted as exc:  # rolled back; the original stays in the archive
-        raise Stopped(f"{ticket['file']}: {exc}; replay it again") from None
+    with ctx.datadir.local_copy(path) as local:  # on object storage a streamed copy
+        upload = Upload(
+            local,
+            ticket["offer_source"],
+            ticket["kind"],
+            received_at=datetime.fromisoformat(ticket["received_at"]),
+            name=Path(ticket["file"]).name,
+            mode_override=mode_override if mode_override is not None else ticket.get("mode"),
+            dry_run=dry_run,
+            force=force,
+            reports_dir=ctx.datadir.reports / "replays" / _safe_run_id(run_id),
+        )
+        try:
+            with ctx.stop.interruptible():
+                result = ingest_file(ctx, upload)
+        except Interrupted as exc:  # rolled back; the original stays in the archive
+            raise Stopped(f"{ticket['file']}: {exc}; replay it again") from None
     return result.to_dict() | {"file": ticket["file"]}
 
 

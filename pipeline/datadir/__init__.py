@@ -19,6 +19,7 @@ writers write through. ``objectstore`` is imported only where it is used (runtim
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from contextlib import AbstractContextManager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -111,6 +112,12 @@ class DataDir(Protocol):
 
     def is_archived(self, path: Path) -> bool:
         """Whether ``path`` is an archived original (a replay reads nothing else)."""
+        ...
+
+    def local_copy(self, path: Path) -> AbstractContextManager[Path]:
+        """A file of the data directory (an archived original, for a replay) as a local file
+        the reader can open and seek: on a disk the file itself; from object storage a copy
+        streamed to a spool file, removed when the block ends."""
         ...
 
     def remove_partials(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import contextlib
+from collections.abc import Collection, Iterable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -63,6 +64,11 @@ class LocalDataDir:
         self, start: date, end: date, offer_source: str | None = None, kind: str | None = None
     ) -> list[Archived]:
         return filing.archived(self.layout, start, end, offer_source, kind)
+
+    @contextlib.contextmanager
+    def local_copy(self, path: Path) -> Iterator[Path]:
+        """A file of a local data directory is local already: the file itself."""
+        yield Path(path)
 
     def is_archived(self, path: Path) -> bool:
         path = Path(path)

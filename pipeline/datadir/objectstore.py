@@ -31,8 +31,11 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Collection, Iterable
+import uuid
+import weakref
+from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
+from pipeline.core.model import ConfigError
 from pipeline.core.reasons import CATALOGUE
 from pipeline.core.vocabulary import MODES, NAME_PATTERN
 from pipeline.datadir.claims import (
@@ -72,10 +76,91 @@ _BLOCK = 8 << 20  # bytes read from the store at a time
 _PLAIN_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
+class _Heartbeat:
+    """Keeps the leases of the claims this process holds alive while it works on them.
+
+    A claim's lease is what tells another host that its owner is gone; a worker on a file
+    that takes longer than the lease would otherwise be taken for dead and its file adopted
+    and applied a second time (harmlessly, by the ledger's duplicate check, but not without
+    work and noise). So while a claim is held, a daemon thread renews its lease every third of
+    the lease (``claims.renew``); a frozen or partitioned worker stops renewing, and its claims
+    are adopted once the lease runs out. The thread runs only while something is held. A
+    renewal that fails (the warehouse away, SQLite's one writer busy) is tried again at the
+    next beat; a claim found adopted meanwhile is logged and dropped from the beat.
+    """
+
+    def __init__(self, engine: Engine, lease: timedelta):
+        self.engine, self.lease = engine, lease
+        self.interval = min(max(lease.total_seconds() / 3, 0.1), 600.0)
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.lost: set[str] = set()  # claims adopted by another process while held here
+
+    def hold(self, claim_id: str) -> None:
+        with self._lock:
+            self._held.add(claim_id)
+            if self._thread is None:
+                # The thread holds the heartbeat weakly: a data directory nobody uses any more
+                # (a finished run's, a test's) stops renewing instead of beating forever.
+                self._thread = threading.Thread(
+                    target=_beat, args=(weakref.ref(self),), name="conversions-lease", daemon=True
+                )
+                self._thread.start()
+
+    def end(self, claim_id: str) -> None:
+        with self._lock:
+            self._held.discard(claim_id)
+
+    def beat(self) -> bool:
+        """One renewal of everything held; False (and the thread ends) when nothing is."""
+        with self._lock:
+            ids = set(self._held)
+            if not ids:
+                self._thread = None
+                return False
+        try:
+            owned = claim_rows.renew(self.engine, ids, self.lease)
+        except Exception as exc:  # tried again at the next beat
+            log.warning("renewing %d claim lease(s) failed: %s", len(ids), exc)
+            return True
+        with self._lock:
+            gone = (ids - owned) & self._held
+            self._held -= gone
+            self.lost |= gone
+        for claim_id in sorted(gone):
+            log.warning("claim %s was adopted by another worker (its lease ran out)", claim_id)
+        return True
+
+
+def _beat(ref: weakref.ref[_Heartbeat]) -> None:
+    """The heartbeat's thread: a beat every ``interval`` while the heartbeat lives and holds
+    something."""
+    while True:
+        heartbeat = ref()
+        if heartbeat is None:
+            return
+        interval = heartbeat.interval
+        del heartbeat  # not held across the sleep
+        time.sleep(interval)
+        heartbeat = ref()
+        if heartbeat is None or not heartbeat.beat():
+            return
+        del heartbeat
+
+
 class ObjectStoreDataDir:
     """`DataDir` over a bucket and prefix, its claims in the warehouse of ``engine``."""
 
-    def __init__(self, url: str, engine: Engine, lease: timedelta = DEFAULT_LEASE):
+    def __init__(
+        self,
+        url: str,
+        engine: Engine,
+        lease: timedelta = DEFAULT_LEASE,
+        max_file_bytes: int | None = None,
+    ):
+        """``max_file_bytes`` (the config's ``settings.max_file_bytes``): a claimed object
+        larger than that is never downloaded (see `_staged_or_dropped`)."""
         parts = urlsplit(url)
         if not parts.scheme or not parts.hostname:
             raise ValueError(f"not an object storage URL (scheme://bucket/prefix): {url!r}")
@@ -93,7 +178,11 @@ class ObjectStoreDataDir:
         self.base = f"{parts.hostname}{parts.path}".rstrip("/")
         self.engine = engine
         self.lease = lease
+        self.max_file_bytes = max_file_bytes
         self._spool = Path(tempfile.mkdtemp(prefix="conversions-spool-"))
+        self._unread: set[str] = set()  # claims whose spool file is a placeholder (too large)
+        self._md5: dict[str, str] = {}  # claim id -> the MD5 of its spooled bytes
+        self.heartbeat = _Heartbeat(engine, lease)  # renews the leases of what it holds
 
     def __repr__(self) -> str:
         return f"ObjectStoreDataDir({self.url!r})"
@@ -106,9 +195,28 @@ class ObjectStoreDataDir:
     def reports(self) -> Any:
         return self.root / "reports"
 
+    def check_bucket(self) -> None:
+        """A ConfigError, naming the URL, when the bucket does not exist or these credentials
+        cannot see it: said once at start, not as a failure of every file."""
+        bucket = self.base.split("/", 1)[0]
+        try:
+            found = self.fs.exists(bucket)
+        except PermissionError as exc:
+            raise ConfigError(
+                self.url, "", f"the bucket {bucket!r} cannot be read with these credentials ({exc})"
+            ) from None
+        if not found:
+            raise ConfigError(
+                self.url,
+                "",
+                f"no such bucket {bucket!r} (or these credentials cannot see it): create it, or "
+                "correct the bucket in --home, $CONVERSIONS_HOME or the config's home",
+            )
+
     def ensure(self, offer_sources: Iterable[str] = ()) -> None:
-        """Object storage has no folders to make; the offer source names are checked, as
-        the local backend checks them."""
+        """Object storage has no folders to make: the bucket must exist (`check_bucket`);
+        the offer source names are checked, as the local backend checks them."""
+        self.check_bucket()
         for name in offer_sources:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"not a valid offer source folder name: {name!r}")
@@ -304,6 +412,19 @@ class ObjectStoreDataDir:
                 continue
         return sorted(found, key=lambda a: (a.received_at, a.relative))
 
+    @contextlib.contextmanager
+    def local_copy(self, path: Any) -> Iterator[Path]:
+        """An object of this store (an archived original, for a replay) as a local file:
+        streamed to the spool in blocks (never whole in memory), removed afterwards. The
+        reader, the hashing and the re-reads need a file they can open and seek."""
+        key = getattr(path, "path", None) or _strip_scheme(str(path))
+        local = self._spool / f"copy-{uuid.uuid4().hex}" / PurePosixPath(str(key)).name
+        try:
+            _stream(self.fs, str(key), local)
+            yield local
+        finally:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
     def is_archived(self, path: Any) -> bool:
         key = getattr(path, "path", None) or _strip_scheme(str(path))
         return str(key).startswith(self._key("archive") + "/") and ".." not in str(key)
@@ -366,8 +487,14 @@ class ObjectStoreDataDir:
             adopted_from=row.adopted_from,
             mode=row.mode,
         )
+        # Renewed from now on (a big download may outlast the lease too); `_unspool` ends it,
+        # whichever way the file goes.
+        self.heartbeat.hold(row.claim_id)
         try:
-            same = self._download(self._key("inbox", row.object_key), claimed.path, row)
+            if self.max_file_bytes is not None and row.size > self.max_file_bytes:
+                same = self._placeholder(claimed.path, row)
+            else:
+                same = self._download(self._key("inbox", row.object_key), claimed.path, row)
         except BaseException:
             claim_rows.give_back(self.engine, row.claim_id, keep_received=True)
             self._unspool(claimed)
@@ -377,6 +504,24 @@ class ObjectStoreDataDir:
             self._unspool(claimed)
             return None
         return claimed
+
+    def _placeholder(self, local: Path, row: claim_rows.ClaimRow) -> bool:
+        """A sparse local file of the object's size, never a byte of it: a file over
+        ``max_file_bytes`` is quarantined unread (``file_too_large``, decided by its size), as
+        on a local disk, and filing it away copies the object inside the store. False if the
+        object is no longer the claimed identity."""
+        try:
+            self.fs.invalidate_cache(self._key("inbox", row.object_key))
+            info = self.fs.info(self._key("inbox", row.object_key))
+        except FileNotFoundError:
+            return False
+        if (_etag(info), int(info["size"])) != (row.etag, row.size):
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "wb") as out:
+            out.truncate(row.size)
+        self._unread.add(row.claim_id)
+        return True
 
     def _download(self, key: str, local: Path, row: claim_rows.ClaimRow) -> bool:
         """Stream the object to ``local``; False if it is not the claimed identity."""
@@ -395,34 +540,95 @@ class ObjectStoreDataDir:
             return False
         if size != row.size:
             return False
+        self._md5[row.claim_id] = digest.hexdigest()
         return not _PLAIN_MD5.fullmatch(row.etag) or digest.hexdigest() == row.etag
 
     def _file_away(self, claimed: Claimed, target: str, sidecar: str, record: dict) -> None:
         """Sidecar first, then the object (a server-side copy of exactly the claimed ETag, or
-        the spooled bytes when the store refuses that), then out of the inbox."""
+        the spooled bytes when the store refuses that), then out of the inbox.
+
+        The copy's condition (``x-amz-copy-source-if-match``) is not honoured by every store
+        (moto ignores it): a sender's new upload under the key just before the copy would be
+        archived under the claimed bytes' hash. So the copy is checked (`_copied_as_claimed`)
+        and replaced with the spooled bytes when it is not the claimed object."""
         self.fs.pipe_file(sidecar, json_bytes(record))
         row = claim_rows.get(self.engine, claimed.claim_id)
         source = self._key("inbox", claimed.relative)
+        unread = claimed.claim_id in self._unread  # never downloaded: nothing to upload
         try:
             if row is None:
                 raise FileNotFoundError(source)
             self.fs.cp_file(source, target, CopySourceIfMatch=f'"{row.etag}"')
+            copied = self._copied_as_claimed(target, row, claimed.claim_id)
         except (OSError, ValueError):  # changed or gone in the inbox: the claimed bytes
+            copied = False
+        if not copied and unread:
+            log.warning(
+                "%s was replaced in the inbox before it was filed away; its claimed bytes "
+                "(over max_file_bytes, never downloaded) are gone: only its record is kept",
+                claimed.relative,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(target)  # whatever a store copied regardless, it is not the file
+        elif not copied:
             self.fs.put_file(str(claimed.path), target)
         self._leave_inbox(claimed, row)
+
+    def _copied_as_claimed(self, target: str, row: claim_rows.ClaimRow, claim_id: str) -> bool:
+        """Whether the object copied to ``target`` is the claimed one: its size, and its ETag
+        the claimed ETag or the MD5 of the spooled bytes (a copy of a multipart upload gets
+        a single-part ETag). A placeholder's (never downloaded) multipart ETag cannot be
+        checked: the copy condition is trusted there."""
+        self.fs.invalidate_cache(target)
+        info = self.fs.info(target)
+        if int(info["size"]) != row.size:
+            return False
+        etag = _etag(info)
+        if etag == row.etag or etag == self._md5.get(claim_id):
+            return True
+        return claim_id in self._unread and not _PLAIN_MD5.fullmatch(row.etag)
 
     def _leave_inbox(self, claimed: Claimed, row: claim_rows.ClaimRow | None = None) -> None:
         """Delete the claimed object from the inbox (never a newer upload under its key),
         then end its claim."""
         row = row or claim_rows.get(self.engine, claimed.claim_id)
-        source = self._key("inbox", claimed.relative)
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.invalidate_cache(source)
-            info = self.fs.info(source)
-            if row is not None and (_etag(info), int(info["size"])) == (row.etag, row.size):
-                self.fs.rm(source)
+        if row is not None:
+            self._delete_if_unchanged(self._key("inbox", claimed.relative), row)
         claim_rows.drop(self.engine, claimed.claim_id)
         self._unspool(claimed)
+
+    def _delete_if_unchanged(self, key: str, row: claim_rows.ClaimRow) -> None:
+        """Delete ``key`` only if it still holds the claimed bytes (ETag and size).
+
+        A check (HEAD) then a delete leaves a window in which a sender's new upload under the
+        same key would be deleted unseen, never claimed: a file lost. So on S3 the delete
+        itself is conditional (``If-Match: <ETag>``; 412 when the key holds other bytes now),
+        and the store decides atomically. A store that does not take the condition (older
+        S3-compatible servers; other fsspec stores) gets the check then the delete, the
+        window as narrow as two requests."""
+        if hasattr(self.fs, "call_s3"):
+            bucket, object_key = key.split("/", 1)
+            try:
+                self.fs.call_s3(
+                    "delete_object", Bucket=bucket, Key=object_key, IfMatch=f'"{row.etag}"'
+                )
+                self.fs.invalidate_cache(key)
+                return
+            except FileNotFoundError:  # gone already (filed away before a crash)
+                return
+            except OSError as exc:
+                code = _error_code(exc)
+                if code in ("PreconditionFailed", "412"):  # a newer upload: it stays
+                    log.info("%s was uploaded again meanwhile: the new object stays", key)
+                    return
+                if code not in _CONDITION_REFUSED:
+                    raise
+                log.debug("%s: no conditional delete here (%s): check, then delete", key, code)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.invalidate_cache(key)
+            info = self.fs.info(key)
+            if (_etag(info), int(info["size"])) == (row.etag, row.size):
+                self.fs.rm(key)
 
     def _read(self, key: str) -> dict | None:
         try:
@@ -432,7 +638,41 @@ class ObjectStoreDataDir:
         return data if isinstance(data, dict) else None
 
     def _unspool(self, claimed: Claimed) -> None:
+        self.heartbeat.end(claimed.claim_id)
+        self._md5.pop(claimed.claim_id, None)
+        self._unread.discard(claimed.claim_id)
         shutil.rmtree(self._spool / claimed.claim_id, ignore_errors=True)
+
+
+def _stream(fs: Any, key: str, local: Path) -> int:
+    """Copy the object ``key`` to the file ``local``, ``_BLOCK`` bytes at a time; its size.
+    FileNotFoundError if there is no such object."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with fs.open(key, "rb", block_size=_BLOCK, cache_type="none") as src, open(local, "wb") as out:
+        for block in iter(lambda: src.read(_BLOCK), b""):
+            out.write(block)
+            size += len(block)
+    return size
+
+
+@contextlib.contextmanager
+def spooled(url: str) -> Iterator[Path]:
+    """The object at ``url`` (``s3://bucket/key``, credentials from the standard environment,
+    or an Airflow connection named in it) as a local temporary file, streamed in blocks and
+    removed afterwards: what ``conversions ingest s3://...`` reads, e.g. to replay an
+    archived original. FileNotFoundError if there is no such object."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname or parts.password is not None:
+        raise ValueError(f"not an object URL without credentials (scheme://bucket/key): {url!r}")
+    path = _root(url, conn_id=parts.username)
+    folder = Path(tempfile.mkdtemp(prefix="conversions-copy-"))
+    try:
+        local = folder / (PurePosixPath(parts.path).name or "object")
+        _stream(path.fs, path.path, local)
+        yield local
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _root(url: str, conn_id: str | None) -> Any:
@@ -445,6 +685,18 @@ def _root(url: str, conn_id: str | None) -> Any:
     from upath import UPath
 
     return UPath(url)
+
+
+# What a store that does not implement a conditional DeleteObject answers to ``If-Match``.
+_CONDITION_REFUSED = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest", "501"})
+
+
+def _error_code(exc: BaseException) -> str:
+    """The S3 error code behind an s3fs OSError (s3fs keeps the botocore error as its cause)."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None) or {}
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    return str(error.get("Code") or "")
 
 
 def _etag(info: dict) -> str:

@@ -8,7 +8,8 @@ taken with ``INSERT ... ON CONFLICT DO NOTHING`` in its own short transaction. O
 inserting the same identity exactly one gets the row; the database's unique index decides, on
 PostgreSQL and SQLite alike.
 
-A row carries a lease: its owner's host and pid, and ``lease_until``. A row whose lease ran out,
+A row carries a lease: its owner's host and pid, and ``lease_until``, which a live owner keeps
+extending (``renew``, from `pipeline.datadir.objectstore`'s heartbeat). A row whose lease ran out,
 or whose owner ran on this host and is dead, is adopted by the next pass (``adopt``: the row
 gets a new claim id, the old one joins ``adopted_from``, in one compare-and-swap UPDATE, so of
 two adopters one wins). ``hand_off`` keeps a claim from being adopted for that long although its
@@ -29,6 +30,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -161,6 +163,29 @@ def stale(engine: Engine, store: str, at: datetime | None = None) -> list[ClaimR
             and (r.handed_off_until is None or r.handed_off_until <= at)
         )
     ]
+
+
+def renew(engine: Engine, claim_ids: Collection[str], lease: timedelta) -> set[str]:
+    """Extend the leases of the claims ``claim_ids`` this process holds to now + ``lease``
+    (never shorter than they are: a hand-off's may be longer); the ids still held. An id
+    missing from the answer was adopted by another process (its lease ran out before a
+    renewal got through) or ended: its holder must know that it no longer owns the file."""
+    if not claim_ids:
+        return set()
+    until = now() + lease
+    with engine.begin() as conn:
+        owned = set(
+            conn.execute(
+                select(_c.claim_id).where(_c.claim_id.in_(list(claim_ids)), _c.state == CLAIMED)
+            ).scalars()
+        )
+        if owned:
+            conn.execute(
+                update(inbox_claims)
+                .where(_c.claim_id.in_(list(owned)), _c.lease_until < until)
+                .values(lease_until=until)
+            )
+    return owned
 
 
 def held(engine: Engine, store: str) -> set[tuple[str, str, int]]:

@@ -32,11 +32,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
 from pipeline import config as config_module
@@ -91,14 +91,107 @@ class Dropped:
         return hashlib.sha256(self.data).hexdigest()
 
 
+# --- a data directory on either backend -----------------------------------------------------------
+
+
+class LocalHome:
+    """A data directory in a local folder, read back with the file system (not the code under
+    test): what a guarantee test drops and checks, whatever stores the data directory."""
+
+    kind = "local"
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def arg(self) -> str:
+        """What ``--home`` / ``CONVERSIONS_HOME`` is set to."""
+        return str(self.root)
+
+    def put(self, relative: str, data: bytes) -> None:
+        """Drop a file as the sender contract says: a temporary name first, then the rename."""
+        target = self.root / "inbox" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        os.rename(partial, target)
+
+    def files(self, folder: str) -> dict[str, bytes]:
+        """Every file under ``folder`` (``inbox``, ``archive``...), by its path below it."""
+        base = self.root / folder
+        if not base.exists():
+            return {}
+        return {
+            p.relative_to(base).as_posix(): p.read_bytes()
+            for p in sorted(base.rglob("*"))
+            if not p.is_dir()
+        }
+
+    def claims_held(self, url: str) -> int:
+        """How many claims are held: claim folders under ``processing/``."""
+        folder = self.root / "processing"
+        return len(list(folder.iterdir())) if folder.exists() else 0
+
+
+class S3Home:
+    """A data directory in a bucket of its own on the moto server, read back with boto3."""
+
+    kind = "s3"
+
+    def __init__(self, endpoint: str):
+        import uuid
+
+        import boto3
+
+        self.bucket = f"guar-{uuid.uuid4().hex[:16]}"
+        self.s3 = boto3.client("s3", endpoint_url=endpoint)
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    @property
+    def arg(self) -> str:
+        return f"s3://{self.bucket}/home"
+
+    def put(self, relative: str, data: bytes) -> None:
+        """An upload: whole once it is there (a PUT has no temporary name)."""
+        self.s3.put_object(Bucket=self.bucket, Key=f"home/inbox/{relative}", Body=data)
+
+    def files(self, folder: str) -> dict[str, bytes]:
+        prefix = f"home/{folder}/" if folder else "home/"
+        found = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            for item in page.get("Contents", []):
+                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
+                found[item["Key"][len(prefix) :]] = body
+        return found
+
+    def claims_held(self, url: str) -> int:
+        """How many claims are held: rows of the warehouse's ``inbox_claims``."""
+        engine = warehouse.connect(url)
+        try:
+            with engine.connect() as conn:
+                return len(conn.execute(select(warehouse.schema.inbox_claims)).all())
+        finally:
+            engine.dispose()
+
+
+DATA_DIRECTORIES = ["local", "s3"]
+
+
 @dataclass
 class Site:
-    """One data directory and the warehouse it runs against (reset between kills)."""
+    """One data directory and the warehouse it runs against (reset between kills).
+
+    ``s3``: the moto endpoint, for a data directory in a bucket (a new one at each reset)
+    instead of ``root/home``; the config and the logs stay in ``root`` either way."""
 
     root: Path
     url: str
     files: list[Dropped]
     config: str  # the config file's text
+    s3: str | None = None
+    store: LocalHome | S3Home | None = None
 
     @property
     def home(self) -> Path:
@@ -108,10 +201,15 @@ class Site:
     def config_path(self) -> Path:
         return self.root / "conversions.toml"
 
+    @property
+    def home_arg(self) -> str:
+        """``--home``: the folder, or the bucket's URL."""
+        return self.store.arg if self.store is not None else str(self.home)
+
     def args(self) -> list[str]:
         return [
             "inbox",
-            *("--config", str(self.config_path), "--home", str(self.home)),
+            *("--config", str(self.config_path), "--home", self.home_arg),
             *("--warehouse", self.url),
         ]
 
@@ -121,11 +219,20 @@ class Site:
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True)
         self.config_path.write_text(self.config, encoding="utf-8")
+        self.store = S3Home(self.s3) if self.s3 else LocalHome(self.home)
         for dropped in self.files:
+            if self.s3:
+                self.store.put(dropped.relative, dropped.data)
+                continue
             path = self.home / "inbox" / dropped.relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(dropped.data)
         _empty_warehouse(self.url)
+
+    def everything(self) -> dict[str, bytes]:
+        """Every file of the data directory, by its path below it (``inbox/...``)."""
+        assert self.store is not None, "reset() first"
+        return self.store.files("")
 
 
 def _empty_warehouse(url: str) -> None:
@@ -454,6 +561,8 @@ class Leftovers:
 
 
 def leftovers(site: Site) -> Leftovers:
+    if site.s3:
+        return _s3_leftovers(site)
     home = site.home
     inbox = {
         p.relative_to(home / "inbox").as_posix()
@@ -477,6 +586,32 @@ def leftovers(site: Site) -> Leftovers:
     return Leftovers(inbox, claims, claimed, received, _ledger_rows(site.url), files)
 
 
+def _s3_leftovers(site: Site) -> Leftovers:
+    """On S3 a claim is a row of ``inbox_claims`` and its object stays in the inbox until it
+    is filed away: ``claimed`` names every object a claim row holds."""
+    files = sorted(site.everything())
+    inbox = {f[len("inbox/") :] for f in files if f.startswith("inbox/")}
+    claims: dict[str, dict | None] = {}
+    engine = _connect(site.url)
+    try:
+        with engine.connect() as conn:
+            try:
+                rows = list(conn.execute(text("SELECT * FROM inbox_claims")).mappings())
+            except Exception:  # no schema yet
+                rows = []
+    finally:
+        engine.dispose()
+    for row in rows:
+        claims[row["claim_id"]] = {
+            "relative": row["object_key"],
+            "received_at": _utc(row["received_at"]).isoformat(),
+            "state": row["state"],
+        }
+    claimed = {r["relative"]: cid for cid, r in claims.items() if r and r["state"] == "claimed"}
+    received = {r["relative"]: r["received_at"] for r in claims.values() if r}
+    return Leftovers(inbox, claims, claimed, received, _ledger_rows(site.url), files)
+
+
 # --- the state a run converges to ---------------------------------------------------------------
 
 _DAY = re.compile(r"(?<=/)\d{4}-\d{2}-\d{2}(?=/)")
@@ -489,8 +624,12 @@ def _undated(path: str) -> str:
     return _FILE_ID.sub(r".\1-<id>.", _DAY.sub("<day>", "/" + path)[1:])
 
 
-def _relative(home: Path, path: str | None) -> str | None:
-    return None if path is None else _undated(Path(path).relative_to(home).as_posix())
+def _relative(home: str, path: str | None) -> str | None:
+    """A path or URL a run wrote, relative to the data directory ``home`` (``--home``)."""
+    if path is None:
+        return None
+    assert str(path).startswith(home + "/"), (home, path)
+    return _undated(str(path)[len(home) + 1 :])
 
 
 @dataclass
@@ -502,7 +641,8 @@ class State:
 
 
 def state_of(site: Site) -> State:
-    home, state = site.home, State()
+    home, state = site.home_arg, State()
+    stored = site.everything()
     config = config_module.load(site.config_path)
     engine = warehouse.connect(site.url)
     try:
@@ -560,17 +700,18 @@ def state_of(site: Site) -> State:
         state.received[relative] = received
         for key in ("report_path", "summary_path"):
             if row[key]:  # its date folder is the received date
-                assert Path(row[key]).parent.name == received.date().isoformat(), row
-                assert Path(row[key]).is_file(), f"the ledger names a missing {key}: {row[key]}"
+                assert PurePosixPath(row[key]).parent.name == received.date().isoformat(), row
+                assert _relative(home, row[key]) in {_undated(k) for k in stored}, (
+                    f"the ledger names a missing {key}: {row[key]}"
+                )
 
     for area in ("archive", "quarantine"):
         found = {}
-        for path in sorted((home / area).rglob("*")):
-            if not path.is_file():
+        for relative, data in stored.items():
+            if not relative.startswith(area + "/"):
                 continue
-            relative = path.relative_to(home).as_posix()
-            if path.name.endswith(".json"):  # a sidecar
-                record = json.loads(path.read_text(encoding="utf-8"))
+            if relative.endswith(".json"):  # a sidecar
+                record = json.loads(data)
                 received = datetime.fromisoformat(record["received_at"])
                 assert received == state.received[record["relative"]], (relative, received)
                 assert f"/{received.date().isoformat()}/" in "/" + relative, relative
@@ -581,31 +722,36 @@ def state_of(site: Site) -> State:
                 }
                 found[_undated(relative)] = record
             else:
-                found[_undated(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()
+                found[_undated(relative)] = hashlib.sha256(data).hexdigest()
         state.parts[area] = found
 
     reports = {}
-    for path in sorted((home / "reports").rglob("*")):
-        if not path.is_file():
+    for relative, data in stored.items():
+        if not relative.startswith("reports/"):
             continue
-        relative = path.relative_to(home).as_posix()
-        if path.name.endswith(".summary.json"):
-            summary = json.loads(path.read_text(encoding="utf-8"))
+        if relative.endswith(".summary.json"):
+            summary = json.loads(data)
             for key in ("timings", "received_at", "file_id"):
                 summary.pop(key, None)
             for key in ("report_path", "summary_path", "duplicates_path"):
                 summary[key] = _relative(home, summary.get(key))
             reports[_undated(relative)] = summary
         else:
-            reports[_undated(relative)] = path.read_bytes()
+            reports[_undated(relative)] = data
     state.parts["reports"] = reports
 
+    if site.s3:  # the inbox, partial objects, and claim rows (a claim's only trace)
+        state.parts["left behind"] = sorted(
+            k for k in stored if k.startswith("inbox/") or k.endswith(".partial")
+        ) + [f"claim row {c}" for c in _s3_leftovers(site).claims]
+        return state
+    local = site.home
     state.parts["left behind"] = sorted(
-        p.relative_to(home).as_posix()
-        for p in home.rglob("*")
-        if (p.is_file() and p.parts[len(home.parts)] in ("inbox", "processing"))
+        p.relative_to(local).as_posix()
+        for p in local.rglob("*")
+        if (p.is_file() and p.parts[len(local.parts)] in ("inbox", "processing"))
         or p.name.endswith(".partial")
-        or (p.is_dir() and p.parent == home / "processing")
+        or (p.is_dir() and p.parent == local / "processing")
     )
     return state
 

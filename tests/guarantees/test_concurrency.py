@@ -51,9 +51,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import random
-import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -65,16 +63,25 @@ import pytest
 from sqlalchemy import select
 
 from pipeline import config as config_module
-from pipeline import datadir, export, runtime, warehouse
+from pipeline import export, runtime, warehouse
 from pipeline.airflow import steps
 from pipeline.context import Context
 from pipeline.core.vocabulary import OUTCOMES
-from pipeline.datadir import LocalDataDir, claims
+from pipeline.datadir import LocalDataDir
 from pipeline.ingest import Upload, ingest_file
-from tests.guarantees.harness import FORKED, finish, process_group, run_forked
+from tests.guarantees.harness import (
+    DATA_DIRECTORIES,
+    FORKED,
+    LocalHome,
+    S3Home,
+    finish,
+    process_group,
+    run_forked,
+)
 from tests.helpers import postgres_schema_url, sample_config, soak_or
 
 CONFIG_TOML = sample_config("concurrency.toml")
+Home = LocalHome | S3Home
 SOURCES = ("maxbounty", "clickbank", "fresh")
 HEADER = "click_id,payout,conversion_time,conversion_type,status,currency"
 LEDGER_COUNTS = ("data_lines", *OUTCOMES)
@@ -138,14 +145,10 @@ def make_files(folder: Path, seed: int, n_files: int, pool: int) -> list[Dropped
     return files
 
 
-def drop_all(home: Path, files: Sequence[Dropped]) -> None:
-    """Play the sender: a temporary name first, then the rename (the sender contract)."""
+def drop_all(home: Home, files: Sequence[Dropped]) -> None:
+    """Play the sender (on a disk a temporary name, then the rename; on S3 a PUT)."""
     for f in files:
-        target = home / "inbox" / f.source / f.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(f.original, partial)
-        os.rename(partial, target)
+        home.put(f"{f.source}/{f.name}", f.original.read_bytes())
 
 
 # --- the workers (harness.FORKED runs `work` in each) ---------------------------------------
@@ -243,7 +246,11 @@ def files_in(folder: Path) -> list[Path]:
 
 
 def assert_each_file_applied_once(
-    home: Path, rows: list[dict], files: Sequence[Dropped], twins: Sequence[Dropped] = ()
+    home: Home,
+    url: str,
+    rows: list[dict],
+    files: Sequence[Dropped],
+    twins: Sequence[Dropped] = (),
 ) -> None:
     """Ledger, archive, inbox and claims all say: every file applied exactly once.
 
@@ -262,16 +269,17 @@ def assert_each_file_applied_once(
     for row in rows:
         assert sum(row[o] for o in OUTCOMES) == row["data_lines"] > 0
 
-    archived = [p for p in files_in(home / "archive") if not p.name.endswith(".json")]
+    archived = {k: v for k, v in home.files("archive").items() if not k.endswith(".json")}
     expected = {f"{f.content_hash[:16]}_{f.name}": f for f in [*files, *twins]}
-    assert sorted(p.name for p in archived) == sorted(expected)  # each once, nothing else
-    for path in archived:
-        f = expected[path.name]
-        assert path.parent.parent.name == f.source
-        assert path.read_bytes() == f.original.read_bytes()
-    assert files_in(home / "inbox") == []
-    assert list((home / "processing").iterdir()) == []
-    assert files_in(home / "quarantine") == []
+    names = [key.rsplit("/", 1)[-1] for key in archived]
+    assert sorted(names) == sorted(expected)  # each once, nothing else
+    for key, data in archived.items():  # <received day>/<offer source>/conversions/<name>
+        f = expected[key.rsplit("/", 1)[-1]]
+        assert key.split("/")[1] == f.source
+        assert data == f.original.read_bytes()
+    assert home.files("inbox") == {}
+    assert home.claims_held(url) == 0
+    assert home.files("quarantine") == {}
 
 
 def ledger_order(rows: list[dict], files: Sequence[Dropped]) -> dict[str, list[Dropped]]:
@@ -367,19 +375,38 @@ print(json.dumps(results))
 """
 
 
+@pytest.fixture(params=DATA_DIRECTORIES)
+def data_directory(request, warehouse_url: str) -> Callable[[Path], Home]:
+    """Makes a data directory (a local folder, or a bucket of the moto server) for a round.
+
+    On S3 the claims are warehouse rows; several workers racing for them need PostgreSQL's
+    row-level concurrency (the race is decided by the database's unique index, never by moto,
+    whose conditional writes are a check then a write), so S3 runs on PostgreSQL only."""
+    if request.param == "local":
+        return LocalHome
+    if warehouse_url.startswith("sqlite"):
+        pytest.skip("several workers on an S3 data directory: PostgreSQL only")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return lambda _root: S3Home(endpoint)
+
+
 @pytest.mark.slow
 def test_inbox_workers_started_together_apply_each_file_once_in_some_serial_order(
-    tmp_path: Path, warehouse_url: str, fresh_warehouse: Callable[[str], str]
+    tmp_path: Path,
+    warehouse_url: str,
+    fresh_warehouse: Callable[[str], str],
+    data_directory: Callable[[Path], Home],
 ) -> None:
-    """`conversions inbox` x4 at the same moment, 40 files (soak: x8, 200 files, 3 rounds)."""
-    n_workers, n_files, rounds = soak_or(4, 8), soak_or(40, 200), soak_or(1, 3)
-    pool = soak_or(10, 30)
+    """`conversions inbox` x4 at the same moment, 40 files (soak: x8, 200 files, 3 rounds);
+    on S3 24 files (each S3 call is an HTTP round trip to moto on a shared 2-core machine)."""
+    on_s3 = data_directory(tmp_path / "probe").kind == "s3"
+    n_workers, rounds = soak_or(4, 8), soak_or(1, 3)
+    n_files, pool = soak_or(24 if on_s3 else 40, 200), soak_or(10, 30)
     for round_ in range(rounds):
         url = warehouse_url if round_ == 0 else fresh_warehouse(f"concurrent{round_}")
-        _inbox_round(
-            tmp_path / f"round{round_}", 20261127 + round_, n_workers, n_files, pool, url,
-            fresh_warehouse,
-        )  # fmt: skip
+        work = tmp_path / f"round{round_}"
+        home = data_directory(work / "home")
+        _inbox_round(work, 20261127 + round_, n_workers, n_files, pool, url, fresh_warehouse, home)
 
 
 def _inbox_round(
@@ -390,15 +417,15 @@ def _inbox_round(
     pool: int,
     url: str,
     fresh_warehouse: Callable[[str], str],
+    home: Home,
 ) -> None:
     config_path = write_config(work / "cfg")
     config = config_module.load(config_path)
     files = make_files(work / "originals", seed, n_files, pool)
-    home = work / "home"
     waiting = len(files) // 3
     drop_all(home, files[:waiting])
     logs = work / "logs"
-    common = ["--config", str(config_path), "--home", str(home), "--warehouse", url]
+    common = ["--config", str(config_path), "--home", home.arg, "--warehouse", url]
 
     def sender() -> None:  # the rest of the files arrives while the workers run
         for wave in range(waiting, len(files), WAVE):
@@ -422,7 +449,7 @@ def _inbox_round(
     )
 
     rows = ledger(url)
-    assert_each_file_applied_once(home, rows, files)
+    assert_each_file_applied_once(home, url, rows, files)
     order = ledger_order(rows, files)
 
     # The same files, one after another in the ledger's order, through `conversions ingest`
@@ -467,6 +494,7 @@ def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_o
     warehouse_url: str,
     fresh_warehouse: Callable[[str], str],
     monkeypatch: pytest.MonkeyPatch,
+    data_directory: Callable[[Path], Home],
 ) -> None:
     """`claim_files` then two `process_file` instances at once, as Airflow's executor runs them.
 
@@ -492,10 +520,10 @@ def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_o
         # The first file's bytes again under another name: the two slots start on one copy each.
         first = files[0]
         twin = Dropped(first.source, f"again_{first.name}", first.original, first.content_hash)
-        home = work / "home"
+        home = data_directory(work / "home")
         drop_all(home, [*files, twin])
         url = warehouse_url if round_ == 0 else fresh_warehouse(f"tasks{round_}")
-        monkeypatch.setenv("CONVERSIONS_HOME", str(home))
+        monkeypatch.setenv("CONVERSIONS_HOME", home.arg)
         monkeypatch.setenv("CONVERSIONS_CONFIG", str(config_path))
 
         ctx = runtime.airflow_context(url)  # the claim_files task
@@ -512,7 +540,7 @@ def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_o
         (work / "barrier").mkdir()
         for i, half in enumerate(([copies[0], *rest[0::2]], [copies[1], *rest[1::2]])):
             (work / "barrier" / f"tickets{i}.json").write_text(json.dumps(half), encoding="utf-8")
-        env = {"CONVERSIONS_HOME": str(home), "CONVERSIONS_CONFIG": str(config_path)}
+        env = {"CONVERSIONS_HOME": home.arg, "CONVERSIONS_CONFIG": str(config_path)}
         done = run_forked(MAPPED_TASK_SLOT, 2, "slot", work, [url], env=env)
 
         summaries = [summary for out, _ in done for summary in json.loads(out)]
@@ -525,10 +553,10 @@ def test_two_mapped_task_processes_apply_each_claimed_file_once_in_some_serial_o
         applied = [won, *files[1:]]
         expected = sorted((f"{f.source}/{f.name}", "applied") for f in applied)
         assert sorted(states.items()) == expected
-        assert claims.recover(datadir.Layout(home)) == []  # no claim left for anyone to adopt
+        assert home.claims_held(url) == 0  # no claim left for anyone to adopt
 
         rows = ledger(url)
-        assert_each_file_applied_once(home, rows, applied, twins=[lost])
+        assert_each_file_applied_once(home, url, rows, applied, twins=[lost])
         order = ledger_order(rows, applied)
         serial_url = fresh_warehouse(f"tasks-serial{round_}")
         serial = serial_exports(serial_url, config, order, work / "serial-reports")

@@ -30,6 +30,7 @@ folders). This file proves, on real files, the real CLI and both warehouses, tha
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -56,9 +57,10 @@ from pipeline import cli, datadir, export, runner, warehouse
 from pipeline import config as config_module
 from pipeline.context import Context
 from pipeline.datadir import LocalDataDir, claims
+from pipeline.datadir.objectstore import ObjectStoreDataDir
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
-from tests.guarantees.harness import clean_env
+from tests.guarantees.harness import DATA_DIRECTORIES, LocalHome, S3Home, clean_env
 from tests.helpers import POSTGRES_URL, assert_accounted, sample_config, write_csv
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, tzinfo=UTC)
@@ -77,7 +79,9 @@ class Setup:
     The config file lives in ``outside`` (an operator's file: no run may change it).
     """
 
-    def __init__(self, root: Path, warehouse_url: str, settings: str = ""):
+    def __init__(self, root: Path, warehouse_url: str, settings: str = "", s3: str | None = None):
+        """``s3``: the moto endpoint, for a data directory in a bucket of its own (``store``)
+        instead of ``home``; the CLI's cwd and ``outside`` stay local either way."""
         self.root, self.url = root, warehouse_url
         self.home, self.outside, self.cwd = root / "home", root / "outside", root / "cwd"
         for folder in (self.home, self.outside, self.cwd):
@@ -89,9 +93,33 @@ class Setup:
         self.config_path.write_text(config, encoding="utf-8")
         self.config = config_module.load(self.config_path)
         self.layout = datadir.Layout(self.home)
+        self.store: LocalHome | S3Home = S3Home(s3) if s3 else LocalHome(self.home)
 
     def context(self, engine) -> Context:
+        if isinstance(self.store, S3Home):
+            limit = self.config.settings.max_file_bytes
+            store = ObjectStoreDataDir(self.store.arg, engine, max_file_bytes=limit)
+            return Context(self.config, engine, store)
         return Context(self.config, engine, LocalDataDir(self.layout))
+
+    def under_reports(self, written: str) -> str:
+        """Where a report a run wrote is, below the data directory's ``reports/``; it must be
+        there (a folder outside it, resolved, or another prefix of the bucket fails)."""
+        if isinstance(self.store, S3Home):
+            prefix = f"s3://{self.store.bucket}/home/reports/"
+            assert written.startswith(prefix) and ".." not in written.split("/"), written
+            return written[len(prefix) :]
+        assert Path(written).resolve().is_relative_to(self.layout.reports.resolve()), written
+        return Path(written).relative_to(self.layout.reports).as_posix()
+
+    def read(self, written: str) -> bytes:
+        """A file a run wrote (a summary), by the path or ``s3://`` URL it gave."""
+        if isinstance(self.store, S3Home):
+            prefix = f"s3://{self.store.bucket}/home/"
+            assert written.startswith(prefix), written
+            folder, rest = written[len(prefix) :].split("/", 1)
+            return self.store.files(folder)[rest]
+        return Path(written).read_bytes()
 
     def cli(self, *args: str, env: dict[str, str] | None = None):
         options = ["--config", str(self.config_path), "--home", str(self.home), "--warehouse"]
@@ -229,6 +257,16 @@ SQLISH = [
 ]
 
 
+@pytest.fixture(params=DATA_DIRECTORIES)
+def s3(request) -> str | None:
+    """The data directory of an inbox test: None, a local folder; else the moto endpoint (a
+    bucket). The tests that take it are those that go through the inbox; the others hand
+    ``ingest_file`` a local file, where the data directory only holds the reports."""
+    return request.getfixturevalue("moto_endpoint") if request.param == "s3" else None
+
+
+# Values (1.) and the export (2.) do not depend on where the data directory is: these tests
+# hand `ingest_file` a local file. The inbox-route tests take ``s3`` and run on both.
 def test_sql_looking_values_are_stored_verbatim_or_rejected_and_never_executed(
     tmp_path, warehouse_url, engine
 ):
@@ -335,8 +373,8 @@ def test_sql_looking_values_are_stored_verbatim_or_rejected_and_never_executed(
     assert setup.outside_home().keys() - outside.keys() == {"cwd/hostile.csv", "cwd/export.csv"}
 
 
-def test_quotes_in_folder_and_file_names_are_data_not_sql(tmp_path, warehouse_url, engine):
-    setup = Setup(tmp_path, warehouse_url)
+def test_quotes_in_folder_and_file_names_are_data_not_sql(tmp_path, warehouse_url, engine, s3):
+    setup = Setup(tmp_path, warehouse_url, s3=s3)
     with pytest.raises(config_module.ConfigError):  # an offer source is a folder: never quoted
         config_module.parse(
             {
@@ -348,8 +386,8 @@ def test_quotes_in_folder_and_file_names_are_data_not_sql(tmp_path, warehouse_ur
     folder = "x'; DROP TABLE conversions; --"
     name = "q'\"; DROP TABLE ingested_files; --.csv"
     content = "click_id,payout,conversion_time\nq1,1.00,2026-07-01T10:00:00Z\n"
-    write_csv(setup.layout.inbox / folder / "a.csv", content)
-    write_csv(setup.layout.inbox / "maxbounty" / name, content)
+    setup.store.put(f"{folder}/a.csv", content.encode())
+    setup.store.put(f"maxbounty/{name}", content.encode())
     outside = setup.outside_home()
 
     results = {r.name: r for r in runner.run_inbox(setup.context(engine))}
@@ -360,8 +398,8 @@ def test_quotes_in_folder_and_file_names_are_data_not_sql(tmp_path, warehouse_ur
     assert table_names(engine) >= TABLES
     [ledger] = dump(engine)["ingested_files"].values()
     assert name in ledger
-    [sidecar] = setup.layout.quarantine.rglob("*.reason.json")
-    assert json.loads(sidecar.read_text(encoding="utf-8"))["relative"] == f"{folder}/a.csv"
+    [sidecar] = [v for k, v in setup.store.files("quarantine").items() if k.endswith(".json")]
+    assert json.loads(sidecar)["relative"] == f"{folder}/a.csv"
     assert setup.outside_home() == outside
 
 
@@ -379,11 +417,12 @@ def spreadsheet_safe(cell: str) -> str:
 
 
 def test_every_cell_of_every_rejection_report_is_neutralised_but_numbers_stay_numbers(
-    tmp_path, warehouse_url, engine
+    tmp_path, warehouse_url, engine, s3
 ):
     """Rows rejected by validation, malformed rows and rows the merge rejects all go through the
-    same writer; the header (user input too), reason_code and reason columns as well."""
-    setup = Setup(tmp_path, warehouse_url)
+    same writer; the header (user input too), reason_code and reason columns as well (written
+    through the bucket's file system too, when the reports are on S3)."""
+    setup = Setup(tmp_path, warehouse_url, s3=s3)
     header = [
         "click_id",
         "payout",
@@ -427,11 +466,14 @@ def test_every_cell_of_every_rejection_report_is_neutralised_but_numbers_stay_nu
     result = setup.ingest(engine, path, "maxbounty")
 
     assert result.state == "applied"
-    assert_accounted(result, path, engine)
-    report = Path(result.report_path)
-    assert report.parent.parent == setup.layout.reports
-    assert not report.name.startswith(OWASP_PREFIXES)
-    written = read_csv(report)
+    # A report on S3 is an object (assert_accounted opens files): its rows are counted below.
+    assert_accounted(dataclasses.replace(result, report_path=None) if s3 else result, path, engine)
+    report = setup.under_reports(result.report_path)
+    assert len(report.split("/")) == 2  # <received day>/<name>
+    assert not report.split("/")[1].startswith(OWASP_PREFIXES)
+    report_text = setup.read(result.report_path).decode("utf-8-sig")
+    written = list(csv.reader(io.StringIO(report_text, newline="")))
+    assert len(written) - 1 == result.outcomes["rejected"]
     kept = [h for h in header if h != "reason_code"]
     assert written[0] == ["line", *map(spreadsheet_safe, kept), "reason_code", "reason"]
     # README: the rows the merge rejects (line 7) follow the rows validation rejected.
@@ -450,8 +492,8 @@ def test_every_cell_of_every_rejection_report_is_neutralised_but_numbers_stay_nu
     assert not [c for c in flat if c.startswith(OWASP_PREFIXES) and not PLAIN_NUMBER.fullmatch(c)]
     assert "-12.50" in written[2] and "+3" in written[2]  # plain numbers stay numbers
     assert " =1+1" in written[3]  # a leading space: text to a spreadsheet, left as written
-    assert path.name not in report.read_text(encoding="utf-8-sig")  # the name is not in it
-    summary = json.loads(Path(result.summary_path).read_text(encoding="utf-8"))
+    assert path.name not in report_text  # the name is not in it
+    summary = json.loads(setup.read(result.summary_path))
     assert summary["name"] == "=evil@name.csv"  # JSON, not a spreadsheet: kept as it is
 
 
@@ -505,19 +547,27 @@ SAFE_REPORT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\.(rejected\.csv|summary\.
 
 
 def test_hostile_file_names_are_claimed_archived_and_reported_under_safe_names(
-    tmp_path, warehouse_url, engine
+    tmp_path, warehouse_url, engine, s3
 ):
-    setup = Setup(tmp_path, warehouse_url)
+    """On S3 too, but for two names: bytes that are not UTF-8 (an object key is UTF-8 by
+    definition), and line breaks and an escape (moto's HTTP server answers 404 to such a
+    key's PUT; AWS takes it, and lists it only URL-encoded)."""
+    setup = Setup(tmp_path, warehouse_url, s3=s3)
     setup.layout.ensure(setup.config.offer_sources)
-    folder = setup.layout.inbox / "maxbounty"
-    names = [os.fsencode(n) for n in HOSTILE_NAMES] + [NON_UTF8_NAME]
+    names = [os.fsencode(n) for n in HOSTILE_NAMES if not (s3 and "\n" in n)]
+    names += [] if s3 else [NON_UTF8_NAME]
     contents = {}
     for i, name in enumerate(names):
         content = f"click_id,payout,conversion_time\nn{i},1.00,2026-07-01T10:00:00Z\n".encode()
-        (Path(os.fsdecode(os.fsencode(folder) + b"/" + name))).write_bytes(content)
+        if s3:
+            setup.store.put(f"maxbounty/{os.fsdecode(name)}", content)
+        else:
+            folder = os.fsencode(setup.layout.inbox / "maxbounty")
+            Path(os.fsdecode(folder + b"/" + name)).write_bytes(content)
         contents[os.fsdecode(name)] = content
     assert len({n for n in contents}) == len(names)  # NFC and NFD are two different files
-    hidden = write_csv(folder / "..\\x.csv", "click_id,payout\nh1,1.00\n")  # a hidden name
+    hidden = b"click_id,payout\nh1,1.00\n"
+    setup.store.put("maxbounty/..\\x.csv", hidden)  # a hidden name
     outside = setup.outside_home()
 
     results = runner.run_inbox(setup.context(engine))
@@ -528,27 +578,27 @@ def test_hostile_file_names_are_claimed_archived_and_reported_under_safe_names(
     printable = {os.fsencode(n).decode("utf-8", "backslashreplace") for n in contents}
     assert set(ledger) == printable  # bytes that are not UTF-8 are kept as \xNN escapes
     assert len(export.frame(engine, setup.config)) == len(names)
-    archived = [p for p in files_in(setup.layout.archive) if not p.name.endswith(".json")]
+    stored = setup.store.files("archive")
+    archived = {k: v for k, v in stored.items() if not k.endswith(".json")}
     assert len(archived) == len(names)
-    for path in archived:
-        assert path.parent.relative_to(setup.layout.archive).parts[1:] == (
-            "maxbounty",
-            "conversions",
-        )
-        assert re.fullmatch(r"[0-9a-f]{16}_", path.name[:17])  # never a leading '-' or '.'
-        assert len(os.fsencode(path.name + ".json")) <= 255
-        sidecar = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
-        assert path.read_bytes() == contents[sidecar["relative"].removeprefix("maxbounty/")]
-    reports = files_in(setup.layout.reports)
+    for key, data in archived.items():  # <received day>/maxbounty/conversions/<name>
+        parts = key.split("/")
+        name = parts[-1]
+        assert parts[1:-1] == ["maxbounty", "conversions"]
+        assert re.fullmatch(r"[0-9a-f]{16}_", name[:17])  # never a leading '-' or '.'
+        assert len(os.fsencode(name + ".json")) <= 255
+        sidecar = json.loads(stored[key + ".json"])
+        assert data == contents[sidecar["relative"].removeprefix("maxbounty/")]
+    reports = setup.store.files("reports")
     assert len(reports) == 2 * len(names)
-    for path in reports:
-        assert path.parent.parent == setup.layout.reports
-        assert SAFE_REPORT.fullmatch(path.name), path.name
+    for key in reports:
+        assert len(key.split("/")) == 2  # <received day>/<name>: directly in a day's folder
+        assert SAFE_REPORT.fullmatch(key.split("/")[1]), key
     for result in results:
-        summary = json.loads(Path(result.summary_path).read_text(encoding="utf-8"))
+        summary = json.loads(setup.read(result.summary_path))
         assert summary["name"] == result.name
-    assert files_in(setup.layout.processing) == []
-    assert files_in(setup.layout.inbox) == [hidden]  # hidden names are never picked up
+    assert setup.store.claims_held(setup.url) == 0
+    assert setup.store.files("inbox") == {"maxbounty/..\\x.csv": hidden}  # never picked up
     assert setup.outside_home() == outside
 
 
@@ -620,21 +670,25 @@ def test_an_airflow_task_log_shows_a_hostile_name_and_detail_on_one_line_each():
     ]
 
 
-def test_names_that_try_to_leave_the_reports_folder_stay_in_it(tmp_path, warehouse_url, engine):
+def test_names_that_try_to_leave_the_reports_folder_stay_in_it(tmp_path, warehouse_url, engine, s3):
     """The name a file was dropped under comes from callers (the inbox, Airflow tickets): a
-    path is never followed."""
-    setup = Setup(tmp_path, warehouse_url)
+    path is never followed (nor, with the reports in a bucket, a key prefix left)."""
+    setup = Setup(tmp_path, warehouse_url, s3=s3)
     path = write_csv(setup.cwd / "a.csv", "click_id,payout\nt1,1.00\nt2,x\n")
     outside = setup.outside_home()
     for name in ["../../outside/x.csv", "..\\..\\x.csv", "/etc/passwd", str(setup.outside / "y")]:
         result = setup.ingest(engine, path, "maxbounty", name=name, force=True)
         for written in (result.report_path, result.summary_path):
-            assert Path(written).parent.parent == setup.layout.reports
-            assert Path(written).resolve().is_relative_to(setup.layout.reports)
+            assert len(setup.under_reports(written).split("/")) == 2  # <day>/<safe name>
+            assert setup.read(written)
+    if s3:  # nothing in the bucket but the reports
+        assert {key.split("/")[0] for key in setup.store.files("")} == {"reports"}
     assert setup.outside_home() == outside
 
 
 # --- 4. links and FIFOs ------------------------------------------------------------------------
+# Local only: an object store has no links, FIFOs or devices (an object is bytes; its
+# `not_a_regular_file` is always None), so there is nothing of these to try on S3.
 
 
 class Tripwire:
@@ -803,6 +857,8 @@ def test_the_inbox_command_never_opens_a_link_target_or_a_fifo(tmp_path):
 TEN_GB = 10 * 1024**3
 
 
+# A sparse 10 GB file is a local thing; the S3 form (an object over the limit, never
+# downloaded) is `test_an_object_over_the_size_limit_is_quarantined_without_being_downloaded`.
 def test_a_file_over_the_size_limit_is_quarantined_without_being_read(
     tmp_path, warehouse_url, engine
 ):
@@ -845,6 +901,70 @@ def test_a_file_over_the_size_limit_is_quarantined_without_being_read(
     assert moved.stat().st_size == TEN_GB
     sidecar = json.loads(moved.with_name(moved.name + ".reason.json").read_text(encoding="utf-8"))
     assert (sidecar["code"], sidecar["content_hash"]) == ("file_too_large", None)
+
+
+# `conversions inbox` in a process of its own, whose I/O is only its own (moto's server runs
+# in the test's process): prints what the pass read and wrote through read()/write() (socket
+# receives do not count in rchar, so a download shows as the spool file's writes, wchar).
+MEASURED_INBOX = """
+import json, sys
+import fsspec
+from pipeline import cli
+from pipeline.datadir import objectstore
+def io_counts():
+    with open("/proc/self/io") as fh:
+        fields = dict(line.split(":") for line in fh)
+    return int(fields["rchar"]), int(fields["wchar"])
+bucket = sys.argv[1]
+fsspec.filesystem("s3").ls(bucket)  # botocore's service models are read here, not in the pass
+(read, wrote) = io_counts()
+code = cli.main(sys.argv[2:])
+after = io_counts()
+counts = {"code": code, "read": after[0] - read, "wrote": after[1] - wrote}
+print(json.dumps(counts), file=sys.stderr)
+"""
+
+
+def test_an_object_over_the_size_limit_is_quarantined_without_being_downloaded(
+    tmp_path, warehouse_url, moto_endpoint
+):
+    """The inbox route on S3: the claim streams an object to a local spool before anything
+    reads it, so a file over ``max_file_bytes`` must be told by its listed size, and filed
+    away by a copy inside the store. 24 MB (moto keeps objects in memory or its temp files;
+    a sparse 10 GB file has no S3 equivalent): downloading it would write 24 MB to the spool
+    (measured so: the test failed so before the fix, ``wrote`` 24 MB)."""
+    setup = Setup(
+        tmp_path, warehouse_url, settings="[settings]\nmax_file_bytes = 1000\n\n", s3=moto_endpoint
+    )
+    size = 24 << 20
+    data = b"click_id,payout\n" + b"b1,1.00\n" * ((size - 16) // 8)
+    setup.store.put("maxbounty/big.csv", data)
+    options = ["--config", str(setup.config_path), "--home", setup.store.arg]
+    options += ["--warehouse", setup.url]
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURED_INBOX, setup.store.bucket, "inbox", *options],
+        cwd=setup.cwd,
+        env=clean_env() | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    measured = json.loads(done.stderr.strip().splitlines()[-1])
+    assert measured["code"] == 1, done.stderr  # a file quarantined
+    assert measured["read"] < 4 << 20 and measured["wrote"] < 4 << 20, measured
+
+    with warehouse.connect(setup.url).connect() as conn:
+        [row] = conn.execute(select(warehouse.ingested_files)).mappings().all()
+    # Not hashed (that would be reading it): the ledger's placeholder hash, as on a disk.
+    assert (row["state"], row["content_hash"]) == ("quarantined", datadir.UNHASHED)
+    assert f"{len(data):,} bytes" in row["detail"]
+    quarantine = setup.store.files("quarantine")
+    [moved] = [k for k in quarantine if k.endswith("big.csv")]
+    assert quarantine[moved] == data  # the sender's bytes, whole
+    sidecar = json.loads(quarantine[moved + ".reason.json"])
+    assert (sidecar["code"], sidecar["content_hash"]) == ("file_too_large", None)
+    assert setup.store.files("inbox") == {}
+    assert setup.store.claims_held(setup.url) == 0
 
 
 # --- 6. passwords ---------------------------------------------------------------------------------

@@ -19,17 +19,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import pytest
 from sqlalchemy import create_engine, select
 
-from pipeline import export, warehouse
+from pipeline import export, runner, warehouse
 from pipeline.cli import main
 from pipeline.config import load
+from pipeline.context import Context
+from pipeline.datadir.objectstore import ObjectStoreDataDir
 from tests.helpers import DATA, POSTGRES_URL, REPO, postgres_schema_url
 
 FILES = {
@@ -214,3 +218,96 @@ def test_a_kill_at_each_step_then_a_rerun_converges_to_the_clean_run(
         assert left["claims"] >= 1 and len(left["inbox"]) < len(FILES)
     assert site.run() in (0, 1)
     assert site.state() == reference
+
+
+# --- leases: a live worker keeps its claim, a frozen one loses it ---------------------------------
+
+# A worker whose file takes long: `conversions inbox` with every ingest delayed (in this child
+# only) by argv[1] seconds, before the file's transaction opens.
+SLOW_CHILD = """
+import sys, time
+from pipeline import runner
+real = runner.ingest_file
+def slow(ctx, upload):
+    time.sleep(float(sys.argv[1]))
+    return real(ctx, upload)
+runner.ingest_file = slow
+from pipeline.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+LEASE_S = 1.5
+
+
+def claim_rows(url: str) -> list[dict]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(warehouse.schema.inbox_claims)).mappings()]
+    finally:
+        engine.dispose()
+
+
+def test_a_live_workers_claim_outlasting_its_lease_is_kept_and_a_frozen_ones_adopted(
+    backend, moto_endpoint, tmp_path
+):
+    """A claim held three leases long by a live worker (its file is slow) is never adopted:
+    its heartbeat renews the lease. Frozen (SIGSTOP: alive, so its pid says nothing, but
+    silent, like a worker on a partitioned host), it stops renewing, and once the lease is over
+    the next pass adopts the claim and applies the file, once. Without the renewal the first
+    adoption comes after one lease (the test fails: checked by removing the heartbeat)."""
+    url, _ = backend
+    site = Site(tmp_path, url, moto_endpoint)
+    # Only files that reach the (slow) ingest: the stray one would be quarantined at once.
+    site.s3.delete_object(Bucket=site.bucket, Key="home/inbox/nosuch/x.csv")
+    waiting = len(FILES) - 1
+    lease = timedelta(seconds=LEASE_S)
+    args = ["inbox", "--config", str(site.config), "--home", site.home, "--warehouse", url]
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CHILD, "30", *args],
+        cwd=REPO,
+        env=os.environ | {"CONVERSIONS_CLAIM_LEASE_SECONDS": str(LEASE_S)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    engine = warehouse.connect(url)
+    try:
+        deadline = time.monotonic() + 60
+        while len(claim_rows(url)) < waiting:  # it claims everything, then works
+            assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+            assert time.monotonic() < deadline, "the worker never claimed the inbox"
+            time.sleep(0.1)
+        held = {r["claim_id"] for r in claim_rows(url)}
+        other = ObjectStoreDataDir(site.home, engine, lease=lease)  # another worker's passes
+        until = time.monotonic() + 3 * LEASE_S
+        while time.monotonic() < until:  # three leases long: never adopted
+            assert other.recover() == []
+            time.sleep(0.2)
+        rows = claim_rows(url)
+        assert {r["claim_id"] for r in rows} == held  # the same claims, the same owner
+        assert all(_utc(r["lease_until"]) > datetime.now(UTC) for r in rows)
+
+        os.killpg(worker.pid, signal.SIGSTOP)  # frozen: alive, silent
+        time.sleep(LEASE_S + 1)
+        adopted = other.recover()
+        assert len(adopted) == len(held)
+        assert {c.adopted_from[-1] for c in adopted} == held
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        ctx = Context(load(site.config), engine, other)
+        results = [runner.process_claimed(ctx, claimed) for claimed in adopted]
+        assert [r.state for r in results] == ["applied"] * waiting
+        assert claim_rows(url) == [] and site.keys("inbox") == []
+        f = warehouse.ingested_files.c
+        with engine.connect() as conn:
+            states = conn.execute(select(f.state)).scalars().all()
+        assert states == ["applied"] * waiting  # each once
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+        engine.dispose()
+
+
+def _utc(value) -> datetime:
+    return warehouse.UTCDateTime().process_result_value(value, None)

@@ -9,12 +9,13 @@ type ``increment_payout``); a file without a conversion type uses the offer sour
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from datetime import UTC, date, datetime
-from pathlib import Path
 
+import pytest
 from sqlalchemy import select, text
 
 from pipeline import cli, datadir, export, runner, warehouse
@@ -24,8 +25,16 @@ from pipeline.core import file_outcome
 from pipeline.core.vocabulary import MODES, OUTCOMES
 from pipeline.datadir import claims
 from pipeline.results import FileResult
-from tests.helpers import SAMPLE_CONFIG, assert_accounted, write_csv
-from tests.integration.test_runner import ctx, drop, files_under
+from tests.helpers import SAMPLE_CONFIG, assert_accounted, make_config, write_csv
+from tests.integration.datadir_helpers import (
+    DATA_DIRECTORIES,
+    claims_held,
+    context_on,
+    on_s3,
+    put_in_inbox,
+    stored,
+)
+from tests.integration.test_runner import files_under
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, 0, tzinfo=UTC)
 FIRST = "click_id,payout,conversion_time\nm1,5.00,2026-07-01 14:00:00\n"  # 18:00Z
@@ -36,7 +45,18 @@ FORCE_SENTENCE = (
 )
 
 
-__all__ = ["ctx"]  # the runner tests' fixture, shared
+@pytest.fixture(params=DATA_DIRECTORIES)
+def ctx(request, tmp_path, engine) -> Context:
+    """A data directory in a local folder, or in a bucket of the moto server (its claims rows
+    of the warehouse): every test that goes through the inbox runs on both."""
+    return context_on(request, make_config(), engine, tmp_path)
+
+
+@pytest.fixture
+def local_ctx(tmp_path, engine) -> Context:
+    """For the tests of what only a local data directory has (claim.json, returned-file
+    records); their S3 counterparts are `test_objectstore_runner`'s and the crash tests'."""
+    return Context(make_config(), engine, datadir.LocalDataDir(tmp_path / "home"))
 
 
 def conversions(ctx: Context) -> list[tuple]:
@@ -57,9 +77,9 @@ def counts(result) -> tuple[int, ...]:
     return (lines, *(outcomes[o] for o in OUTCOMES))
 
 
-def sidecar_of(folder: Path, name: str) -> dict:
-    [sidecar] = folder.rglob(f"*_{name}.json")
-    return json.loads(sidecar.read_text(encoding="utf-8"))
+def sidecar_of(ctx: Context, folder: str, name: str) -> dict:
+    [sidecar] = [v for k, v in stored(ctx, folder).items() if k.endswith(f"_{name}.json")]
+    return json.loads(sidecar)
 
 
 def dead_worker(claimed: datadir.Claimed) -> None:
@@ -76,16 +96,16 @@ def dead_worker(claimed: datadir.Claimed) -> None:
 
 
 def test_an_update_in_the_edit_folder_changes_the_payout_under_an_ignore_source(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     [first] = runner.run_inbox(ctx)
     assert counts(first) == (1, 1, 0, 0, 0, 0, 0)
     # Control: the same update directly in maxbounty/ is ignored (its mode is ignore).
-    drop(ctx, "maxbounty/plain.csv", UPDATE.replace("7.50", "6.00"))
+    put_in_inbox(ctx, "maxbounty/plain.csv", UPDATE.replace("7.50", "6.00"))
     [plain] = runner.run_inbox(ctx)
     assert counts(plain) == (1, 0, 0, 0, 0, 1, 0)
     assert conversions(ctx) == [("m1", "5.00", "2026-07-01T18:00:00Z")]
 
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     [update] = runner.run_inbox(ctx)
 
     assert (update.name, update.offer_source, update.kind, update.state) == (
@@ -96,7 +116,13 @@ def test_an_update_in_the_edit_folder_changes_the_payout_under_an_ignore_source(
     )
     # lines, inserted, updated, incremented, status_updated, ignored_duplicate, rejected
     assert counts(update) == (1, 0, 1, 0, 0, 0, 0)
-    assert_accounted(update, engine=ctx.engine)
+    if on_s3(ctx):  # its report is an object: checked here, the rest by assert_accounted
+        name = update.report_path.rsplit("/", 1)[-1]
+        [report] = [v for k, v in stored(ctx, "reports").items() if k.endswith("/" + name)]
+        assert len(report.decode("utf-8-sig").splitlines()) - 1 == update.outcomes["rejected"]
+        assert_accounted(dataclasses.replace(update, report_path=None), engine=ctx.engine)
+    else:
+        assert_accounted(update, engine=ctx.engine)
     assert runner.exit_code([update]) == 0
     assert conversions(ctx) == [("m1", "7.50", "2026-07-01T19:00:00Z")]  # 15:00 EDT
     assert ledger(ctx) == [
@@ -104,21 +130,20 @@ def test_an_update_in_the_edit_folder_changes_the_payout_under_an_ignore_source(
         ("plain.csv", "applied", None),
         ("update.csv", "applied", "edit"),
     ]
-    layout = ctx.datadir.layout
-    assert files_under(layout.inbox) == [] and files_under(layout.processing) == []
-    sidecar = sidecar_of(layout.archive, "update.csv")
+    assert stored(ctx, "inbox") == {} and claims_held(ctx) == 0
+    sidecar = sidecar_of(ctx, "archive", "update.csv")
     assert (sidecar["relative"], sidecar["kind"], sidecar["mode"]) == (
         "maxbounty/edit/update.csv",
         "conversions",
         "edit",
     )
-    assert "mode" not in sidecar_of(layout.archive, "first.csv")  # only a mode folder's file
+    assert "mode" not in sidecar_of(ctx, "archive", "first.csv")  # only a mode folder's file
 
 
 def test_the_increment_payout_folder_adds_the_payout(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/increment_payout/more.csv", UPDATE.replace("7.50", "2.25"))
+    put_in_inbox(ctx, "maxbounty/increment_payout/more.csv", UPDATE.replace("7.50", "2.25"))
     [more] = runner.run_inbox(ctx)
     assert (more.state, counts(more)) == ("applied", (1, 0, 0, 1, 0, 0, 0))
     [(click_id, payout, _)] = conversions(ctx)
@@ -127,9 +152,9 @@ def test_the_increment_payout_folder_adds_the_payout(ctx):
 
 
 def test_a_run_level_mode_override_wins_over_the_folders(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     [update] = runner.run_inbox(ctx, mode_override="ignore")
     assert counts(update) == (1, 0, 0, 0, 0, 1, 0)
     assert conversions(ctx) == [("m1", "5.00", "2026-07-01T18:00:00Z")]
@@ -137,9 +162,9 @@ def test_a_run_level_mode_override_wins_over_the_folders(ctx):
 
 
 def test_a_misspelt_mode_folder_is_quarantined_naming_the_six_modes(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edt/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edt/update.csv", UPDATE)
 
     [result] = runner.run_inbox(ctx)
 
@@ -157,21 +182,22 @@ def test_a_misspelt_mode_folder_is_quarantined_naming_the_six_modes(ctx):
     assert all(f"{mode}/" in result.detail for mode in MODES)
     assert runner.exit_code([result]) == 1
     assert conversions(ctx) == [("m1", "5.00", "2026-07-01T18:00:00Z")]  # nothing changed
-    [kept] = ctx.datadir.layout.quarantine.rglob("*_update.csv")
-    assert kept.read_text() == UPDATE
-    reason = json.loads(kept.with_name(kept.name + ".reason.json").read_text(encoding="utf-8"))
+    quarantine = stored(ctx, "quarantine")
+    [kept] = [k for k in quarantine if k.endswith("_update.csv")]
+    assert quarantine[kept].decode() == UPDATE
+    reason = json.loads(quarantine[kept + ".reason.json"])
     assert (reason["code"], reason["detail"], reason["relative"]) == (
         "unknown_offer_source",
         expected,
         "maxbounty/edt/update.csv",
     )
     assert "mode" not in reason
-    assert files_under(ctx.datadir.layout.inbox) == []  # not left waiting
+    assert stored(ctx, "inbox") == {}  # not left waiting
 
 
 def test_status_files_take_no_mode_and_a_mode_folder_in_status_is_quarantined(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
-    drop(ctx, "maxbounty/status/edit/s.csv", "click_id,status\nm1,declined\n")
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/status/edit/s.csv", "click_id,status\nm1,declined\n")
     nested, first = runner.run_inbox(ctx)  # no offer source sorts first
     assert (first.state, nested.state, nested.reason_code) == (
         "applied",
@@ -185,14 +211,14 @@ def test_status_files_take_no_mode_and_a_mode_folder_in_status_is_quarantined(ct
 
 
 def test_the_same_bytes_under_another_mode_are_a_duplicate_that_names_force(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     runner.run_inbox(ctx)
 
-    drop(ctx, "maxbounty/increment_payout/update.csv", UPDATE)  # the same bytes
-    drop(ctx, "maxbounty/again.csv", UPDATE)  # the same bytes, no mode override
-    drop(ctx, "maxbounty/edit/update2.csv", UPDATE)  # the same bytes, the same mode
+    put_in_inbox(ctx, "maxbounty/increment_payout/update.csv", UPDATE)  # the same bytes
+    put_in_inbox(ctx, "maxbounty/again.csv", UPDATE)  # the same bytes, no mode override
+    put_in_inbox(ctx, "maxbounty/edit/update2.csv", UPDATE)  # the same bytes, the same mode
     again, update2, increment = runner.run_inbox(ctx)
 
     assert [(r.name, r.state) for r in (increment, again, update2)] == [
@@ -231,10 +257,11 @@ def test_the_same_bytes_under_another_mode_are_a_duplicate_that_names_force(ctx)
 # --- releases, crashes, received times ---------------------------------------------------------
 
 
-def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(local_ctx):
+    ctx = local_ctx
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     with ctx.engine.begin() as conn:  # the merge's table is gone: the file fails
         conn.execute(text("ALTER TABLE conversions RENAME TO conversions_gone"))
     [failed] = runner.run_inbox(ctx)
@@ -262,12 +289,13 @@ def test_a_file_put_back_after_a_failure_returns_to_its_mode_folder(ctx):
     assert files_under(inbox) == []
 
 
-def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_time(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_time(local_ctx):
+    ctx = local_ctx
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
     # m2 is new, and its empty time is the received time: the first claim's, not the adopter's.
     late = "click_id,payout,conversion_time\nm1,9.00,2026-07-01 13:00:00\nm2,1.00,\n"
-    drop(ctx, "maxbounty/edit/late.csv", late)
+    put_in_inbox(ctx, "maxbounty/edit/late.csv", late)
     [waiting] = claims.scan(ctx.datadir.layout, ctx.config.offer_sources)
     assert (waiting.offer_source, waiting.kind, waiting.mode) == (
         "maxbounty",
@@ -289,17 +317,17 @@ def test_a_dead_workers_claim_from_a_mode_folder_is_adopted_with_its_mode_and_ti
         ("m2", "1.00", "2026-07-01T18:00:00Z"),  # RECEIVED
     ]
     assert ledger(ctx)[-1] == ("late.csv", "applied", "edit")
-    assert sidecar_of(ctx.datadir.layout.archive, "late.csv")["mode"] == "edit"
+    assert sidecar_of(ctx, "archive", "late.csv")["mode"] == "edit"
 
 
 # --- the Airflow task bodies and replays --------------------------------------------------------
 
 
 def test_the_airflow_steps_apply_a_mode_folders_file_under_its_mode(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
-    drop(ctx, "maxbounty/status/s.csv", "click_id,status\nm1,declined\n")
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/status/s.csv", "click_id,status\nm1,declined\n")
 
     tickets = steps.claim(ctx)
 
@@ -323,9 +351,9 @@ def test_the_airflow_steps_apply_a_mode_folders_file_under_its_mode(ctx):
 
 
 def test_a_replay_of_an_archived_mode_file_uses_its_mode_unless_the_run_gives_one(ctx):
-    drop(ctx, "maxbounty/first.csv", FIRST)
+    put_in_inbox(ctx, "maxbounty/first.csv", FIRST)
     runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/edit/update.csv", UPDATE)
+    put_in_inbox(ctx, "maxbounty/edit/update.csv", UPDATE)
     runner.run_inbox(ctx)
     tickets = steps.archived_tickets(ctx, date(2000, 1, 1), date(2099, 1, 1), "maxbounty")
     assert sorted((t["file"], t["mode"]) for t in tickets) == [

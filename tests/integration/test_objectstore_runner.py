@@ -12,16 +12,21 @@ import csv
 import hashlib
 import io
 import json
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, date, datetime, timedelta
 
 import boto3
 import pytest
 from sqlalchemy import select
 
-from pipeline import export, runner, warehouse
+from pipeline import export, runner, runtime, warehouse
+from pipeline.airflow import steps
+from pipeline.cli import main
+from pipeline.config import load
 from pipeline.context import Context
+from pipeline.core.model import ConfigError
 from pipeline.datadir.objectstore import ObjectStoreDataDir
-from tests.helpers import make_config
+from tests.helpers import make_config, sample_config
 
 MAXBOUNTY = (
     "click_id,payout,conversion_time\n"
@@ -257,3 +262,271 @@ def test_an_airflow_connection_in_the_url_gives_the_credentials(
 def test_credentials_in_the_url_are_refused(engine):
     with pytest.raises(ValueError, match="credentials do not go in the data directory URL"):
         ObjectStoreDataDir("s3://AKIAEXAMPLE:secret@bucket/prefix", engine)
+
+
+# --- replays from the archive in the bucket ------------------------------------------------------
+
+
+def archived_once(ctx: Context) -> tuple[list, str]:
+    """maxbounty/a.csv applied and archived in the bucket; (its results, its archive key)."""
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    results = runner.run_inbox(ctx)
+    [key] = [k for k in objects(ctx, "archive") if k.endswith("_a.csv")]
+    return results, key
+
+
+def spool_left(ctx: Context) -> list:
+    return [p for p in ctx.datadir._spool.rglob("*") if p.is_file()]
+
+
+def test_a_replay_reads_the_archived_object_from_the_bucket(ctx, tmp_path):
+    """`conversions_replay`'s task bodies: the archived original is found, streamed to a local
+    copy and applied, into a fresh warehouse here, so the result must equal the first run's
+    (hand-worked: m1 inserted, line 3 rejected); its reports go to reports/replays/<run id>/."""
+    [first], key = archived_once(ctx)
+    fresh = warehouse.connect(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        other = Context(ctx.config, fresh, ObjectStoreDataDir(ctx.datadir.location, fresh))
+        [ticket] = steps.archived_tickets(other, date(2000, 1, 1), date(2099, 1, 1), "maxbounty")
+        assert ticket["path"] == f"{ctx.datadir.location}/archive/{key}"
+        assert (ticket["file"], ticket["received_at"]) == ("maxbounty/a.csv", first.received_at)
+
+        result = steps.replay(
+            other, ticket, run_id="manual__2026-12-03T10:00:00+00:00", dry_run=False
+        )
+
+        assert (
+            result["state"],
+            result["outcomes"]["inserted"],
+            result["outcomes"]["rejected"],
+        ) == (
+            "applied",
+            1,
+            1,
+        )
+        assert result["content_hash"] == sha256(MAXBOUNTY)
+        data = export.frame(fresh, ctx.config)
+        assert [(r.click_id, r.payout, r.converted_at) for r in data.itertuples()] == [
+            ("m1", "5.00", "2026-07-01T18:00:00Z")
+        ]
+        assert result["report_path"].startswith(
+            f"{ctx.datadir.location}/reports/replays/manual__2026-12-03T10_00_00_00_00/"
+        )
+        assert objects(ctx, "archive")[key] == MAXBOUNTY.encode()  # the original stays
+        assert spool_left(other) == []  # the local copy is gone
+        with pytest.raises(ValueError, match="not an archived file"):
+            steps.replay(
+                other, ticket | {"path": f"{ctx.datadir.location}/inbox/x.csv"}, run_id="r"
+            )
+    finally:
+        fresh.dispose()
+
+
+def test_the_cli_ingests_an_archived_object_by_its_url(ctx, tmp_path, warehouse_url):
+    """`conversions ingest --force s3://.../archive/...`: the CLI's replay of one file."""
+    _, key = archived_once(ctx)
+    config = tmp_path / "conversions.toml"
+    config.write_text(sample_config("every_mode.toml"), encoding="utf-8")
+    url = f"{ctx.datadir.location}/archive/{key}"
+    common = ["--config", str(config), "--home", ctx.datadir.location, "--warehouse", warehouse_url]
+
+    assert main(["ingest", "--offer-source", "maxbounty", *common, url]) == 0  # a duplicate
+    assert main(["ingest", "--offer-source", "maxbounty", "--force", *common, url]) == 0
+    assert main(["ingest", "--offer-source", "maxbounty", *common, url + ".missing"]) == 1
+
+    f = warehouse.ingested_files.c
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                f.state, f.content_hash, f.data_lines, f.inserted, f.ignored_duplicate, f.rejected
+            ).order_by(f.file_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("applied", sha256(MAXBOUNTY), 2, 1, 0, 1),  # the inbox run
+        ("duplicate_file", sha256(MAXBOUNTY), 0, 0, 0, 0),  # the same bytes again, no --force
+        ("applied", sha256(MAXBOUNTY), 2, 0, 1, 1),  # forced: m1 is there (ignore mode)
+    ]
+    assert objects(ctx, "archive")[key] == MAXBOUNTY.encode()
+
+
+# --- the home in the config file -----------------------------------------------------------------
+
+
+def config_text(home: str | None) -> str:
+    first = f"home = {json.dumps(home)}\n" if home is not None else ""
+    return first + sample_config("every_mode.toml")
+
+
+@pytest.mark.parametrize(
+    ("home", "reason"),
+    [
+        ("ftp://host/x", "unsupported data directory scheme ftp://"),
+        ("s4://bucket/x", "unsupported data directory scheme s4://"),
+        ("s3:///prefix", "no bucket in 's3:///prefix'"),
+        ("s3://key:secret@bucket/x", "credentials do not go in the data directory URL"),
+        ("", "must be a folder or an s3://bucket/prefix URL"),
+    ],
+)
+def test_a_home_that_cannot_work_is_refused_with_the_file_and_key(tmp_path, home, reason):
+    path = tmp_path / "conversions.toml"
+    path.write_text(config_text(home), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert (caught.value.path, caught.value.key) == (str(path), "home")
+    assert reason in caught.value.reason
+
+
+def test_conversions_home_and_home_win_over_the_configs_home(tmp_path, monkeypatch):
+    path = tmp_path / "cfg" / "conversions.toml"
+    path.parent.mkdir()
+    path.write_text(config_text("s3://from-config/prefix"), encoding="utf-8")
+    config = load(path)
+    assert config.home == "s3://from-config/prefix"
+    monkeypatch.delenv("CONVERSIONS_HOME", raising=False)
+    assert runtime.resolve_home(None, config=config) == "s3://from-config/prefix"
+    monkeypatch.setenv("CONVERSIONS_HOME", "s3://from-env/p")
+    assert runtime.resolve_home(None, config=config) == "s3://from-env/p"
+    assert runtime.resolve_home(str(tmp_path / "flag"), config=config) == tmp_path / "flag"
+    monkeypatch.setenv("CONVERSIONS_HOME", "gopher://x/y")  # checked wherever it comes from
+    with pytest.raises(ConfigError, match=r"\$CONVERSIONS_HOME: unsupported .* gopher://"):
+        runtime.resolve_home(None, config=config)
+    monkeypatch.delenv("CONVERSIONS_HOME")
+    path.write_text(config_text("data"), encoding="utf-8")  # a folder: relative to the file
+    assert runtime.resolve_home(None, config=load(path)) == tmp_path / "cfg" / "data"
+
+
+def test_the_cli_runs_on_the_configs_s3_home_and_says_a_missing_bucket(
+    ctx, tmp_path, warehouse_url, monkeypatch, capsys
+):
+    monkeypatch.delenv("CONVERSIONS_HOME", raising=False)
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    path = tmp_path / "conversions.toml"
+    path.write_text(config_text(ctx.datadir.location), encoding="utf-8")
+
+    assert main(["inbox", "--config", str(path), "--warehouse", warehouse_url]) == 0
+
+    assert objects(ctx, "inbox") == {}
+    assert [k for k in objects(ctx, "archive") if k.endswith("_a.csv")]
+    missing = "s3://no-such-bucket-" + uuid.uuid4().hex[:8] + "/home"
+    path.write_text(config_text(missing), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["inbox", "--config", str(path), "--warehouse", warehouse_url]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: no such bucket 'no-such-bucket-" in err, err
+    assert "Traceback" not in err
+
+
+# --- the inbox delete never removes a newer upload -----------------------------------------------
+
+
+def test_an_upload_landing_just_before_the_inbox_delete_is_kept_and_applied_next(ctx, monkeypatch):
+    """The sender uploads new bytes under the claimed key at the last moment: after the
+    archive copy and any check, as the delete request goes out (a real PUT, made by a hook
+    on the store's delete calls). The delete must not remove them: the new upload stays in
+    the inbox and the next pass applies it. A check-then-delete fails this test (the new
+    upload is deleted unseen: a file lost)."""
+    newer = MAXBOUNTY.replace("5.00", "6.00")
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    fs, sent = ctx.datadir.fs, []
+
+    def sender_first(real):
+        def call(*args, **kwargs):
+            if not sent and "/inbox/" in f"{args} {kwargs}":  # the inbox object's delete
+                sent.append(True)
+                put(ctx, "maxbounty/a.csv", newer)
+            return real(*args, **kwargs)
+
+        return call
+
+    real_call_s3 = fs.call_s3
+
+    def call_s3(method, *args, **kwargs):
+        if method == "delete_object":
+            return sender_first(real_call_s3)(method, *args, **kwargs)
+        return real_call_s3(method, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "rm", sender_first(fs.rm))
+    monkeypatch.setattr(fs, "rm_file", sender_first(fs.rm_file))
+    monkeypatch.setattr(fs, "call_s3", call_s3)
+    [first] = runner.run_inbox(ctx)
+    monkeypatch.undo()
+
+    assert sent == [True]  # the upload did land in the window
+    assert first.state == "applied"
+    assert objects(ctx, "inbox") == {"maxbounty/a.csv": newer.encode()}
+    assert claim_rows(ctx) == []
+    [second] = runner.run_inbox(ctx)
+    assert (second.state, second.content_hash) == ("applied", sha256(newer))
+    assert objects(ctx, "inbox") == {}
+    archived = {k: v for k, v in objects(ctx, "archive").items() if not k.endswith(".json")}
+    assert sorted(archived.values()) == sorted([MAXBOUNTY.encode(), newer.encode()])
+
+
+def test_an_upload_landing_just_before_the_archive_copy_is_not_archived_as_the_claimed_file(
+    ctx, monkeypatch
+):
+    """The sender's new upload lands just before the archive's server-side copy. The copy is
+    conditional on the claimed ETag, but not every store honours that (moto ignores
+    ``x-amz-copy-source-if-match``): the archive must still hold the claimed bytes under
+    their hash's name (found so: it held the new ones), and the new upload stays waiting."""
+    newer = MAXBOUNTY.replace("5.00", "6.00")
+    put(ctx, "maxbounty/a.csv", MAXBOUNTY)
+    fs, sent = ctx.datadir.fs, []
+    real_cp_file = fs.cp_file
+
+    def cp_file(*args, **kwargs):
+        if not sent:
+            sent.append(True)
+            put(ctx, "maxbounty/a.csv", newer)
+        return real_cp_file(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "cp_file", cp_file)
+    [first] = runner.run_inbox(ctx)
+    monkeypatch.undo()
+
+    assert sent == [True] and first.state == "applied"
+    archived = {k: v for k, v in objects(ctx, "archive").items() if not k.endswith(".json")}
+    assert list(archived.values()) == [MAXBOUNTY.encode()]
+    assert next(iter(archived)).endswith(f"/{sha256(MAXBOUNTY)[:16]}_a.csv")
+    assert objects(ctx, "inbox") == {"maxbounty/a.csv": newer.encode()}
+    [second] = runner.run_inbox(ctx)
+    assert (second.state, second.content_hash) == ("applied", sha256(newer))
+
+
+def test_a_renewal_extends_a_lease_never_shortens_a_hand_off_and_says_what_was_adopted(ctx):
+    """`claims.renew` by hand: a 1-hour lease renewed for 2 hours is later; a claim handed off
+    for 3 hours keeps its longer lease; a claim another process adopted is not renewed and
+    is reported missing (lease_until compared as the warehouse returns it)."""
+    from pipeline.warehouse import claims as claim_table
+
+    def row(relative: str, hand_off: timedelta | None = None) -> claim_table.ClaimRow:
+        got = claim_table.take(
+            ctx.engine,
+            store="s3://renewal-test/home",
+            object_key=relative,
+            etag="e" * 32,
+            size=1,
+            offer_source="maxbounty",
+            kind="conversions",
+            mode=None,
+            received_at=datetime(2026, 7, 1, tzinfo=UTC),
+            lease=timedelta(hours=1),
+            hand_off=hand_off,
+        )
+        assert got is not None
+        return got
+
+    plain, handed = row("maxbounty/a.csv"), row("maxbounty/b.csv", timedelta(hours=3))
+    adopted = row("maxbounty/c.csv")
+    newer = claim_table.adopt(ctx.engine, adopted, timedelta(hours=1))
+    assert newer is not None
+
+    owned = claim_table.renew(
+        ctx.engine, {plain.claim_id, handed.claim_id, adopted.claim_id}, timedelta(hours=2)
+    )
+
+    assert owned == {plain.claim_id, handed.claim_id}  # c.csv's id is another's now
+    after = {r: claim_table.get(ctx.engine, r.claim_id) for r in (plain, handed)}
+    assert after[plain].lease_until - plain.lease_until >= timedelta(minutes=59)
+    assert after[handed].lease_until == handed.lease_until  # 3 hours > now + 2 hours
+    assert claim_table.get(ctx.engine, newer.claim_id).lease_until == newer.lease_until

@@ -9,13 +9,16 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import boto3
+import pytest
 from sqlalchemy import select
 
 from pipeline import warehouse
 from pipeline.context import Context
 from pipeline.datadir import LocalDataDir
+from pipeline.datadir.objectstore import ObjectStoreDataDir
 from pipeline.ingest import Upload, ingest_file
 from tests.helpers import make_config, write_csv
 
@@ -29,8 +32,25 @@ FIRST = (
 )
 
 
+@pytest.fixture(params=["local", "s3"])
+def ctx(request, engine, tmp_path) -> Context:
+    """The reports in a local data directory, or in a bucket of the moto server: a person
+    downloads a report from either, fixes it and drops it back."""
+    if request.param == "s3":
+        home = request.getfixturevalue("s3_home")
+        return Context(make_config(), engine, ObjectStoreDataDir(home, engine))
+    return Context(make_config(), engine, LocalDataDir(tmp_path / "home"))
+
+
 def report(path: str) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))
+    """A report's rows, read back without the code under test (a file, or boto3)."""
+    if path.startswith("s3://"):
+        bucket, key = path[len("s3://") :].split("/", 1)
+        data = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        text = data.decode("utf-8-sig")
+    else:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def rewrite(rows: list[dict], **fixes: dict) -> str:
@@ -54,8 +74,7 @@ def ledger(engine) -> list[tuple]:
         ]
 
 
-def test_three_rounds_of_fixing_keep_the_first_files_lines_and_names(engine, tmp_path):
-    ctx = Context(make_config(), engine, LocalDataDir(tmp_path / "home"))
+def test_three_rounds_of_fixing_keep_the_first_files_lines_and_names(ctx, engine, tmp_path):
 
     def drop(name: str, text: str):
         path = write_csv(tmp_path / "drops" / name, text)
@@ -68,7 +87,7 @@ def test_three_rounds_of_fixing_keep_the_first_files_lines_and_names(engine, tmp
         ("4", "r3", "invalid_time"),
     ]
     assert "original_line" not in rows[0]  # a first file's report needs none
-    name1 = Path(first.report_path).name
+    name1 = PurePosixPath(first.report_path).name
     assert name1 == f"net.{first.content_hash[:12]}.rejected.csv"
 
     # Round 2: r2 fixed; r3's time is "fixed" in a spreadsheet that reformats it on save.
@@ -85,7 +104,7 @@ def test_three_rounds_of_fixing_keep_the_first_files_lines_and_names(engine, tmp
         ("3", "4", "r3", "time_reformatted_by_spreadsheet")
     ]
     assert "format the column as text" in rows2[0]["reason"]
-    name2 = Path(second.report_path).name
+    name2 = PurePosixPath(second.report_path).name
     assert name2 == f"net.{second.content_hash[:12]}.rejected.csv"  # not net.<h1>.rejected.<h2>...
 
     # Round 3: the time written as the tool wants it; nothing left to reject.
@@ -95,15 +114,14 @@ def test_three_rounds_of_fixing_keep_the_first_files_lines_and_names(engine, tmp
         1,
         0,
     )
-    assert Path(third.summary_path).name == f"net.{third.content_hash[:12]}.summary.json"
+    assert PurePosixPath(third.summary_path).name == f"net.{third.content_hash[:12]}.summary.json"
 
     (id1, _, none), (id2, _, link2), (_, _, link3) = ledger(engine)
     assert none is None and link2 == id1 and link3 == id1  # every round points at the first file
     assert id2 > id1
 
 
-def test_a_report_renamed_by_hand_is_applied_without_a_link(engine, tmp_path):
-    ctx = Context(make_config(), engine, LocalDataDir(tmp_path / "home"))
+def test_a_report_renamed_by_hand_is_applied_without_a_link(ctx, engine, tmp_path):
     first = ingest_file(
         ctx, Upload(write_csv(tmp_path / "net.csv", FIRST), "maxbounty", received_at=RECEIVED)
     )

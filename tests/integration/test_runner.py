@@ -26,6 +26,14 @@ from pipeline.datadir import claims, filing
 from pipeline.ingest import Upload, ingest_file
 from pipeline.results import FileResult
 from tests.helpers import assert_accounted, make_config, write_csv
+from tests.integration.datadir_helpers import (
+    DATA_DIRECTORIES,
+    claims_held,
+    context_on,
+    put_in_inbox,
+    read_written,
+    stored,
+)
 
 RECEIVED = datetime(2026, 7, 1, 18, 0, 0, tzinfo=UTC)
 
@@ -37,6 +45,13 @@ def ctx(tmp_path, engine) -> Context:
 
 def drop(ctx: Context, relative: str, content: str) -> Path:
     return write_csv(ctx.datadir.layout.inbox / relative, content)
+
+
+@pytest.fixture(params=DATA_DIRECTORIES)
+def any_ctx(request, tmp_path, engine) -> Context:
+    """For the tests that hold on any data directory: a local folder, or a bucket of the moto
+    server (`test_objectstore_runner` has the S3 forms of the others)."""
+    return context_on(request, make_config(), engine, tmp_path)
 
 
 def files_under(folder: Path) -> list[str]:
@@ -155,39 +170,40 @@ def test_run_inbox_applies_two_offer_sources_archives_and_reports(ctx):
     assert runner.run_inbox(ctx) == []  # nothing left to do
 
 
-def test_the_same_bytes_dropped_again_are_archived_as_a_duplicate(ctx):
-    drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
+def test_the_same_bytes_dropped_again_are_archived_as_a_duplicate(any_ctx):
+    ctx = any_ctx
+    put_in_inbox(ctx, "maxbounty/a.csv", MAXBOUNTY)
     [first] = runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/again.csv", MAXBOUNTY)
+    put_in_inbox(ctx, "maxbounty/again.csv", MAXBOUNTY)
     [again] = runner.run_inbox(ctx)
     assert (first.state, again.state) == ("applied", "duplicate_file")
     assert runner.exit_code([again]) == 0
     assert counts(again) == (0, 0, 0, 0, 0, 0, 0)
     assert [r.click_id for r in export.frame(ctx.engine, ctx.config).itertuples()] == ["m1"]
     assert [r["state"] for r in ledger(ctx)] == ["applied", "duplicate_file"]
-    assert files_under(ctx.datadir.layout.inbox) == []
-    assert [p.endswith("_again.csv") for p in files_under(ctx.datadir.layout.archive)].count(
-        True
-    ) == 1
+    assert stored(ctx, "inbox") == {}
+    assert [p.endswith("_again.csv") for p in stored(ctx, "archive")].count(True) == 1
 
 
-def test_a_duplicate_under_the_same_name_keeps_the_applied_files_summary(ctx):
-    drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
+def test_a_duplicate_under_the_same_name_keeps_the_applied_files_summary(any_ctx):
+    ctx = any_ctx
+    put_in_inbox(ctx, "maxbounty/a.csv", MAXBOUNTY)
     [first] = runner.run_inbox(ctx)
-    drop(ctx, "maxbounty/a.csv", MAXBOUNTY)  # same bytes, same name, same day
+    put_in_inbox(ctx, "maxbounty/a.csv", MAXBOUNTY)  # same bytes, same name, same day
     [again] = runner.run_inbox(ctx)
     assert (first.state, again.state) == ("applied", "duplicate_file")
     assert again.summary_path != first.summary_path
-    applied = json.loads(Path(first.summary_path).read_text(encoding="utf-8"))
+    applied = json.loads(read_written(ctx, first.summary_path))
     assert (applied["state"], applied["outcomes"]["inserted"]) == ("applied", 1)
-    duplicate = json.loads(Path(again.summary_path).read_text(encoding="utf-8"))
+    duplicate = json.loads(read_written(ctx, again.summary_path))
     assert (duplicate["state"], duplicate["file_id"]) == ("duplicate_file", again.file_id)
-    assert Path(first.report_path).is_file()  # the applied file's rejection report stays too
+    assert read_written(ctx, first.report_path)  # the applied file's rejection report stays too
 
 
-def test_stray_files_are_quarantined_and_change_nothing(ctx):
-    drop(ctx, "stray.csv", "click_id,payout\nz1,1.00\n")
-    drop(ctx, "nosuchsource/x.csv", "click_id,payout\nz2,1.00\n")
+def test_stray_files_are_quarantined_and_change_nothing(any_ctx):
+    ctx = any_ctx
+    put_in_inbox(ctx, "stray.csv", "click_id,payout\nz1,1.00\n")
+    put_in_inbox(ctx, "nosuchsource/x.csv", "click_id,payout\nz2,1.00\n")
     results = runner.run_inbox(ctx)
     assert [(r.name, r.state, r.reason_code) for r in results] == [
         ("x.csv", "quarantined", "unknown_offer_source"),
@@ -195,11 +211,11 @@ def test_stray_files_are_quarantined_and_change_nothing(ctx):
     ]
     assert runner.exit_code(results) == 1
     assert ledger(ctx) == [] and conversions(ctx) == []
-    quarantined = files_under(ctx.datadir.layout.quarantine)
+    quarantined = stored(ctx, "quarantine")
     assert len(quarantined) == 4  # two files, each beside its .reason.json
     assert sum(p.endswith("_stray.csv") for p in quarantined) == 1
     for result in results:
-        summary = json.loads(Path(result.summary_path).read_text(encoding="utf-8"))
+        summary = json.loads(read_written(ctx, result.summary_path))
         assert (summary["state"], summary["reason_code"]) == ("quarantined", "unknown_offer_source")
 
 
@@ -444,21 +460,26 @@ def test_a_warehouse_that_went_down_puts_every_file_back(tmp_path):
     down.dispose()
 
 
-def test_status_files_run_after_the_conversions_they_update_whatever_their_names(ctx):
+def test_status_files_run_after_the_conversions_they_update_whatever_their_names(any_ctx):
     # "maxbounty/status/a.csv" sorts before "maxbounty/z.csv" as a path; it must still run last.
-    drop(ctx, "maxbounty/status/a.csv", "click_id,status\nz1,declined\n")
-    drop(ctx, "maxbounty/z.csv", "click_id,payout,conversion_time\nz1,2.00,2026-07-01 14:00:00\n")
+    ctx = any_ctx
+    put_in_inbox(ctx, "maxbounty/status/a.csv", "click_id,status\nz1,declined\n")
+    put_in_inbox(
+        ctx, "maxbounty/z.csv", "click_id,payout,conversion_time\nz1,2.00,2026-07-01 14:00:00\n"
+    )
     results = runner.run_inbox(ctx)
     assert [(r.name, r.kind) for r in results] == [("z.csv", "conversions"), ("a.csv", "status")]
     assert results[1].outcomes["status_updated"] == 1
     assert [(c[1], c[3]) for c in conversions(ctx)] == [("z1", "declined")]
 
 
-def test_a_dry_run_pass_leaves_the_files_in_the_inbox(ctx):
-    drop(ctx, "maxbounty/a.csv", MAXBOUNTY)
+def test_a_dry_run_pass_leaves_the_files_in_the_inbox(any_ctx):
+    ctx = any_ctx
+    put_in_inbox(ctx, "maxbounty/a.csv", MAXBOUNTY)
     results = runner.run_inbox(ctx, dry_run=True)
     assert [r.state for r in results] == ["dry_run"]
-    assert files_under(ctx.datadir.layout.inbox) == ["maxbounty/a.csv"]
+    assert list(stored(ctx, "inbox")) == ["maxbounty/a.csv"]
+    assert claims_held(ctx) == 0  # a rehearsal's claim ends with it
     assert conversions(ctx) == []
     assert [r.state for r in runner.run_inbox(ctx)] == ["applied"]
     assert [c[1] for c in conversions(ctx)] == ["m1"]
@@ -504,13 +525,14 @@ def test_an_archive_failure_after_apply_is_a_warning_and_a_later_run_archives(ct
     assert files_under(ctx.datadir.layout.processing) == []
 
 
-def test_a_dry_run_pass_moves_nothing_not_even_a_file_it_would_quarantine(ctx):
-    drop(ctx, "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
-    drop(ctx, "stray.csv", "click_id,payout\nz,1\n")  # in no offer source's folder
-    before = files_under(ctx.datadir.layout.inbox)
+def test_a_dry_run_pass_moves_nothing_not_even_a_file_it_would_quarantine(any_ctx):
+    ctx = any_ctx
+    put_in_inbox(ctx, "maxbounty/a.csv", "click_id,payout\nm1,5.00\n")
+    put_in_inbox(ctx, "stray.csv", "click_id,payout\nz,1\n")  # in no offer source's folder
+    before = stored(ctx, "inbox")
     results = {r.name: r for r in runner.run_inbox(ctx, dry_run=True)}
     assert (results["a.csv"].state, results["stray.csv"].state) == ("dry_run", "quarantined")
     assert "dry run: it would be quarantined; left in the inbox" in results["stray.csv"].detail
-    assert files_under(ctx.datadir.layout.inbox) == before
-    assert files_under(ctx.datadir.layout.quarantine) == []
+    assert stored(ctx, "inbox") == before
+    assert stored(ctx, "quarantine") == {}
     assert conversions(ctx) == []
