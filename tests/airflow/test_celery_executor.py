@@ -18,8 +18,9 @@ scheduler fails the tasks it held once their heartbeat stops (`task_instance_hea
 What must hold, derived independently of the code under test:
 
 * each file applied exactly once: one `applied` ledger row per dropped file (content hashes
-  worked out here), each original in the archive once with its bytes, inbox, `processing/`
-  (claims) and quarantine empty;
+  worked out here), one `process_file` task per file across the runs, each original in the
+  archive once with its bytes, inbox, claims (`processing/`, or `inbox_claims` rows) and
+  quarantine empty;
 * per offer source, the warehouse equals some serial order: the ledger's commit order replayed
   file by file into a fresh warehouse gives the same export and the same outcome counts (as in
   `tests/guarantees/test_concurrency.py`, whose checks are reused);
@@ -27,8 +28,16 @@ What must hold, derived independently of the code under test:
   1 held when it died failed its try and succeeded on a later try on worker 2, started after
   the kill.
 
-The data directory is one parameter (`data_directory`): the local folder now, both workers on
-this machine seeing the same one. An object-storage inbox is another value of it.
+The data directory is one parameter (`data_directory`):
+
+* `local`: a folder both workers on this machine see, woken by `inbox/_READY`;
+* `s3`: a bucket on moto's server (`CONVERSIONS_HOME=s3://aws_default@<bucket>/conversions`, the
+  README's Airflow form, the connection from `AIRFLOW_CONN_AWS_DEFAULT` with moto's endpoint; no
+  AWS_* variable reaches Airflow), claims as `inbox_claims` rows in the warehouse, woken by the
+  bucket's `s3:ObjectCreated:*` notifications on moto's SQS (no marker: each upload is notified,
+  and more than one run may come of them; the later ones find nothing left). Its checks read the
+  bucket with boto3 (archive with the bytes, inbox and quarantine empty) and `inbox_claims`
+  with SQL (no row left, claimed or returned), not the local disk.
 
 Needs `CONVERSIONS_TEST_POSTGRES_URL` and Redis (`CONVERSIONS_TEST_REDIS_URL`, default
 redis://127.0.0.1:6379/11). Either missing: skipped, except under `CI`, where Redis missing is a
