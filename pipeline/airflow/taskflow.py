@@ -149,6 +149,9 @@ def _context() -> Iterator[Context]:
             yield ctx
     finally:
         ctx.engine.dispose()
+        close = getattr(ctx.datadir, "close", None)  # object storage: its local spool
+        if close is not None:
+            close()
 
 
 def _log_story(result: Mapping[str, Any], home: str | None = None) -> None:
