@@ -61,7 +61,7 @@ def _round(
             config = write_config(tmp / "cfg")
             files = make_files(tmp / "originals", e2e.SEED, n_files, e2e.POOL)
             data = (
-                e2e.S3DataDirectory(e2e.Bucket.create(s3_endpoint))
+                e2e.S3DataDirectory(e2e.Bucket.create(s3_endpoint), tmp / "tmp")
                 if s3_endpoint
                 else e2e.LocalDataDirectory(tmp / "datadir")
             )

@@ -195,6 +195,9 @@ class S3DataDirectory:
     the code under test."""
 
     bucket: Bucket
+    # The deployment's TMPDIR, where each task's spool (its local copies of claimed objects)
+    # lives: checked after the run.
+    tmp: Path
     queue_url: str = ""
     trigger_classpath = "%SqsSensorTrigger"
 
@@ -204,9 +207,17 @@ class S3DataDirectory:
 
     @property
     def env(self) -> dict[str, str]:
-        return self.bucket.connection_env() | {"CONVERSIONS_WAKEUP_SQS_QUEUE": self.queue_url}
+        return self.bucket.connection_env() | {
+            "CONVERSIONS_WAKEUP_SQS_QUEUE": self.queue_url,
+            "TMPDIR": str(self.tmp),
+        }
+
+    def spooled_left(self) -> list[str]:
+        """The local copies of claimed objects the deployment's processes left behind."""
+        return sorted(p.name for p in self.tmp.glob("conversions-spool-*/*/*") if p.is_file())
 
     def prepare(self) -> None:
+        self.tmp.mkdir(parents=True)
         self.queue_url = self.bucket.notify_queue(f"conversions-e2e-{uuid.uuid4().hex[:8]}")
         # S3's s3:TestEvent on configuring: off the queue, so only the uploads wake the DAG.
         assert [body.get("Event") for body in self.bucket.drain(self.queue_url)] == ["s3:TestEvent"]
@@ -272,7 +283,8 @@ def data_directory(request: pytest.FixtureRequest, tmp_path: Path) -> DataDirect
         return LocalDataDirectory(tmp_path / "datadir")
     if request.param == "s3":
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's line per request
-        return S3DataDirectory(Bucket.create(request.getfixturevalue("moto_endpoint")))
+        bucket = Bucket.create(request.getfixturevalue("moto_endpoint"))
+        return S3DataDirectory(bucket, tmp_path / "tmp")
     raise AssertionError(request.param)
 
 
@@ -559,6 +571,15 @@ def test_two_celery_workers_apply_each_file_once_and_finish_a_killed_workers_fil
         ]
         assert [t.hostname for t in dead] == ["w1"], _table(tis, earlier)
         assert dead[0].state in ("failed", "up_for_retry"), _table(tis, earlier)
+    if isinstance(data_directory, S3DataDirectory):
+        # Every task removed its spool when it ended (claim_files too, whose claims were
+        # handed on, not filed), so only the killed worker's copies of what it held remain.
+        held_names = {
+            ti.rendered_map_index.rsplit("/", 1)[-1]  # rendered by the end (None while running)
+            for ti in tis
+            if (ti.run_id, ti.map_index) in held
+        }
+        assert set(data_directory.spooled_left()) <= held_names, data_directory.spooled_left()
     print(
         f"\n[celery e2e] worker 1 held {len(held)} task(s) when killed: "
         f"{sorted(ti.rendered_map_index for ti in tis if (ti.run_id, ti.map_index) in held)}; "
