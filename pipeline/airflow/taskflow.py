@@ -178,11 +178,13 @@ def claim_files(*, triggering_asset_events: Any = None) -> dict[str, list[Ticket
 def _let_the_wake_up_settle(ctx: Context, events: Any) -> None:
     """Wait until the newest event that woke this run is ``settle_seconds`` old.
 
-    A bucket notification arrives a second or two after its upload, and the scan takes only
-    objects written ``settle_seconds`` ago (a sender may write a key again): a run that scanned
-    at once would leave the very object that woke it for the next schedule. The wait is
-    bounded by ``settle_seconds`` and ends early on SIGTERM (the claim then puts everything
-    back). A scheduled run has no triggering events and does not wait.
+    A bucket notification arrives a second or two after its upload (a ``_READY`` marker just
+    after the rename of files written moments ago), and the scan takes only files written
+    ``settle_seconds`` ago (a sender may write in place, or write a key again): a run that
+    scanned at once would leave the very file that woke it for the next schedule. So, when the
+    inbox holds a file too fresh to take, wait; nothing too fresh (files that waited long
+    enough), no wait. Bounded by ``settle_seconds``; SIGTERM ends it early (the claim then puts
+    everything back). A scheduled run has no triggering events and does not wait.
     """
     settle = ctx.config.settings.settle_seconds
     if not settle or not events:
@@ -194,7 +196,17 @@ def _let_the_wake_up_settle(ctx: Context, events: Any) -> None:
     wait = min(float(settle), (until - datetime.now(UTC)).total_seconds())
     if wait <= 0:
         return
-    log.info("woken by an event at %s: waiting %.1f s for it to settle", max(stamps), wait)
+    sources = ctx.config.offer_sources
+    fresh = len(ctx.datadir.scan(sources)) - len(ctx.datadir.scan(sources, settle_seconds=settle))
+    if fresh <= 0:
+        return
+    log.info(
+        "woken by an event at %s, %d file(s) written under %s s ago: waiting %.1f s",
+        max(stamps),
+        fresh,
+        settle,
+        wait,
+    )
     deadline = time.monotonic() + wait
     while not ctx.stop.requested and (left := deadline - time.monotonic()) > 0:
         time.sleep(min(0.5, left))

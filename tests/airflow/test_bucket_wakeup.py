@@ -105,14 +105,34 @@ class _Settings:
     settle_seconds = 3
 
 
+class _Config:
+    settings = _Settings
+    offer_sources = ("maxbounty",)
+
+
+class _Stop:
+    requested = False
+
+
+@dataclass
+class _DataDir:
+    """An inbox of ``settled`` files old enough to take and ``fresh`` ones that are not."""
+
+    settled: int
+    fresh: int
+
+    def scan(self, offer_sources, settle_seconds: float = 0) -> list[str]:
+        assert offer_sources == _Config.offer_sources
+        return ["f"] * (self.settled + (0 if settle_seconds else self.fresh))
+
+
+@dataclass
 class _Ctx:
     """What `_let_the_wake_up_settle` reads of a run's context."""
 
-    class config:
-        settings = _Settings
-
-    class stop:
-        requested = False
+    datadir: _DataDir
+    config: type = _Config
+    stop: type = _Stop
 
 
 @dataclass
@@ -123,14 +143,15 @@ class _Event:
 def test_a_woken_run_waits_until_the_event_that_woke_it_has_settled():
     from pipeline.airflow.taskflow import _let_the_wake_up_settle
 
-    def waited(events) -> float:
+    def waited(events, settled: int = 1, fresh: int = 1) -> float:
         start = time.monotonic()
-        _let_the_wake_up_settle(_Ctx(), events)
+        _let_the_wake_up_settle(_Ctx(_DataDir(settled, fresh)), events)
         return time.monotonic() - start
 
     now = datetime.now(UTC)
     assert 1.5 < waited({"asset": [_Event(now - timedelta(seconds=1))]}) < 2.8
     assert waited({"asset": [_Event(now - timedelta(seconds=10))]}) < 0.2  # settled already
+    assert waited({"asset": [_Event(now)]}, fresh=0) < 0.2  # nothing waiting is too fresh
     assert waited({}) < 0.2  # a scheduled run: no event, no wait
     assert waited(None) < 0.2
 
