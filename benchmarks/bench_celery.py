@@ -10,7 +10,8 @@ as the broker with a queue of its own), drops the same 40 files of three offer s
 With `--s3` the data directory is a bucket on moto's S3 server (started here, on loopback),
 `CONVERSIONS_HOME=s3://aws_default@<bucket>/conversions` through an Airflow connection, and the
 bucket's notifications on moto's SQS wake the DAG (the test's `S3DataDirectory`): the time runs
-from the first upload to the end of the last run.
+from the last upload (the uploads notify as they go) to the end of the last run; the
+notifications may make more than one run, counted in the output.
 
     .venv/bin/python benchmarks/bench_celery.py                  # 1 worker, then 2
     .venv/bin/python benchmarks/bench_celery.py --s3             # the same, the inbox on S3
