@@ -7,7 +7,14 @@ N `airflow celery worker` processes, metadata and warehouse in fresh PostgreSQL 
 as the broker with a queue of its own), drops the same 40 files of three offer sources plus
 `inbox/_READY`, and measures from the marker to the run's success. Nobody is killed.
 
+With `--s3` the data directory is a bucket on moto's S3 server (started here, on loopback),
+`CONVERSIONS_HOME=s3://aws_default@<bucket>/conversions` through an Airflow connection, and the
+bucket's notifications on moto's SQS wake the DAG (the test's `S3DataDirectory`): the time runs
+from the last upload (the uploads notify as they go) to the end of the last run; the
+notifications may make more than one run, counted in the output.
+
     .venv/bin/python benchmarks/bench_celery.py                  # 1 worker, then 2
+    .venv/bin/python benchmarks/bench_celery.py --s3             # the same, the inbox on S3
     .venv/bin/python benchmarks/bench_celery.py --workers 2 --files 80 --concurrency 2
 
 Needs `CONVERSIONS_TEST_POSTGRES_URL` (or `--postgres-url`) and Redis
@@ -23,6 +30,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -33,7 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _round(n_workers: int, n_files: int, postgres_url: str, broker: str) -> dict:
+def _round(
+    n_workers: int, n_files: int, postgres_url: str, broker: str, s3_endpoint: str | None
+) -> dict:
     from tests.airflow import test_celery_executor as e2e
     from tests.guarantees.test_concurrency import ledger, make_files, write_config
 
@@ -50,7 +61,11 @@ def _round(n_workers: int, n_files: int, postgres_url: str, broker: str) -> dict
             tmp = Path(tmp_name)
             config = write_config(tmp / "cfg")
             files = make_files(tmp / "originals", e2e.SEED, n_files, e2e.POOL)
-            data = e2e.LocalDataDirectory(tmp / "datadir")
+            data = (
+                e2e.S3DataDirectory(e2e.Bucket.create(s3_endpoint), tmp / "tmp")
+                if s3_endpoint
+                else e2e.LocalDataDirectory(tmp / "datadir")
+            )
             data.prepare()
             with e2e._deployment(tmp, urls, broker, data, config) as d:
                 workers = [f"w{i + 1}" for i in range(n_workers)]
@@ -59,9 +74,10 @@ def _round(n_workers: int, n_files: int, postgres_url: str, broker: str) -> dict
                 data.drop(files)
                 data.wake()
                 woke = time.monotonic()
-                d.wait_for("the run to finish", lambda: e2e._run_state(d), 1800)
+                d.wait_for("the run to finish", lambda: e2e._run_state(d, n_files), 1800)
                 seconds = time.monotonic() - woke
-                state = e2e._run_state(d)
+                state = e2e._run_state(d, n_files)
+                runs = len(d.query("SELECT 1 FROM dag_run WHERE dag_id = :d", d=e2e.DAG_ID))
                 hosts = sorted({ti.hostname for ti in d.task_instances()})
             rows = ledger(urls["warehouse"])
             applied = sum(1 for r in rows if r["state"] == "applied")
@@ -72,6 +88,8 @@ def _round(n_workers: int, n_files: int, postgres_url: str, broker: str) -> dict
         admin.dispose()
     return {
         "workers": n_workers,
+        "data": "s3 (moto)" if s3_endpoint else "local",
+        "runs": runs,
         "files": n_files,
         "state": state,
         "applied": applied,
@@ -83,11 +101,41 @@ def _round(n_workers: int, n_files: int, postgres_url: str, broker: str) -> dict
     }
 
 
+@contextmanager
+def _moto(wanted: bool) -> Iterator[str | None]:
+    """moto's S3 and SQS on a free loopback port for the whole benchmark (None: not wanted).
+    This process reads the bucket with the AWS environment; Airflow gets a connection."""
+    if not wanted:
+        yield None
+        return
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=1, help="task slots per worker")
+    parser.add_argument(
+        "--s3", action="store_true", help="the inbox in a bucket on moto's S3, woken by SQS"
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("CONVERSIONS_TEST_POSTGRES_URL")
@@ -99,16 +147,18 @@ def main(argv: list[str] | None = None) -> int:
 
     e2e.CONCURRENCY = args.concurrency
     results = []
-    for n in args.workers:
-        result = _round(n, args.files, args.postgres_url, e2e.REDIS_URL)
-        results.append(result)
-        print(
-            f"{n} worker(s) x {args.concurrency} slots: {args.files} files in "
-            f"{result['seconds']} s ({result['files_per_minute']} files/min), run "
-            f"{result['state']}, {result['applied']} applied, hosts {result['hosts']}, load "
-            f"{result['load_before']} -> {result['load_after']}",
-            flush=True,
-        )
+    with _moto(args.s3) as s3_endpoint:
+        for n in args.workers:
+            result = _round(n, args.files, args.postgres_url, e2e.REDIS_URL, s3_endpoint)
+            results.append(result)
+            print(
+                f"{n} worker(s) x {args.concurrency} slots, {result['data']} inbox: "
+                f"{args.files} files in {result['seconds']} s ({result['files_per_minute']} "
+                f"files/min), {result['runs']} run(s) {result['state']}, {result['applied']} "
+                f"applied, hosts {result['hosts']}, load {result['load_before']} -> "
+                f"{result['load_after']}",
+                flush=True,
+            )
     if len(results) > 1:
         base = results[0]["seconds"]
         for r in results[1:]:

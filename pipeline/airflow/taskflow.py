@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, AssetWatcher, Connection, get_current_context, task
@@ -64,8 +65,16 @@ def _ready_marker_watcher() -> AssetWatcher:
 
     from pipeline import datadir, runtime
 
+    home = runtime.airflow_home()
+    if isinstance(home, str):  # object storage: a local folder watcher would watch nothing
+        raise ValueError(
+            f"CONVERSIONS_HOME is object storage ({home.split('://')[0]}://...): the file-drop DAG "
+            "cannot watch for an inbox/_READY marker there. Set CONVERSIONS_WAKEUP_SQS_QUEUE to "
+            "the queue of the bucket's event notifications (README, 'Event-driven runs from a "
+            "bucket'), or pause this DAG and let conversions_inbox's schedule take the files"
+        )
     trigger = DirectoryFileDeleteTrigger(
-        directory=str(datadir.Layout(runtime.airflow_home()).inbox),
+        directory=str(datadir.Layout(home).inbox),
         filename=datadir.READY_MARKER,
         poke_interval=READY_POKE_SECONDS,
     )
@@ -140,6 +149,9 @@ def _context() -> Iterator[Context]:
             yield ctx
     finally:
         ctx.engine.dispose()
+        close = getattr(ctx.datadir, "close", None)  # object storage: its local spool
+        if close is not None:
+            close()
 
 
 def _log_story(result: Mapping[str, Any], home: str | None = None) -> None:
@@ -150,15 +162,58 @@ def _log_story(result: Mapping[str, Any], home: str | None = None) -> None:
 
 
 @task(multiple_outputs=False)
-def claim_files() -> dict[str, list[Ticket]]:
-    """Claim every waiting file (atomic rename); conversion files and status files apart."""
+def claim_files(*, triggering_asset_events: Any = None) -> dict[str, list[Ticket]]:
+    """Claim every waiting file (atomic rename, or a claim row on object storage); conversion
+    files and status files apart. A run woken by an event first lets what woke it settle."""
     from pipeline.airflow import steps
 
     with _context() as ctx:
+        _let_the_wake_up_settle(ctx, triggering_asset_events)
         claimed = steps.claim(ctx)
     for kind, tickets in claimed.items():
         log.info("claimed %d %s file(s): %s", len(tickets), kind, [t["file"] for t in tickets])
     return claimed
+
+
+def _let_the_wake_up_settle(ctx: Context, events: Any) -> None:
+    """Wait until the newest event that woke this run is ``settle_seconds`` old.
+
+    A bucket notification arrives a second or two after its upload (a ``_READY`` marker just
+    after the rename of files written moments ago), and the scan takes only files written
+    ``settle_seconds`` ago (a sender may write in place, or write a key again): a run that
+    scanned at once would leave the very file that woke it for the next schedule. So, when the
+    inbox holds a file too fresh to take, wait; nothing too fresh (files that waited long
+    enough), no wait. Bounded by ``settle_seconds``; SIGTERM ends it early (the claim then puts
+    everything back). A scheduled run has no triggering events and does not wait.
+    """
+    settle = ctx.config.settings.settle_seconds
+    if not settle or not events:
+        return
+    stamps = [_utc(event.timestamp) for asset in events for event in events[asset]]
+    if not stamps:
+        return
+    until = max(stamps) + timedelta(seconds=settle)
+    wait = min(float(settle), (until - datetime.now(UTC)).total_seconds())
+    if wait <= 0:
+        return
+    sources = ctx.config.offer_sources
+    fresh = len(ctx.datadir.scan(sources)) - len(ctx.datadir.scan(sources, settle_seconds=settle))
+    if fresh <= 0:
+        return
+    log.info(
+        "woken by an event at %s, %d file(s) written under %s s ago: waiting %.1f s",
+        max(stamps),
+        fresh,
+        settle,
+        wait,
+    )
+    deadline = time.monotonic() + wait
+    while not ctx.stop.requested and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.5, left))
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 @task

@@ -187,6 +187,12 @@ class ObjectStoreDataDir:
     def __repr__(self) -> str:
         return f"ObjectStoreDataDir({self.url!r})"
 
+    def close(self) -> None:
+        """Remove this process's spool with whatever is left in it. A claim handed to another
+        process (Airflow's claim_files to a mapped task) is never filed here, so its copy would
+        stay on this machine's disk for good, one per file ever claimed."""
+        shutil.rmtree(self._spool, ignore_errors=True)
+
     @property
     def location(self) -> str:
         return self.url

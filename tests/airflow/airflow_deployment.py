@@ -215,7 +215,9 @@ class Deployment:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW", "CONVERSIONS_", "_AIRFLOW"))
+            # AWS_*: a test's moto settings must not reach Airflow unless it passes them on
+            # (the S3 tests give the deployment an Airflow connection instead).
+            if not k.startswith(("AIRFLOW", "CONVERSIONS_", "_AIRFLOW", "AWS_"))
         }
         pythonpath = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env |= {

@@ -18,8 +18,9 @@ scheduler fails the tasks it held once their heartbeat stops (`task_instance_hea
 What must hold, derived independently of the code under test:
 
 * each file applied exactly once: one `applied` ledger row per dropped file (content hashes
-  worked out here), each original in the archive once with its bytes, inbox, `processing/`
-  (claims) and quarantine empty;
+  worked out here), one `process_file` task per file across the runs, each original in the
+  archive once with its bytes, inbox, claims (`processing/`, or `inbox_claims` rows) and
+  quarantine empty;
 * per offer source, the warehouse equals some serial order: the ledger's commit order replayed
   file by file into a fresh warehouse gives the same export and the same outcome counts (as in
   `tests/guarantees/test_concurrency.py`, whose checks are reused);
@@ -27,8 +28,16 @@ What must hold, derived independently of the code under test:
   1 held when it died failed its try and succeeded on a later try on worker 2, started after
   the kill.
 
-The data directory is one parameter (`data_directory`): the local folder now, both workers on
-this machine seeing the same one. An object-storage inbox is another value of it.
+The data directory is one parameter (`data_directory`):
+
+* `local`: a folder both workers on this machine see, woken by `inbox/_READY`;
+* `s3`: a bucket on moto's server (`CONVERSIONS_HOME=s3://aws_default@<bucket>/conversions`, the
+  README's Airflow form, the connection from `AIRFLOW_CONN_AWS_DEFAULT` with moto's endpoint; no
+  AWS_* variable reaches Airflow), claims as `inbox_claims` rows in the warehouse, woken by the
+  bucket's `s3:ObjectCreated:*` notifications on moto's SQS (no marker: each upload is notified,
+  and more than one run may come of them; the later ones find nothing left). Its checks read the
+  bucket with boto3 (archive with the bytes, inbox and quarantine empty) and `inbox_claims`
+  with SQL (no row left, claimed or returned), not the local disk.
 
 Needs `CONVERSIONS_TEST_POSTGRES_URL` and Redis (`CONVERSIONS_TEST_REDIS_URL`, default
 redis://127.0.0.1:6379/11). Either missing: skipped, except under `CI`, where Redis missing is a
@@ -38,6 +47,7 @@ failure (PostgreSQL's rule is the scheduler test's). Every wait is bounded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import uuid
@@ -51,8 +61,11 @@ from typing import Any
 
 import psutil
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from pipeline import config as config_module
+from pipeline.core.vocabulary import OUTCOMES
 from tests.airflow.airflow_deployment import (
     POSTGRES_URL,
     Deployment,
@@ -60,6 +73,7 @@ from tests.airflow.airflow_deployment import (
     databases,  # noqa: F401  (a fixture)
     sigterm_unwinds,  # noqa: F401  (a fixture)
 )
+from tests.airflow.s3_bucket import Bucket
 from tests.guarantees.test_concurrency import (
     SOURCES,
     Dropped,
@@ -140,11 +154,18 @@ class LocalDataDirectory:
     """The data directory as a local folder that every worker sees (here: the same machine)."""
 
     home: Path
+    # The watcher that wakes conversions_file_drop: the inbox's _READY marker.
+    trigger_classpath = "%DirectoryFileDeleteTrigger"
 
     @property
     def setting(self) -> str:
         """The value of CONVERSIONS_HOME for every component."""
         return str(self.home)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What every component needs besides CONVERSIONS_HOME."""
+        return {}
 
     def prepare(self) -> None:
         (self.home / "inbox").mkdir(parents=True)  # the watched folder exists before the DAG
@@ -155,15 +176,116 @@ class LocalDataDirectory:
     def wake(self) -> None:
         (self.home / "inbox" / "_READY").touch()
 
-    def assert_each_file_applied_once(self, rows: list[dict], files: Sequence[Dropped]) -> None:
+    def assert_each_file_applied_once(
+        self, rows: list[dict], files: Sequence[Dropped], warehouse_url: str
+    ) -> None:
         assert_each_file_applied_once(self.home, rows, files)
 
+    def claims_left(self, warehouse_url: str) -> list[str]:
+        return sorted(str(p.relative_to(self.home)) for p in self.home.glob("processing/*/*"))
 
-@pytest.fixture(params=["local"])
-def data_directory(request: pytest.FixtureRequest, tmp_path: Path) -> LocalDataDirectory:
+
+@dataclass
+class S3DataDirectory:
+    """The data directory in a bucket on moto's server (`s3://aws_default@bucket/conversions`,
+    the connection from AIRFLOW_CONN_AWS_DEFAULT, no AWS_* variable for Airflow), woken by the
+    bucket's notifications on an SQS queue of the same server (README, "Event-driven runs from
+    a bucket"): the documented set-up for several machines, where no _READY marker is watched.
+    Every check reads the bucket and the warehouse's claims with boto3 and SQL, not through
+    the code under test."""
+
+    bucket: Bucket
+    # The deployment's TMPDIR, where each task's spool (its local copies of claimed objects)
+    # lives: checked after the run.
+    tmp: Path
+    queue_url: str = ""
+    trigger_classpath = "%SqsSensorTrigger"
+
+    @property
+    def setting(self) -> str:
+        return self.bucket.home
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.bucket.connection_env() | {
+            "CONVERSIONS_WAKEUP_SQS_QUEUE": self.queue_url,
+            "TMPDIR": str(self.tmp),
+        }
+
+    def spooled_left(self) -> list[str]:
+        """The local copies of claimed objects the deployment's processes left behind."""
+        return sorted(p.name for p in self.tmp.glob("conversions-spool-*/*/*") if p.is_file())
+
+    def prepare(self) -> None:
+        self.tmp.mkdir(parents=True)
+        self.queue_url = self.bucket.notify_queue(f"conversions-e2e-{uuid.uuid4().hex[:8]}")
+        # S3's s3:TestEvent on configuring: off the queue, so only the uploads wake the DAG.
+        assert [body.get("Event") for body in self.bucket.drain(self.queue_url)] == ["s3:TestEvent"]
+
+    def drop(self, files: Sequence[Dropped]) -> None:
+        """One upload per file under its final name (an object appears whole); each is
+        notified to the queue, which is the wake-up."""
+        for f in files:
+            self.bucket.put(f"inbox/{f.source}/{f.name}", f.original.read_bytes())
+
+    def wake(self) -> None:
+        """Nothing: the bucket's notifications of the uploads are the wake-up."""
+
+    def assert_each_file_applied_once(
+        self, rows: list[dict], files: Sequence[Dropped], warehouse_url: str
+    ) -> None:
+        """The ledger's half of `test_concurrency.assert_each_file_applied_once`, then the
+        bucket: each original archived once with its bytes, the inbox and quarantine empty,
+        and no row left in `inbox_claims` (nothing claimed, nothing returned)."""
+        assert Counter(r["state"] for r in rows) == {"applied": len(files)}, Counter(
+            r["state"] for r in rows
+        )
+        assert sorted((r["offer_source"], r["original_name"], r["content_hash"]) for r in rows) == (
+            sorted((f.source, f.name, f.content_hash) for f in files)
+        )
+        for row in rows:
+            assert sum(row[o] for o in OUTCOMES) == row["data_lines"] > 0
+        archived = {
+            key: body
+            for key, body in self.bucket.objects("archive").items()
+            if not key.endswith(".json")
+        }
+        expected = {f"{f.content_hash[:16]}_{f.name}": f for f in files}
+        by_name = {key.rsplit("/", 1)[-1]: key for key in archived}
+        assert sorted(by_name) == sorted(expected)  # each once, nothing else
+        assert len(by_name) == len(archived)
+        for name, key in by_name.items():
+            f = expected[name]
+            assert key.split("/")[1:3] == [f.source, "conversions"], key
+            assert archived[key] == f.original.read_bytes(), key
+        assert self.bucket.objects("inbox") == {}
+        assert self.bucket.objects("quarantine") == {}
+        assert self.claims_left(warehouse_url) == []
+
+    def claims_left(self, warehouse_url: str) -> list[str]:
+        engine = create_engine(warehouse_url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    text("SELECT object_key, state, owner_host, owner_pid FROM inbox_claims")
+                ).all()
+        finally:
+            engine.dispose()
+        return sorted(" ".join(map(str, row)) for row in rows)
+
+
+DataDirectory = LocalDataDirectory | S3DataDirectory
+
+
+@pytest.fixture(params=["local", "s3"])
+def data_directory(request: pytest.FixtureRequest, tmp_path: Path) -> DataDirectory:
     if request.param == "local":
         return LocalDataDirectory(tmp_path / "datadir")
-    raise AssertionError(request.param)  # an object-storage inbox goes here
+    if request.param == "s3":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's line per request
+        bucket = Bucket.create(request.getfixturevalue("moto_endpoint"))
+        return S3DataDirectory(bucket, tmp_path / "tmp")
+    raise AssertionError(request.param)
 
 
 # --- the deployment ----------------------------------------------------------------------------
@@ -178,7 +300,7 @@ class CeleryDeployment(Deployment):
         metadata_url: str,
         warehouse_url: str,
         broker_url: str,
-        home: str,
+        data: DataDirectory,
         config: Path,
     ):
         super().__init__(
@@ -214,10 +336,12 @@ class CeleryDeployment(Deployment):
             # file stuck queued), and imports the engine once, at start (its forked tasks skip
             # the seconds of importing pandas and pandera).
             "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps(WORKER_CELERY_CONFIG),
-            "CONVERSIONS_HOME": home,
+            "CONVERSIONS_HOME": data.setting,
             "CONVERSIONS_CONFIG": str(config),
+            **data.env,
         }
-        self.home = Path(home)
+        self.data = data
+        self.warehouse_url = warehouse_url
 
     def start_worker(self, name: str) -> None:
         self.start(
@@ -263,22 +387,29 @@ class CeleryDeployment(Deployment):
             )
             parts.append(f"===== other tasks: {others}")
             parts.append(f"===== runs: {self.query('SELECT run_id, state FROM dag_run')}")
-            unfinished = {ti.map_index for ti in tis if ti.state != "success"}
+            unfinished = {(ti.run_id, ti.map_index) for ti in tis if ti.state != "success"}
         except Exception as exc:
             parts.append(f"===== metadata database unreadable: {exc!r}")
             unfinished = set()
         logs = self.airflow_home / "logs"
         for task_log in sorted(logs.glob(f"dag_id={DAG_ID}/**/task_id=process_file/*/*.log")):
-            if int(task_log.parent.name.removeprefix("map_index=")) in unfinished:
+            run_id = task_log.parent.parent.parent.name.removeprefix("run_id=")
+            map_index = int(task_log.parent.name.removeprefix("map_index="))
+            if (run_id, map_index) in unfinished:
                 parts.append(f"===== {task_log.relative_to(logs)} =====\n{_tail(task_log, 25)}")
-        claims = sorted(str(p.relative_to(self.home)) for p in self.home.glob("processing/*/*"))
-        parts.append(f"===== claims left: {claims}")
+        try:
+            parts.append(f"===== claims left: {self.data.claims_left(self.warehouse_url)}")
+        except Exception as exc:
+            parts.append(f"===== claims unreadable: {exc!r}")
         return "\n".join(parts)
 
     def task_instances(self, task_id: str = "process_file") -> list[Any]:
+        """One row per file's task, across the runs (a bucket's notifications may wake the
+        DAG more than once; a run that found nothing has only an unmapped, skipped one)."""
         return self.query(
-            "SELECT map_index, rendered_map_index, state, try_number, hostname, start_date "
-            "FROM task_instance WHERE dag_id = :d AND task_id = :t ORDER BY map_index",
+            "SELECT run_id, map_index, rendered_map_index, state, try_number, hostname, "
+            "start_date FROM task_instance WHERE dag_id = :d AND task_id = :t "
+            "AND map_index >= 0 ORDER BY run_id, map_index",
             d=DAG_ID,
             t=task_id,
         )
@@ -286,17 +417,18 @@ class CeleryDeployment(Deployment):
     def tries(self) -> list[Any]:
         """Every finished earlier try of process_file (Airflow moves them to the history)."""
         return self.query(
-            "SELECT map_index, state, try_number, hostname FROM task_instance_history "
-            "WHERE dag_id = :d AND task_id = 'process_file' ORDER BY map_index, try_number",
+            "SELECT run_id, map_index, state, try_number, hostname FROM task_instance_history "
+            "WHERE dag_id = :d AND task_id = 'process_file' "
+            "ORDER BY run_id, map_index, try_number",
             d=DAG_ID,
         )
 
 
 @contextmanager
 def _deployment(
-    tmp: Path, urls: dict[str, str], broker: str, data: LocalDataDirectory, config: Path
+    tmp: Path, urls: dict[str, str], broker: str, data: DataDirectory, config: Path
 ) -> Iterator[CeleryDeployment]:
-    d = CeleryDeployment(tmp, urls["metadata"], urls["warehouse"], broker, data.setting, config)
+    d = CeleryDeployment(tmp, urls["metadata"], urls["warehouse"], broker, data, config)
     try:
         yield d
     finally:
@@ -320,10 +452,10 @@ def _start(d: CeleryDeployment, workers: Sequence[str]) -> None:
     )
     d.cli("dags", "unpause", DAG_ID)
     d.wait_for(
-        "the _READY watcher's trigger to run in the triggerer",
+        "the watcher's trigger to run in the triggerer",
         lambda: d.query(
-            "SELECT 1 FROM trigger WHERE classpath LIKE '%DirectoryFileDeleteTrigger' "
-            "AND triggerer_id IS NOT NULL"
+            "SELECT 1 FROM trigger WHERE classpath LIKE :c AND triggerer_id IS NOT NULL",
+            c=d.data.trigger_classpath,
         ),
         STARTUP_TIMEOUT,
     )
@@ -336,10 +468,29 @@ def _start(d: CeleryDeployment, workers: Sequence[str]) -> None:
         )
 
 
-def _run_state(d: CeleryDeployment) -> str | None:
+def _run_state(d: CeleryDeployment, n_files: int = N_FILES) -> str | None:
+    """ "success" or "failed" once the DAG is done with the batch, else None.
+
+    Done: every file has its task, each finished, and every run of the DAG is over with none
+    waiting to start (no queued asset event). The _READY marker makes one run; a bucket's
+    notifications (one per upload, up to ten per trigger event) may make more, the later ones
+    finding nothing left: then the worst state of them all.
+    """
     runs = d.query("SELECT state FROM dag_run WHERE dag_id = :d", d=DAG_ID)
-    assert len(runs) <= 1, runs
-    return runs[0].state if runs and runs[0].state in ("success", "failed") else None
+    if isinstance(d.data, LocalDataDirectory):
+        assert len(runs) <= 1, runs  # one marker, one run
+    pending = d.query("SELECT 1 FROM asset_dag_run_queue WHERE target_dag_id = :d", d=DAG_ID)
+    tis = d.task_instances()
+    finished = ("success", "failed", "upstream_failed")
+    if (
+        not runs
+        or pending
+        or any(r.state not in ("success", "failed") for r in runs)
+        or len(tis) < n_files
+        or any(ti.state not in finished for ti in tis)
+    ):
+        return None
+    return "failed" if any(r.state == "failed" for r in runs) else "success"
 
 
 # --- the test ----------------------------------------------------------------------------------
@@ -349,7 +500,7 @@ def test_two_celery_workers_apply_each_file_once_and_finish_a_killed_workers_fil
     tmp_path: Path,
     databases: dict[str, str],  # noqa: F811
     redis_broker: str,
-    data_directory: LocalDataDirectory,
+    data_directory: DataDirectory,
 ) -> None:
     config_path = write_config(tmp_path / "cfg")
     config = config_module.load(config_path)
@@ -374,7 +525,7 @@ def test_two_celery_workers_apply_each_file_once_and_finish_a_killed_workers_fil
         # What it held: its tasks still marked running (nothing changes them until the
         # heartbeat timeout, seconds away); those that had finished are not in it.
         held = {
-            ti.map_index: ti
+            (ti.run_id, ti.map_index): ti
             for ti in d.task_instances()
             if ti.state == "running" and ti.hostname == "w1"
         }
@@ -387,7 +538,7 @@ def test_two_celery_workers_apply_each_file_once_and_finish_a_killed_workers_fil
 
     # Every file applied exactly once, archived once, no claim left, nothing quarantined.
     rows = ledger(databases["warehouse"])
-    data_directory.assert_each_file_applied_once(rows, files)
+    data_directory.assert_each_file_applied_once(rows, files, databases["warehouse"])
 
     # Per offer source, some serial order: the ledger's, replayed into a fresh warehouse.
     order = ledger_order(rows, files)
@@ -408,24 +559,39 @@ def test_two_celery_workers_apply_each_file_once_and_finish_a_killed_workers_fil
 
     # Each task worker 1 held when it died: that try failed (no heartbeat), a later one
     # succeeded on worker 2, started after the kill. Its file was applied once (above).
-    for map_index, was in held.items():
-        now = next(ti for ti in tis if ti.map_index == map_index)
+    for (run_id, map_index), was in held.items():
+        now = next(ti for ti in tis if (ti.run_id, ti.map_index) == (run_id, map_index))
         assert now.hostname == "w2", _table(tis, earlier)
         assert now.try_number > was.try_number, _table(tis, earlier)
         assert now.start_date > killed_at, _table(tis, earlier)
-        dead = [t for t in earlier if t.map_index == map_index and t.try_number == was.try_number]
+        dead = [
+            t
+            for t in earlier
+            if (t.run_id, t.map_index, t.try_number) == (run_id, map_index, was.try_number)
+        ]
         assert [t.hostname for t in dead] == ["w1"], _table(tis, earlier)
         assert dead[0].state in ("failed", "up_for_retry"), _table(tis, earlier)
+    if isinstance(data_directory, S3DataDirectory):
+        # Every task removed its spool when it ended (claim_files too, whose claims were
+        # handed on, not filed), so only the killed worker's copies of what it held remain.
+        held_names = {
+            ti.rendered_map_index.rsplit("/", 1)[-1]  # rendered by the end (None while running)
+            for ti in tis
+            if (ti.run_id, ti.map_index) in held
+        }
+        assert set(data_directory.spooled_left()) <= held_names, data_directory.spooled_left()
     print(
         f"\n[celery e2e] worker 1 held {len(held)} task(s) when killed: "
-        f"{sorted(ti.rendered_map_index for ti in tis if ti.map_index in held)}"
+        f"{sorted(ti.rendered_map_index for ti in tis if (ti.run_id, ti.map_index) in held)}; "
+        f"{len({ti.run_id for ti in tis})} run(s) had files"
     )
 
 
 def _table(tis: list[Any], earlier: list[Any]) -> str:
-    lines = [f"{t.map_index} {t.rendered_map_index} {t.state} try {t.try_number} on {t.hostname}"
-             for t in tis]  # fmt: skip
+    lines = [f"{t.run_id} {t.map_index} {t.rendered_map_index} {t.state} try {t.try_number} "
+             f"on {t.hostname}" for t in tis]  # fmt: skip
     lines += [
-        f"earlier: {t.map_index} {t.state} try {t.try_number} on {t.hostname}" for t in earlier
+        f"earlier: {t.run_id} {t.map_index} {t.state} try {t.try_number} on {t.hostname}"
+        for t in earlier
     ]
     return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""An object-storage data directory's spool goes when it is closed: a claim handed to another
+process (Airflow's `claim_files` hands every claim to a mapped task) is never filed by the
+process that took it, so without `close` its local copy stayed on that machine's disk for good
+(seen: 40 copies in /tmp after the Celery end-to-end test's claim_files task)."""
+
+from __future__ import annotations
+
+import boto3
+
+from pipeline.datadir.objectstore import ObjectStoreDataDir
+
+
+def test_close_removes_the_copies_of_claims_handed_on(s3_home, engine):
+    bucket, prefix = s3_home.removeprefix("s3://").split("/", 1)
+    boto3.client("s3").put_object(
+        Bucket=bucket, Key=f"{prefix}/inbox/maxbounty/a.csv", Body=b"click_id,payout\nm1,1.00\n"
+    )
+    claimer = ObjectStoreDataDir(s3_home, engine)
+    [waiting] = claimer.scan({"maxbounty"})
+    claimed = claimer.claim(waiting)
+    assert claimed is not None and claimed.path.read_bytes().startswith(b"click_id")
+
+    claimer.close()  # the claiming process ends; the claim lives on in the warehouse
+    assert not claimed.path.exists()
+    assert not claimed.path.parent.parent.exists()  # the spool folder itself
+
+    taker = ObjectStoreDataDir(s3_home, engine)  # the process the claim was handed to
+    taken = taker.take_over(claimed.claim_id)
+    assert taken is not None and taken.path.read_bytes() == b"click_id,payout\nm1,1.00\n"
+    taker.close()
+    assert not taken.path.exists()
