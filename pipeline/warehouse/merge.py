@@ -354,11 +354,15 @@ def origins(conn: Connection, conversion_ids: pd.Series) -> pd.DataFrame:
     kinds = {"conversion_id": "text"}
     stage = bulk.create_temp(conn, "stage_ids", kinds)
     bulk.insert(conn, stage, ids, kinds)
+    # The file's name by a subquery, not a join: with the ledger as one side of a join the
+    # planner looped over its few rows and probed the conversions once per id per file row
+    # (twice the reads on a warehouse bigger than its cache); this way each id is one probe.
     sql = f"""
-        SELECT c.conversion_id, f.original_name, c.line
+        SELECT c.conversion_id,
+               (SELECT f.original_name FROM ingested_files f WHERE f.file_id = c.file_id),
+               c.line
         FROM {stage} s
         JOIN conversions c ON c.conversion_id = s.conversion_id
-        JOIN ingested_files f ON f.file_id = c.file_id
     """
     parts = list(bulk.read(conn, sql, {}, columns, 1_000_000))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
