@@ -41,8 +41,8 @@ from bench_ingest import (  # noqa: E402
     MARKER,
     OFFER_SOURCE,
     Postgres,
-    machine,
     peak_rss_mb,
+    versions,
 )
 
 
@@ -130,7 +130,7 @@ def main() -> int:
         s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
         s3.create_bucket(Bucket=bucket)
         s3.upload_file(str(source), bucket, f"home/inbox/{OFFER_SOURCE}/{source.name}")
-        print(f"{args.rows:,} rows, {size / 1e6:.1f} MB; {machine(pg)}")
+        print(f"{args.rows:,} rows, {size / 1e6:.1f} MB; {versions(pg, None)}")
         results = {}
         for name, home in (("local", str(local_home)), ("s3", f"s3://{bucket}/home")):
             spec = {"name": name, "home": home, "url": pg.fresh_schema(name)}

@@ -211,3 +211,20 @@ def test_the_script_offers_its_options():
         assert option in out
     for step in ("copy", "durable", "dlt", "pandas", "ingest", "sqlite", "dry", "big", "scale"):
         assert step in out
+
+
+@pytest.mark.parametrize(
+    "script", ["bench_ingest", "bench_objectstore", "bench_celery", "page_check_first", "generate"]
+)
+def test_every_benchmark_script_starts(script):
+    """Each script imports what it needs from the others (a renamed helper once broke
+    `bench_objectstore` unseen, as nothing ran it): `--help` loads it without running anything."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout.lower()
