@@ -51,15 +51,11 @@ def resolve_home(
     (``s3://[conn_id@]bucket/prefix``), kept as the string it is. A URL that cannot work (an
     unknown scheme, no bucket, credentials in it) is a ConfigError naming where it was set;
     a relative folder in the config file is relative to that file."""
-    from pipeline.config import check_home  # the loader's check, for every source of a home
-
     from_config = getattr(config, "home", None)  # a FileConfig's; a model Config has none
     if arg:
-        check_home(arg, "--home")
-        home: str | Path = arg
+        home: str | Path = _checked(arg, "--home")
     elif os.environ.get("CONVERSIONS_HOME"):
-        home = os.environ["CONVERSIONS_HOME"]
-        check_home(home, "$CONVERSIONS_HOME")
+        home = _checked(os.environ["CONVERSIONS_HOME"], "$CONVERSIONS_HOME")
     elif config is not None and from_config:
         home = from_config  # checked by the loader, with the file and the key
         if not is_url(home) and not Path(home).expanduser().is_absolute():
@@ -67,6 +63,17 @@ def resolve_home(
     else:
         home = default
     return str(home) if is_url(home) else Path(home).expanduser().resolve()
+
+
+def _checked(home: str, where: str) -> str:
+    """The loader's check of a data directory URL, for every source of a home. A folder needs
+    none, and is not given to it: the check's module imports the engine's (pandas), which the
+    DAG files' parse must not (`airflow_home` runs when the file-drop DAG is parsed)."""
+    if is_url(home):
+        from pipeline.config import check_home
+
+        check_home(home, where)
+    return home
 
 
 def resolve_config_path(arg: str | None, default: str | Path = "conversions.toml") -> Path:

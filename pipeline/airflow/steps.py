@@ -53,8 +53,8 @@ def claim(ctx: Context) -> dict[str, list[Ticket]]:
     tickets: dict[str, list[Ticket]] = {"conversions": [], "status": []}
     claimed_files = runner.claim_waiting(ctx, hand_off=HAND_OFF)
     if ctx.stop.requested:  # nobody will process these: back to the inbox (none is started)
-        for claimed in claimed_files:
-            runner.process_claimed(ctx, claimed)
+        for claimed in claimed_files:  # handed-off claims are not downloaded: only given back
+            ctx.datadir.release(claimed)
         raise Stopped(
             f"stopped by {ctx.stop.name} while claiming; {len(claimed_files)} claimed file(s) "
             "put back in the inbox with their received times"

@@ -294,14 +294,15 @@ class ObjectStoreDataDir:
             lease=self.lease,
             hand_off=hand_off,
         )
-        return self._staged_or_dropped(row) if row is not None else None
+        return self._staged_or_dropped(row, fetch=hand_off is None) if row is not None else None
 
     def recover(self, hand_off: timedelta | None = None) -> list[Claimed]:
         """Adopt the claims whose owner is gone (lease over, or a dead pid on this host)."""
         recovered = []
         for row in claim_rows.stale(self.engine, self.store):
             adopted = claim_rows.adopt(self.engine, row, self.lease, hand_off)
-            claimed = self._staged_or_dropped(adopted) if adopted is not None else None
+            fetch = hand_off is None
+            claimed = self._staged_or_dropped(adopted, fetch) if adopted is not None else None
             if claimed is not None:
                 recovered.append(claimed)
         return recovered
@@ -479,10 +480,15 @@ class ObjectStoreDataDir:
             "archive", day(claimed.received_at), str(claimed.offer_source), claimed.kind
         )
 
-    def _staged_or_dropped(self, row: claim_rows.ClaimRow) -> Claimed | None:
+    def _staged_or_dropped(self, row: claim_rows.ClaimRow, fetch: bool = True) -> Claimed | None:
         """The claimed object copied to the spool; None (and the claim dropped) if the object
         is gone or no longer the claimed bytes: it was filed away before a crash, or its
-        sender replaced it (the new bytes are another identity, listed by the next scan)."""
+        sender replaced it (the new bytes are another identity, listed by the next scan).
+
+        ``fetch=False`` (a claim handed off to another process, as Airflow's ``claim_files``
+        does): only the identity is checked, nothing is downloaded; the process that takes the
+        claim over (`take_over`) downloads it. Downloading it here too fetched every object
+        twice, and one task fetched all of a pass's objects before any file could start."""
         claimed = Claimed(
             path=self._spool / row.claim_id / _payload_name(PurePosixPath(row.object_key).name),
             claim_id=row.claim_id,
@@ -497,7 +503,9 @@ class ObjectStoreDataDir:
         # whichever way the file goes.
         self.heartbeat.hold(row.claim_id)
         try:
-            if self.max_file_bytes is not None and row.size > self.max_file_bytes:
+            if not fetch:
+                same = self._is_claimed_identity(row)
+            elif self.max_file_bytes is not None and row.size > self.max_file_bytes:
                 same = self._placeholder(claimed.path, row)
             else:
                 same = self._download(self._key("inbox", row.object_key), claimed.path, row)
@@ -516,18 +524,22 @@ class ObjectStoreDataDir:
         ``max_file_bytes`` is quarantined unread (``file_too_large``, decided by its size), as
         on a local disk, and filing it away copies the object inside the store. False if the
         object is no longer the claimed identity."""
-        try:
-            self.fs.invalidate_cache(self._key("inbox", row.object_key))
-            info = self.fs.info(self._key("inbox", row.object_key))
-        except FileNotFoundError:
-            return False
-        if (_etag(info), int(info["size"])) != (row.etag, row.size):
+        if not self._is_claimed_identity(row):
             return False
         local.parent.mkdir(parents=True, exist_ok=True)
         with open(local, "wb") as out:
             out.truncate(row.size)
         self._unread.add(row.claim_id)
         return True
+
+    def _is_claimed_identity(self, row: claim_rows.ClaimRow) -> bool:
+        """Whether the inbox object is still the claimed one (its ETag and size)."""
+        try:
+            self.fs.invalidate_cache(self._key("inbox", row.object_key))
+            info = self.fs.info(self._key("inbox", row.object_key))
+        except FileNotFoundError:
+            return False
+        return (_etag(info), int(info["size"])) == (row.etag, row.size)
 
     def _download(self, key: str, local: Path, row: claim_rows.ClaimRow) -> bool:
         """Stream the object to ``local``; False if it is not the claimed identity."""

@@ -74,6 +74,7 @@ from tests.airflow.airflow_deployment import (
     sigterm_unwinds,  # noqa: F401  (a fixture)
 )
 from tests.airflow.s3_bucket import Bucket
+from tests.guarantees.harness import LocalHome
 from tests.guarantees.test_concurrency import (
     SOURCES,
     Dropped,
@@ -171,7 +172,7 @@ class LocalDataDirectory:
         (self.home / "inbox").mkdir(parents=True)  # the watched folder exists before the DAG
 
     def drop(self, files: Sequence[Dropped]) -> None:
-        drop_all(self.home, files)
+        drop_all(LocalHome(self.home), files)
 
     def wake(self) -> None:
         (self.home / "inbox" / "_READY").touch()
@@ -179,7 +180,7 @@ class LocalDataDirectory:
     def assert_each_file_applied_once(
         self, rows: list[dict], files: Sequence[Dropped], warehouse_url: str
     ) -> None:
-        assert_each_file_applied_once(self.home, rows, files)
+        assert_each_file_applied_once(LocalHome(self.home), warehouse_url, rows, files)
 
     def claims_left(self, warehouse_url: str) -> list[str]:
         return sorted(str(p.relative_to(self.home)) for p in self.home.glob("processing/*/*"))
