@@ -69,7 +69,9 @@ def read_until_exit(master: int, proc: subprocess.Popen, seconds: float) -> byte
 
 
 def test_a_terminal_shows_a_live_bar_with_rows_and_rows_per_second(tmp_path):
-    data = many_rows(tmp_path / "many.csv", 30_000)
+    # Big enough that reading lasts well past SHOW_AFTER_SECONDS on a fast machine too (30,000
+    # rows were read in under a second once, and the bar only ever showed the merge).
+    data = many_rows(tmp_path / "many.csv", 120_000)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERSIONS_")}
@@ -101,9 +103,9 @@ def test_a_terminal_shows_a_live_bar_with_rows_and_rows_per_second(tmp_path):
     assert read, plain[-2000:]
     assert {int(done.replace(",", "")) % BATCH for done, _, _ in read} == {0}  # per batch
     for _, total, rate in read:
-        assert 29_000 <= int(total.replace(",", "")) <= 31_000  # about 30,000
+        assert 116_000 <= int(total.replace(",", "")) <= 124_000  # about 120,000
         assert int(rate.replace(",", "")) > 0
-    assert re.search(r"many\.csv  merge .*? of 27,000 rows  [\d,]+ rows/s", plain), plain[-2000:]
+    assert re.search(r"many\.csv  merge .*? of 108,000 rows  [\d,]+ rows/s", plain), plain[-2000:]
     assert "progress:" not in plain  # a terminal gets the bar, not the log lines
     assert "many.csv" in stdout.decode()  # the summary, after the bar
 
