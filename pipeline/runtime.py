@@ -172,6 +172,20 @@ def airflow_context(warehouse_url: str | None = None) -> Context:
     return open_context(config, home, resolve_warehouse_url(warehouse_url, config, home))
 
 
+def url_of(conn: Any) -> str:
+    """`url_from_connection` of an Airflow ``Connection`` (the task SDK's or the api-server's:
+    both have these fields), so both sides of Airflow read a connection the same way."""
+    return url_from_connection(
+        conn.conn_type,
+        host=conn.host,
+        login=conn.login,
+        password=conn.password,
+        port=conn.port,
+        schema=conn.schema,
+        extra=conn.extra_dejson,
+    )
+
+
 def url_from_connection(
     conn_type: str | None,
     *,

@@ -114,15 +114,7 @@ def warehouse_url() -> str | None:
         conn = Connection.get(CONNECTION_ID)
     except AirflowNotFoundException:
         return None
-    return runtime.url_from_connection(
-        conn.conn_type,
-        host=conn.host,
-        login=conn.login,
-        password=conn.password,
-        port=conn.port,
-        schema=conn.schema,
-        extra=conn.extra_dejson,
-    )
+    return runtime.url_of(conn)
 
 
 @contextmanager

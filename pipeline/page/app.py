@@ -84,15 +84,7 @@ def _warehouse_url() -> str | None:
         conn = Connection.get_connection_from_secrets(CONNECTION_ID)
     except Exception:  # not defined (AirflowNotFoundException): the tasks fall back likewise
         return None
-    return runtime.url_from_connection(
-        conn.conn_type,
-        host=conn.host,
-        login=conn.login,
-        password=conn.password,
-        port=conn.port,
-        schema=conn.schema,
-        extra=conn.extra_dejson,
-    )
+    return runtime.url_of(conn)
 
 
 @functools.cache

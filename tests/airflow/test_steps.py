@@ -376,3 +376,31 @@ def test_totals_count_states_and_outcomes():
     assert total["table"].splitlines()[-1] == (
         "total: 3 files (2 applied, 1 quarantined); 0 data lines: 3 inserted, 1 rejected"
     )
+
+
+def test_an_airflow_connection_object_gives_the_url_its_fields_give():
+    """`runtime.url_of` reads an Airflow `Connection` (the task SDK's, here) field by field."""
+    from airflow.sdk import Connection
+
+    conn = Connection(
+        conn_id="conversions_warehouse",
+        conn_type="postgres",
+        host="db.internal",
+        login="loader",
+        password="secret",
+        port=5433,
+        schema="warehouse",
+        extra='{"sslmode": "require"}',
+    )
+    parsed = make_url(runtime.url_of(conn))
+    assert (parsed.drivername, parsed.host, parsed.port, parsed.database) == (
+        "postgresql+psycopg",
+        "db.internal",
+        5433,
+        "warehouse",
+    )
+    assert (parsed.username, parsed.password, parsed.query) == (
+        "loader",
+        "secret",
+        {"sslmode": "require"},
+    )
