@@ -149,6 +149,22 @@ def _offer_source(ctx: Context, name: str) -> str:
     return name
 
 
+def _destination(
+    ctx: Context, offer_source: str, kind: str, mode: str
+) -> tuple[str, str, str | None]:
+    """A form's offer source, kind and duplicate mode, each checked (422 with what is known)."""
+    kind = _kind(kind)
+    return _offer_source(ctx, offer_source), kind, _mode(mode, kind)
+
+
+def _inbox_name(name: str) -> str:
+    """The sender's file name as the inbox will hold it; 422 when it cannot be made safe."""
+    try:
+        return delivery.inbox_name(name)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
 def _kind(kind: str) -> str:
     if kind not in KINDS:
         raise HTTPException(422, f"unknown kind {kind!r} (expected one of: {', '.join(KINDS)})")
@@ -327,15 +343,10 @@ def check(
     mode: Annotated[str, Form()] = "",
 ):
     """Check first: stage the bytes, dry-run them, show what a real run would do."""
-    source = _offer_source(ctx, offer_source)
-    kind = _kind(kind)
-    chosen_mode = _mode(mode, kind)
+    source, kind, chosen_mode = _destination(ctx, offer_source, kind, mode)
     limit = ctx.config.settings.max_file_bytes
     _too_large(request, limit)
-    try:
-        name = delivery.inbox_name(file.filename or "")
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    name = _inbox_name(file.filename or "")
     try:
         staged = delivery.stage(_layout(ctx), _chunks(file), limit)
     except delivery.TooLarge as exc:
@@ -381,13 +392,8 @@ def apply(
     mode: Annotated[str, Form()] = "",
 ):
     """Send the checked bytes for real: into the inbox, for the file-drop DAG."""
-    source = _offer_source(ctx, offer_source)
-    kind = _kind(kind)
-    chosen_mode = _mode(mode, kind)
-    try:
-        name = delivery.inbox_name(name)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    source, kind, chosen_mode = _destination(ctx, offer_source, kind, mode)
+    name = _inbox_name(name)
     staged = delivery.staged(_layout(ctx), token)
     if staged is None:
         raise HTTPException(404, "that checked file is gone (applied already?): upload it again")
