@@ -377,14 +377,18 @@ class _FileRun:
     def apply(self) -> None:
         result = self.result
         t0 = time.perf_counter()
-        stage = warehouse.stage_create(self.conn, result.kind)
-        with self.writes:
+        stage = warehouse.Stage(
+            result.kind,
+            self.source.name,
+            file_bytes=Path(self.upload.path).stat().st_size,
+            chunk_rows=self.batch_size,
+        )
+        with self.writes, stage:
             self._read_into(stage)
             self.writes.finish()
             result.timings["read_validate_s"] = round(time.perf_counter() - t0, 3)
             t1 = time.perf_counter()
             self._merge_from(stage)
-        warehouse.stage_drop(self.conn, stage)
         result.reasons = dict(self.reason_counts.most_common())
         result.examples = self.examples
         result.timings["merge_s"] = round(time.perf_counter() - t1, 3)
@@ -402,7 +406,7 @@ class _FileRun:
                 "and drop that report back in",
             )
 
-    def _read_into(self, stage: str) -> None:
+    def _read_into(self, stage: warehouse.Stage) -> None:
         result, header = self.result, self.header
         blank = 0
         example: str | None = None
@@ -425,7 +429,7 @@ class _FileRun:
                 )
                 if example is None:
                     example = _time_example(cells, batch.lines, part.accepted, self.source)
-            self.writes(warehouse.stage_append, stage, result.kind, part.accepted)
+            self.writes(stage.append, part.accepted)
             rejected = _with_cells(part.rejected, batch, header)
             if batch.malformed:
                 rejected = pd.concat([_malformed(batch, header), rejected], ignore_index=True)
@@ -441,15 +445,12 @@ class _FileRun:
             rule = time_rule.rule(source.file_times, source.account.timezone, header.time_zone)
             result.times = time_rule.statement(rule, example)
 
-    def _merge_from(self, stage: str) -> None:
+    def _merge_from(self, stage: warehouse.Stage) -> None:
         result = self.result
         late: list[pd.DataFrame] = []
         ignored_rows: list[pd.DataFrame] = []
         staged, merged = result.data_lines - result.outcomes["rejected"], 0
-        chunks = warehouse.staged_chunks(
-            self.conn, stage, result.kind, self.batch_size, self.source.name
-        )
-        for rows, found in chunks:
+        for rows, found in stage.chunks():
             resolution = _resolve(rows, found, self.source, result, self.received, self.sequence)
             if not self.upload.dry_run:
                 self.writes(
@@ -519,7 +520,7 @@ def _resolve(
     received: pd.Timestamp,
     sequence: int,
 ) -> duplicates.Resolution:
-    """`found`: what the warehouse holds for the chunk (`warehouse.staged_chunks`)."""
+    """`found`: what the warehouse holds for the chunk (`warehouse.Stage.chunks`)."""
     if result.kind == "status":
         return duplicates.resolve_status(rows, found)
     defaults = duplicates.Defaults(

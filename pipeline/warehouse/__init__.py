@@ -15,8 +15,9 @@ are stored, how the write lock is taken (`schema`), and how whole tables move (`
   `statement_timeout_seconds` on PostgreSQL); past it the file goes back to the inbox.
 
 Modules, each one concept: `schema` (types, tables, migrations, `connect`, the lock), `ledger`
-(the `ingested_files` questions and records), `merge` (staging, the reads the merge needs, its
-writes), `extract` (the export query) and `bulk` (COPY / executemany, kinds read off the tables).
+(the `ingested_files` questions and records), `stage` (a file's rows between reading and
+merging, and what the warehouse holds for them), `merge` (its writes), `extract` (the export
+query) and `bulk` (COPY / executemany, kinds read off the tables).
 Callers use the names below as `warehouse.<name>`.
 """
 
@@ -40,10 +41,6 @@ from pipeline.warehouse.merge import (
     apply,
     origins,
     record_rejections,
-    stage_append,
-    stage_create,
-    stage_drop,
-    staged_chunks,
 )
 from pipeline.warehouse.schema import (
     MIGRATIONS,
@@ -60,11 +57,13 @@ from pipeline.warehouse.schema import (
     upgrade,
     warehouse_schema,
 )
+from pipeline.warehouse.stage import Stage
 
 __all__ = [
     "EXPORT_COLUMNS",
     "MIGRATIONS",
     "Background",
+    "Stage",
     "UTCDateTime",
     "WarehouseError",
     "applied_count",
@@ -91,10 +90,6 @@ __all__ = [
     "record_rejections",
     "recorded_by_claim",
     "rejected_rows",
-    "stage_append",
-    "stage_create",
-    "stage_drop",
-    "staged_chunks",
     "upgrade",
     "upload",
     "warehouse_schema",

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
 from pipeline import warehouse
+from pipeline.warehouse import bulk
 
 
 def _versions(engine) -> list[int]:
@@ -317,7 +318,9 @@ def test_the_bounds_hold_inside_a_files_transaction_only(
 @pytest.mark.parametrize("chunk_rows", [1, 2, 3, 100])
 def test_staged_rows_come_back_whole_per_click_id(engine, chunk_rows):
     """The merge resolves chunk by chunk: a click id split over two chunks would be resolved
-    twice, so every chunk must hold all staged rows of its click ids, and nothing else lost."""
+    twice, so every chunk must hold all staged rows of its click ids, and nothing else lost;
+    and each chunk comes with what the warehouse held for exactly its keys, once per key even
+    when the key was looked up in two batches."""
     clicks = ["b", "a", "b", "c", "a", "b", "d", "c"]
     rows = pd.DataFrame(
         {
@@ -335,25 +338,54 @@ def test_staged_rows_come_back_whole_per_click_id(engine, chunk_rows):
             "mode": pd.Series(["ignore"] * len(clicks), dtype="str"),
         }
     )
+    source = f"staged_{uuid.uuid4().hex[:8]}"
+    held = {"b": ("held-b", 7_000_000), "c": ("held-c", 8_000_000)}  # click -> id, payout
     with engine.begin() as conn:
-        stage = warehouse.stage_create(conn, "conversions")
-        warehouse.stage_append(conn, stage, "conversions", rows.iloc[:5])
-        warehouse.stage_append(conn, stage, "conversions", rows.iloc[5:])
-        chunks = [
-            rows for rows, _ in warehouse.staged_chunks(conn, stage, "conversions", chunk_rows, "x")
-        ]
+        now = pd.Timestamp("2026-11-01 09:00:00", tz="UTC")
+        existing = pd.DataFrame(
+            {
+                "conversion_id": [i for i, _ in held.values()],
+                "offer_source": source,
+                "click_id": list(held),
+                "conversion_type": "",
+                "event_id": None,
+                "status": "approved",
+                "payout": pd.Series([p for _, p in held.values()], dtype="Int64"),
+                "currency": "USD",
+                "converted_at": now,
+                "duplicate_status": "unique",
+                "file_id": 1,
+                "line": 2,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        bulk.insert(conn, "conversions", existing, bulk.kinds_of(warehouse.conversions))
+        with warehouse.Stage(
+            "conversions", source, file_bytes=20_000, chunk_rows=chunk_rows
+        ) as stage:
+            stage.append(conn, rows.iloc[:5])
+            stage.append(conn, rows.iloc[5:])
+            chunks = list(stage.chunks())
+    assert stage.partitions > 1
     seen: dict[str, int] = {}
-    for number, chunk in enumerate(chunks):
+    for number, (chunk, found) in enumerate(chunks):
         for click in set(chunk["click_id"]):
             assert click not in seen, f"{click} split over chunks {seen[click]} and {number}"
             seen[click] = number
-    back = pd.concat(chunks).sort_values("line", ignore_index=True)
+        mine = sorted(c for c in set(chunk["click_id"]) if c in held)
+        assert sorted(found["click_id"]) == mine  # its keys' rows, each once
+        for row in found.itertuples():
+            assert (row.conversion_id, row.payout) == held[row.click_id]
+            assert row.n_existing == 1
+    back = pd.concat([c for c, _ in chunks]).sort_values("line", ignore_index=True)
     assert back["line"].tolist() == rows["line"].tolist()
     assert back["click_id"].tolist() == clicks
     assert back["payout"].dropna().tolist() == [100, 300, 1, 2, 3, 4, 5]
     assert back["event_id"].isna().sum() == 7 and back.loc[1, "event_id"] == "e1"
     assert back.loc[0, "converted_at"] == pd.Timestamp("2026-11-01 10:00:00.000001", tz="UTC")
     assert back["converted_at"].isna().sum() == 7
+    assert (back.dtypes == rows.dtypes).all(), back.dtypes
     if chunk_rows >= len(clicks):
         assert len(chunks) == 1
 
