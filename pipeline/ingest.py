@@ -340,7 +340,7 @@ def _record_unapplied(
 
 class _FileRun:
     """One file's rows through the core, inside its transaction: read and validate in batches
-    into a staging table, then resolve and merge chunk by chunk.
+    into the stage (`warehouse.Stage`), then resolve and merge chunk by chunk.
 
     Memory holds one batch while reading and one merge chunk (rows of whole click ids) while
     merging, whatever the size of the file.

@@ -1,11 +1,11 @@
 """The merge as the warehouse runs it against the specification it implements.
 
-The warehouse path resolves a file chunk by chunk: its rows staged in the database and read back
-in click-id order, what the warehouse holds for them read once per file and handed out in step
-with the chunks, the writes running on a thread of their own (`warehouse.staged_chunks`,
-`warehouse.Background`). The specification is `core.duplicates.resolve` over a whole file at
-once, against the conversions that exist before it (DOMAIN.md's rules, worked by hand in
-`tests/unit/test_duplicates.py`).
+The warehouse path resolves a file chunk by chunk: its rows staged locally in partitions by a
+hash of the click id, what the warehouse holds for them looked up batch by batch as the file is
+read and handed out with the chunks, the writes running on a thread of their own
+(`warehouse.Stage`, `warehouse.Background`). The specification is `core.duplicates.resolve`
+over a whole file at once, against the conversions that exist before it (DOMAIN.md's rules,
+worked by hand in `tests/unit/test_duplicates.py`).
 
 Here hypothesis builds short sequences of files for one offer source (few click ids, so keys
 collide within and across files; every duplicate mode, a per-type mode, event ids, empty payouts,
