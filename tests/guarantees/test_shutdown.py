@@ -81,7 +81,13 @@ def _stopped(server: ForkServer, site: Site, delay: float, signum: int) -> tuple
         if filed:
             assert d.relative not in returned, f"{d.relative}: filed, yet a record; {why}"
     finished = code in (0, 1)
-    if code == -signum:  # before the handlers: connecting, nothing claimed
+    before_handlers = code == -signum or (  # SIGTERM's default kills; SIGINT's raises
+        signum == signal.SIGINT
+        and code == 128 + signum
+        and f"received {signal.Signals(signum).name}: stopping" not in log
+        and "interrupted" in log
+    )
+    if before_handlers:  # connecting, nothing claimed
         assert not left.ledger and not returned, why
     elif not finished:
         assert code == 128 + signum, why
