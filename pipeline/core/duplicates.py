@@ -264,10 +264,9 @@ def _fold(
     else:
         payout = steps["payout"].astype("Int64")
         state["payout"] = payout.groupby(steps["target_id"], sort=False).cumsum()
-        for f in _FIELDS[1:]:
-            state[f] = by_target[f].ffill()
-        for f in _FIELDS[1:]:  # increments change only the payout; keep the base's fields
-            state[f] = state.groupby("target_id", sort=False)[f].transform("first")
+        for f in _FIELDS[1:]:  # increments change only the payout: the base's fields, empty
+            # ones too (skipping those would take a later row's value into earlier rows)
+            state[f] = by_target[f].transform("first", skipna=False)
     previous = state.groupby("target_id", sort=False)[_FIELDS].shift(1)
 
     hist = state[is_event].rename(columns={"target_id": "conversion_id"})

@@ -477,10 +477,13 @@ def _run_state(d: CeleryDeployment, n_files: int = N_FILES) -> str | None:
     notifications (one per upload, up to ten per trigger event) may make more, the later ones
     finding nothing left: then the worst state of them all.
     """
+    # The queued events before the runs: the scheduler turns an event into a run in one
+    # transaction, so read in this order no event is missed between the two (read the other way
+    # round, the run it became could start just after the runs were read, unseen).
+    pending = d.query("SELECT 1 FROM asset_dag_run_queue WHERE target_dag_id = :d", d=DAG_ID)
     runs = d.query("SELECT state FROM dag_run WHERE dag_id = :d", d=DAG_ID)
     if isinstance(d.data, LocalDataDirectory):
         assert len(runs) <= 1, runs  # one marker, one run
-    pending = d.query("SELECT 1 FROM asset_dag_run_queue WHERE target_dag_id = :d", d=DAG_ID)
     tis = d.task_instances()
     finished = ("success", "failed", "upstream_failed")
     if (
@@ -532,8 +535,8 @@ def test_two_celery_workers_apply_each_file_once_and_finish_a_killed_workers_fil
         }
         assert held, "worker 1 finished its tasks before it was killed: nothing to recover"
 
-        d.wait_for("the run to finish", lambda: _run_state(d), RUN_TIMEOUT)
-        assert _run_state(d) == "success", d.diagnostics()
+        state = d.wait_for("the run to finish", lambda: _run_state(d), RUN_TIMEOUT)
+        assert state == "success", d.diagnostics()
         tis = d.task_instances()
         earlier = d.tries()
 

@@ -9,8 +9,9 @@ worked by hand in `tests/unit/test_duplicates.py`).
 
 Here hypothesis builds short sequences of files for one offer source (few click ids, so keys
 collide within and across files; every duplicate mode, a per-type mode, event ids, empty payouts,
-statuses and times), applies them through the real `ingest.ingest_file` at random batch sizes
-(1 row per chunk up to the whole file) on SQLite and PostgreSQL, and replays the same files in
+statuses and times, a run's mode override per file), applies them through the real
+`ingest.ingest_file` at random batch sizes (1 row per chunk up to the whole file) on SQLite and
+PostgreSQL, and replays the same files in
 memory: the file's accepted rows (read and normalised as `ingest` does: those steps have their
 own oracle in `test_fuzz.py`) resolved in one call, the existing side computed with pandas from
 the replayed table. Both must end with the same conversions, the same history rows and the same
@@ -56,6 +57,9 @@ options = st.fixed_dictionaries(
         "mode": st.sampled_from(list(MODES)),
         "purchase_mode": st.sampled_from([None, *MODES]),
         "batch_sizes": st.lists(st.sampled_from([1, 2, 3, 7, 50_000]), min_size=3, max_size=3),
+        # A run's override: another mode for a later file over the same keys (create_new's
+        # several conversions of a key, then edits that move the most recent one's time).
+        "overrides": st.lists(st.sampled_from([None, None, *MODES]), min_size=3, max_size=3),
     }
 )
 COLUMNS = ["click_id", "payout", "conversion_type", "event_id", "status", "conversion_time"]
@@ -65,7 +69,7 @@ def _csv(rows: list[dict[str, str]]) -> str:
     return ",".join(COLUMNS) + "\n" + "".join(",".join(r[c] for c in COLUMNS) + "\n" for r in rows)
 
 
-def _accepted(path: Path, config, name: str) -> tuple[pd.DataFrame, int]:
+def _accepted(path: Path, config, name: str, override: str | None) -> tuple[pd.DataFrame, int]:
     """The file's accepted rows and how many were rejected, read as `ingest` reads them."""
     source = config.offer_sources[name]
     header = reader.read_header(path, "conversions", max_columns=100, source=source)
@@ -77,7 +81,7 @@ def _accepted(path: Path, config, name: str) -> tuple[pd.DataFrame, int]:
             source,
             received_at=RECEIVED,
             future_tolerance_seconds=config.settings.future_tolerance_seconds,
-            mode_override=None,
+            mode_override=override,
             file_zone=header.time_zone,
         )
         accepted.append(part.accepted)
@@ -168,13 +172,14 @@ def _check(engine, tmp_path: Path, sequence, opts) -> None:
                 received_at=RECEIVED.to_pydatetime(),
                 batch_size=opts["batch_sizes"][number],
                 reports_dir=tmp_path / "reports",
+                mode_override=opts["overrides"][number],
             ),
         )
         if result.state == "duplicate_file":  # the same bytes as an earlier file: skipped
             assert rows in sequence[:number], result
             continue
         assert result.state == "applied", result
-        accepted, rejected = _accepted(path, config, name)
+        accepted, rejected = _accepted(path, config, name, opts["overrides"][number])
         defaults = duplicates.Defaults(
             status=source.default_status, currency=source.account.currency, converted_at=RECEIVED
         )

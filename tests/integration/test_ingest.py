@@ -240,6 +240,22 @@ def test_edit_targets_the_most_recent_of_several(run, engine):
     assert got == [("2026-11-01T15:00:00Z", "1.00"), ("2026-11-02T15:00:00Z", "7.00")]
 
 
+@pytest.mark.parametrize("batch_size", [1, 50_000])
+def test_edits_stay_on_the_most_recent_before_the_file_even_once_one_moves_its_time(
+    run, engine, batch_size
+):
+    """Worked by hand from `core.duplicates` (the most recent conversion is chosen as the file
+    begins): A (Nov 1) and B (Nov 2) exist; the file's first row moves B to before A, its second
+    sets a payout, and it goes to B still, in one batch or one row per batch (a merge that looked
+    the key up again after the first row's write would find A the most recent)."""
+    run(HEADER + "m1,1.00,2026-11-01 10:00:00,,,,\nm1,2.00,2026-11-02 10:00:00,,,,\n", "many")
+    edits = HEADER + "m1,,2026-10-31 10:00:00,,,,\nm1,7.00,,,,,\n"
+    r = run(edits, "many", mode_override="edit", batch_size=batch_size)
+    assert r.outcomes["updated"] == 2
+    got = sorted((r[6], r[4]) for r in rows(engine))
+    assert got == [("2026-10-31T14:00:00Z", "7.00"), ("2026-11-01T15:00:00Z", "1.00")]
+
+
 # --- status updates ----------------------------------------------------------------------------
 
 

@@ -219,6 +219,36 @@ def test_increment_against_the_warehouse_keeps_other_fields():
     assert (final["payout"], final["status"]) == (8_750_000, "pending")
 
 
+def test_an_increment_keeps_an_empty_field_empty():
+    """DOMAIN: the conversion "keeps its data". X has no event id; the increments bring one,
+    and X keeps none, in its final state and in every history row. (A base's empty field
+    once took the first value a *later* increment carried, so a row's history depended on
+    rows after it.)"""
+    res = resolve(
+        rows(
+            (2, "A", "1.00"),
+            (3, "A", "2.00", {"event_id": "e2"}),
+            (4, "B", "1.00"),
+            (5, "B", "2.00"),
+            (6, "B", "3.00", {"event_id": "e3"}),
+            mode="increment_payout",
+        ),
+        existing(("A", "X", "5.00", 1)),
+        DEFAULTS,
+        "f",
+    )
+    assert outcomes(res) == {2: "incremented", 3: "incremented", 4: "inserted"} | {
+        5: "incremented",
+        6: "incremented",
+    }
+    final = res.updates.set_index("conversion_id").loc["X"]
+    assert final["payout"] == 8_000_000 and pd.isna(final["event_id"])
+    new = res.inserts.set_index("conversion_id").loc["f-4"]
+    assert new["payout"] == 6_000_000 and pd.isna(new["event_id"])
+    h = res.history.set_index("line")
+    assert h.loc[[3, 5, 6], ["old_event_id", "new_event_id"]].isna().all().all()
+
+
 def test_ignore_by_event_id_keys_on_the_event():
     r = rows(
         (2, "A", "1.00", {"event_id": "e1"}),
