@@ -66,7 +66,8 @@ def file_archived(layout: Layout, claimed: Claimed, content_hash: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / stored_name(content_hash, claimed.name, ".json")
     earlier = _read_archive_sidecar(target.with_name(target.name + ".json"))
-    if earlier is not None and earlier.content_hash == content_hash:
+    # A sidecar alone is what a kill between its write and the file's leaves: not a copy.
+    if earlier is not None and earlier.content_hash == content_hash and target.exists():
         os.unlink(claimed.path)  # the same bytes are archived here already
         remove_claim_folder(claimed.path.parent)
         return target

@@ -332,7 +332,12 @@ class ObjectStoreDataDir:
         folder = self._archive_folder(claimed)
         target = f"{folder}/{stored_name(content_hash, claimed.name, '.json')}"
         earlier = self._read(target + ".json")
-        if earlier is None or earlier.get("content_hash") != content_hash:
+        # A sidecar alone is what a kill between its write and the file's leaves: not a copy.
+        if (
+            earlier is None
+            or earlier.get("content_hash") != content_hash
+            or not self.fs.exists(target)
+        ):
             sidecar = {
                 "claim_id": claimed.claim_id,
                 "relative": claimed.relative,

@@ -241,6 +241,25 @@ def test_archived_files_are_listed_for_replays_in_received_order(store):
     assert datadir.scan(SOURCES) == []
 
 
+def test_a_sidecar_without_its_file_is_not_an_archived_copy(store):
+    """A kill between the sidecar's write and the file's (the sidecar goes first) leaves the
+    sidecar alone; the rerun that files the same claimed bytes away must still archive them,
+    not take the sidecar for an earlier copy and drop the original."""
+    datadir, drop = store.datadir, store.drop
+    drop("maxbounty/a.csv")
+    [waiting] = datadir.scan(SOURCES)
+    target = datadir.file_archived(datadir.claim(waiting), HASH)
+    target.unlink()  # what the kill left: the sidecar only
+    assert not target.exists()
+    drop("maxbounty/a.csv")
+    [waiting] = datadir.scan(SOURCES)
+    again = datadir.file_archived(datadir.claim(waiting), HASH)
+    assert str(again) == str(target) and again.read_bytes() == CONTENT
+    assert datadir.scan(SOURCES) == []
+    [listed] = datadir.archived(date(2000, 1, 1), date(2099, 1, 1), "maxbounty")
+    assert listed.content_hash == HASH
+
+
 def test_a_quarantined_file_leaves_the_inbox_and_is_not_archived(store):
     datadir, drop = store.datadir, store.drop
     drop("nosuch/x.csv")
