@@ -26,7 +26,7 @@ from tests.helpers import REPO
 # Lowest first. A row names packages or modules of `pipeline`; a package covers its submodules.
 LAYERS: dict[int, tuple[str, ...]] = {
     0: ("core",),
-    1: ("config", "reader", "results", "shutdown", "progress"),
+    1: ("config", "reader", "plain_block", "results", "shutdown", "progress"),
     2: ("datadir", "warehouse"),
     3: ("reports", "context"),
     4: ("ingest",),
