@@ -89,7 +89,8 @@ from pipeline.core.vocabulary import (
 # parsed: a 1,000-column file gets batches of 500 records) and text.
 BATCH_CELLS = 500_000
 BATCH_BYTES = 64 * 1024 * 1024
-_READ_BYTES = 8 * 1024 * 1024  # what the plain path reads at a time
+_READ_BYTES = 8 * 1024 * 1024  # what the plain path reads at a time, at most
+_MIN_READ_BYTES = 64 * 1024
 
 _ALIAS_SPELLINGS = {
     "click_id": (
@@ -489,16 +490,20 @@ def _plain_batches(
     single_record = _record_patterns(header.delimiter).complete.fullmatch
     offset, pending, at_end, yielded = raw.tell(), b"", False, False
     ends = np.empty(0, np.int64)
+    # Reads of at most one record's limit: a line without an end is found past the limit with
+    # that much in memory, not a batch's budget.
+    read_size = min(_READ_BYTES, max(_MIN_READ_BYTES, header.max_line_bytes + 1))
     while True:
         if not at_end and len(ends) < count and len(pending) < budget:
-            more = raw.read(_READ_BYTES)
+            more = raw.read(read_size)
             at_end = not more
-            scan = len(pending) - pending.endswith(
-                b"\r"
-            )  # a `\r` left undecided is looked at again
+            scan = len(pending) - pending.endswith(b"\r")  # an undecided `\r`: look again
             pending += more
             known = ends[ends < scan]
             ends = np.concatenate((known, plain_block.line_ends(pending, scan, at_end)))
+            unended = len(pending) - (int(ends[-1]) + 1 if len(ends) else 0)
+            if unended > header.max_line_bytes:
+                return offset, line  # a line past the limit: the `csv` path says which
             continue
         if at_end and pending and (not len(ends) or ends[-1] < len(pending) - 1):
             ends = np.append(ends, len(pending) - 1)  # a last line without a line end
