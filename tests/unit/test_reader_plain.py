@@ -10,6 +10,7 @@ refusal, detail and all. Reads of a few bytes at a time put block edges everywhe
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -191,3 +192,25 @@ def test_a_bom_in_a_record_where_the_csv_path_takes_over_is_data(tmp_path):
     for read in (read_batches, read_batches_by_csv):
         rows = [r for b in read(path, header, 1) for r in b.cells.to_numpy().tolist()]
         assert rows == [["a1", "1", "x"], ["\ufeffa2", "2", "y"], ["a3", "3\n4", "z"]]
+
+
+def test_the_reader_benchmark_finds_both_paths_read_the_same(tmp_path):
+    """`benchmarks/bench_read.py` on a small generated file (its own check, not its timing)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_read.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--rows",
+            "3000",
+            "--reps",
+            "1",
+            "--file",
+            str(tmp_path / "f.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "same rows, cells and lines: True" in done.stdout
