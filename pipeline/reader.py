@@ -466,6 +466,14 @@ def _after_header(raw: io.BufferedReader, header: Header) -> tuple[int, int] | N
     that fails; the `csv` path then reports it.
     """
     start = raw.tell()
+    # The utf-8-sig decoder drops a second BOM right after the first (`read_header` does too);
+    # `_BoundedLines` counts the text it hands out, so those bytes are added back.
+    dropped = (
+        len(codecs.BOM_UTF8)
+        if header.encoding == "utf-8-sig" and raw.read(3) == codecs.BOM_UTF8
+        else 0
+    )
+    raw.seek(start)
     # Undecodable bytes are kept as escapes, as `read_header` reads: the text layer decodes
     # ahead of the header, and what is wrong further down is for the blocks to find.
     text = io.TextIOWrapper(raw, header.encoding, errors="surrogateescape", newline="")
@@ -478,7 +486,7 @@ def _after_header(raw: io.BufferedReader, header: Header) -> tuple[int, int] | N
     text.detach()
     if skipped != header.header_line:
         return None
-    return start + lines.consumed, reader.line_num
+    return start + dropped + lines.consumed, reader.line_num
 
 
 def _plain_batches(
