@@ -51,6 +51,10 @@ from pipeline.core.vocabulary import MUTABLE_FIELDS, OUTCOMES
 
 SCHEMA_VERSION = 7
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how `UTCDateTime` stores a time on SQLite
+# SQLite's page cache per connection, in KiB. Its default (2 MiB) holds a sliver of the indexes
+# a big file's rows go into, so most inserts read and write pages through the OS; see README
+# "Performance" for what a bigger one measured.
+SQLITE_CACHE_KIB = 64 * 1024
 # "No bound" on SQLite, whose busy timeout 0 means "do not wait at all": about 24 days, in ms.
 _SQLITE_FOREVER_MS = 2**31 - 1
 
@@ -395,6 +399,7 @@ def connect(url: str, *, lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_SECONDS) -> 
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -431,3 +431,17 @@ def test_a_files_history_is_read_through_its_index(engine):
             plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters).fetchall()
     shown = "\n".join(" ".join(map(str, row)) for row in plan)
     assert "ix_conversion_history_file" in shown, shown
+
+
+def test_sqlite_connections_get_the_documented_pragmas(tmp_path):
+    """README "Server settings": WAL, synchronous NORMAL, foreign keys, a 64 MiB page cache."""
+    engine = warehouse.connect(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        with engine.connect() as conn:
+            got = [
+                conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "foreign_keys", "cache_size")
+            ]
+    finally:
+        engine.dispose()
+    assert got == ["wal", 1, 1, -64 * 1024]  # synchronous: 1 is NORMAL; cache: negative is KiB
