@@ -174,9 +174,8 @@ def _quoted_lines(
     texts = [block[starts[i] : ends[i] + 1].decode("utf-8") for i in quoted.tolist()]
     if not all(map(single_record, texts)):
         return quoted, None, block
+    # Each text is one whole record (checked above), so the reader gives one row per text.
     rows = list(csv.reader(texts, delimiter=delimiter))
-    if len(rows) != len(texts):
-        return quoted, None, block
     parsed = bytearray(block)
     for i, text in zip(quoted.tolist(), texts, strict=True):
         start, size = int(starts[i]), len(text.rstrip("\r\n").encode("utf-8"))

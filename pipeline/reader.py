@@ -42,8 +42,9 @@ that looks like the missing field.
 Files can have millions of rows, so they are streamed and parsed in batches. The C `csv` module
 defines how a record is parsed; while a UTF-8 file's lines are whole records (the common case,
 a quoted value without a line break included), blocks of them are parsed by pyarrow instead,
-about four times faster, to the same cells, lines and malformed records (`pipeline.plain_block`
-says when a block is plain; a differential test holds the two paths together). Per batch, rows
+about five times faster on the benchmark's file, to the same cells, lines and malformed
+records (`pipeline.plain_block` says when a block is plain; a differential test holds the two
+paths together). Per batch, rows
 are split into good, malformed and blank ones with numpy masks, and columns are built with
 C-level iteration only (no Python statement per row).
 
@@ -440,6 +441,7 @@ def _read_batches(
     first_line = header.header_line + 1
     with open(path, "rb") as raw:
         _detect_encoding(raw)  # positions `raw` after the BOM
+        after_bom = raw.tell()
         record, skip, physical = 1, header.header_line, 0  # the csv path from the file's start
         if plain and codecs.lookup(header.encoding).name in ("utf-8", "utf-8-sig"):
             after = _after_header(raw, header)
@@ -453,8 +455,7 @@ def _read_batches(
                 raw.seek(offset)
                 skip, physical = 0, physical + record - first_line
             else:
-                raw.seek(0)
-                _detect_encoding(raw)
+                raw.seek(after_bom)
         yield from _csv_batches(raw, header, first_line, record, skip, physical, count, budget)
 
 
@@ -495,7 +496,11 @@ def _plain_batches(
     """Batches of plain blocks from where `raw` stands (record `line`), until the file ends
     (returns None) or a block is not plain: returns its byte offset and record number then,
     for the `csv` path to go on from. What was read past that offset is read again there."""
-    single_record = _record_patterns(header.delimiter).complete.fullmatch
+    complete = _record_patterns(header.delimiter).complete.fullmatch
+
+    def single_record(text: str) -> bool:
+        return complete(text) is not None
+
     offset, pending, at_end, yielded = raw.tell(), b"", False, False
     ends = np.empty(0, np.int64)
     # Reads of at most one record's limit: a line without an end is found past the limit with
@@ -529,7 +534,7 @@ def _plain_batches(
             delimiter=header.delimiter,
             width=len(header.names),
             limit=header.max_line_bytes,
-            single_record=lambda text: single_record(text) is not None,
+            single_record=single_record,
         )
         if block is None:
             return offset, line
