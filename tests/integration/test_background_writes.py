@@ -67,3 +67,41 @@ def test_an_interrupted_caller_cancels_the_write_in_flight(engine):
         transaction.rollback()
         assert conn.execute(text("SELECT 1")).scalar() == 1  # the connection is usable again
     assert time.monotonic() - started < 20  # not the 60 s the statement would have taken
+
+
+def test_reading_hands_the_writer_one_write_per_batch(engine, tmp_path, monkeypatch):
+    """Each batch's accepted rows and its rejected rows go to the writer as one write: a second
+    write per batch would wait for the first, and the reading of the next batch with it. A dry
+    run writes nothing in the merge, so every write counted here is the reading's."""
+    from datetime import UTC, datetime
+
+    from pipeline.context import Context
+    from pipeline.datadir import LocalDataDir
+    from pipeline.ingest import Upload, ingest_file
+    from tests.helpers import make_config, write_csv
+
+    calls: list[str] = []
+    handed = warehouse.Background.__call__
+
+    def counted(self, write, *args, **kwargs):
+        calls.append(write.__name__)
+        return handed(self, write, *args, **kwargs)
+
+    monkeypatch.setattr(warehouse.Background, "__call__", counted)
+    # Three batches of two rows; each has an accepted row and a rejected one (a bad payout).
+    body = "".join(
+        f"k{i},1.00,2026-11-01 10:00:00\nb{i},oops,2026-11-01 10:00:00\n" for i in range(3)
+    )
+    path = write_csv(tmp_path / "in" / "f.csv", "click_id,payout,conversion_time\n" + body)
+    result = ingest_file(
+        Context(make_config(), engine, LocalDataDir(tmp_path)),
+        Upload(
+            path,
+            "maxbounty",
+            received_at=datetime(2026, 11, 20, 12, tzinfo=UTC),
+            batch_size=2,
+            dry_run=True,
+        ),
+    )
+    assert result.outcomes["inserted"] == 3 and result.outcomes["rejected"] == 3, result
+    assert len(calls) == 3, calls
