@@ -453,13 +453,14 @@ class _FileRun:
         staged, merged = result.data_lines - result.outcomes["rejected"], 0
         for rows, found in stage.chunks():
             resolution = _resolve(rows, found, self.source, result, self.received, self.sequence)
-            if not self.upload.dry_run:
-                self.writes(
-                    warehouse.apply,
+            if not self.upload.dry_run:  # encoded here, sent by the writer thread
+                writes = warehouse.prepare(
+                    self.conn.dialect.name,
                     resolution,
                     file_id=result.file_id,
                     offer_source=self.source.name,
                 )
+                self.writes(warehouse.write, writes)
             outcome = resolution.outcomes["outcome"]
             late.append(resolution.outcomes.loc[outcome == "rejected", ["line", "reason_code"]])
             if result.kind == "conversions":

@@ -38,9 +38,12 @@ from pipeline.warehouse.ledger import (
     upload,
 )
 from pipeline.warehouse.merge import (
+    Writes,
     apply,
     origins,
+    prepare,
     record_rejections,
+    write,
 )
 from pipeline.warehouse.schema import (
     MIGRATIONS,
@@ -66,6 +69,7 @@ __all__ = [
     "Stage",
     "UTCDateTime",
     "WarehouseError",
+    "Writes",
     "applied_count",
     "applied_mode_override",
     "apply",
@@ -85,6 +89,7 @@ __all__ = [
     "original_of",
     "origins",
     "page_uploads",
+    "prepare",
     "recent_files",
     "record_file",
     "record_rejections",
@@ -93,4 +98,5 @@ __all__ = [
     "upgrade",
     "upload",
     "warehouse_schema",
+    "write",
 ]

@@ -32,6 +32,7 @@ import re
 import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -106,24 +107,55 @@ def create_temp(conn: Connection, name: str, kinds: Mapping[str, str]) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Rows for one table, encoded for its database's bulk path (`encode`) and ready to be sent
+    (`send`): CSV blocks for PostgreSQL's `COPY`, or one list of plain values per column for
+    sqlite3's executemany. Encoding needs no connection, so it can run on another thread than
+    the one that sends, while the database stores the previous rows."""
+
+    table: str
+    columns: tuple[str, ...]
+    blocks: tuple[bytes, ...] = ()  # PostgreSQL
+    values: tuple[list, ...] = ()  # SQLite
+
+
+def encode(dialect: str, table: str, frame: pd.DataFrame, kinds: Mapping[str, str]) -> Encoded:
+    """`frame[list(kinds)]` encoded for `table` on `dialect` ("postgresql" or "sqlite")."""
+    columns = tuple(kinds)
+    if dialect == "postgresql":
+        blocks = tuple(
+            _csv_block(frame.iloc[start : start + COPY_BLOCK_ROWS], kinds)
+            for start in range(0, len(frame), COPY_BLOCK_ROWS)
+        )
+        return Encoded(table, columns, blocks=blocks)
+    values = tuple(_sqlite_values(frame[c], kind) for c, kind in kinds.items())
+    return Encoded(table, columns, values=values if len(frame) else ())
+
+
+def send(conn: Connection, rows: Encoded) -> None:
+    """Append encoded rows to their table inside the connection's transaction."""
+    if not rows.blocks and not (rows.values and len(rows.values[0])):
+        return
+    dbapi = conn.connection.driver_connection
+    names = ", ".join(rows.columns)
+    if conn.dialect.name == "postgresql":
+        statement = f"COPY {rows.table} ({names}) FROM STDIN (FORMAT csv)"
+        with _wrapped(conn, statement), dbapi.cursor() as cursor, cursor.copy(statement) as copy:
+            for block in rows.blocks:
+                copy.write(block)
+    else:
+        placeholders = ", ".join("?" * len(rows.columns))
+        statement = f"INSERT INTO {rows.table} ({names}) VALUES ({placeholders})"
+        with _wrapped(conn, statement):
+            dbapi.executemany(statement, zip(*rows.values, strict=True))
+
+
 def insert(conn: Connection, table: str, frame: pd.DataFrame, kinds: Mapping[str, str]) -> None:
     """Append `frame[list(kinds)]` to `table` inside the connection's transaction."""
     if frame.empty:
         return
-    columns = list(kinds)
-    dbapi = conn.connection.driver_connection
-    if conn.dialect.name == "postgresql":
-        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
-        with _wrapped(conn, statement), dbapi.cursor() as cursor, cursor.copy(statement) as copy:
-            for start in range(0, len(frame), COPY_BLOCK_ROWS):
-                block = frame.iloc[start : start + COPY_BLOCK_ROWS]
-                copy.write(_csv_block(block, kinds))
-    else:
-        placeholders = ", ".join("?" * len(columns))
-        rows = zip(*(_sqlite_values(frame[c], kind) for c, kind in kinds.items()), strict=True)
-        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
-        with _wrapped(conn, statement):
-            dbapi.executemany(statement, rows)
+    send(conn, encode(conn.dialect.name, table, frame, kinds))
 
 
 def read(

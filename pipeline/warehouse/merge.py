@@ -7,7 +7,9 @@ statements per chunk whatever the number of rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 
 import pandas as pd
 from sqlalchemy import Connection, bindparam, text
@@ -23,19 +25,49 @@ _HISTORY_KINDS = bulk.kinds_of(schema.conversion_history)
 _REJECTION_KINDS = bulk.kinds_of(schema.rejected_rows)
 
 
+@dataclass(frozen=True)
+class Writes:
+    """A resolution's writes, encoded (`prepare`) and not yet sent (`write`)."""
+
+    inserts: bulk.Encoded | None
+    updates: bulk.Encoded | None
+    history: bulk.Encoded | None
+    now: pd.Timestamp
+
+
 def apply(conn: Connection, resolution: Resolution, *, file_id: int, offer_source: str) -> None:
     """Write a resolution: a few bulk statements, whatever the number of rows."""
+    write(conn, prepare(conn.dialect.name, resolution, file_id=file_id, offer_source=offer_source))
+
+
+def prepare(dialect: str, resolution: Resolution, *, file_id: int, offer_source: str) -> Writes:
+    """Encode a resolution's rows for `dialect`: the client's share of its writes, done apart
+    from `write` so that it can run while the database stores the previous chunk's rows (on
+    the 1M-row file it was a tenth of the merge when the writer thread did it)."""
     now = pd.Timestamp(schema.now())
+    inserts = updates = history = None
     if len(resolution.inserts):
-        inserts = resolution.inserts.assign(
+        rows = resolution.inserts.assign(
             offer_source=offer_source, file_id=file_id, created_at=now, updated_at=now
         )
-        bulk.insert(conn, "conversions", inserts, _CONVERSION_KINDS)
+        inserts = bulk.encode(dialect, "conversions", rows, _CONVERSION_KINDS)
     if len(resolution.updates):
-        updated = ("conversion_id", *MUTABLE_FIELDS)
-        kinds = {c: _CONVERSION_KINDS[c] for c in updated if c in resolution.updates.columns}
+        kinds = _update_kinds(resolution.updates)
+        updates = bulk.encode(dialect, "", resolution.updates, kinds)
+    if len(resolution.history):
+        rows = resolution.history[HISTORY_COLUMNS].assign(file_id=file_id, recorded_at=now)
+        history = bulk.encode(dialect, "conversion_history", rows, _HISTORY_KINDS)
+    return Writes(inserts, updates, history, now)
+
+
+def write(conn: Connection, writes: Writes) -> None:
+    """Send prepared writes, in the file's transaction: inserts, updates, then history."""
+    if writes.inserts is not None:
+        bulk.send(conn, writes.inserts)
+    if writes.updates is not None:
+        kinds = {c: _CONVERSION_KINDS[c] for c in writes.updates.columns}
         stage = bulk.create_temp(conn, "stage_updates", kinds)
-        bulk.insert(conn, stage, resolution.updates, kinds)
+        bulk.send(conn, dataclasses.replace(writes.updates, table=stage))
         _analyze(conn, stage)
         fields = [f for f in kinds if f != "conversion_id"]
         assignments = ", ".join(f"{f} = u.{f}" for f in fields)
@@ -44,11 +76,16 @@ def apply(conn: Connection, resolution: Resolution, *, file_id: int, offer_sourc
                 f"UPDATE conversions SET {assignments}, updated_at = :now FROM {stage} u "
                 "WHERE conversions.conversion_id = u.conversion_id"
             ).bindparams(bindparam("now", type_=schema.UTCDateTime)),
-            {"now": now.to_pydatetime()},
+            {"now": writes.now.to_pydatetime()},
         )
-    if len(resolution.history):
-        history = resolution.history[HISTORY_COLUMNS].assign(file_id=file_id, recorded_at=now)
-        bulk.insert(conn, "conversion_history", history, _HISTORY_KINDS)
+    if writes.history is not None:
+        bulk.send(conn, writes.history)
+
+
+def _update_kinds(updates: pd.DataFrame) -> dict[str, str]:
+    """The columns an update sets: the id and the mutable fields the resolution gives."""
+    updated = ("conversion_id", *MUTABLE_FIELDS)
+    return {c: _CONVERSION_KINDS[c] for c in updated if c in updates.columns}
 
 
 def _analyze(conn: Connection, table: str) -> None:

@@ -134,3 +134,21 @@ def test_the_history_records_each_mutable_field_as_the_conversions_store_it():
     assert list(history) == ["conversion_id", "file_id", "line", "action"] + [
         f"{side}_{field}" for field in MUTABLE_FIELDS for side in ("old", "new")
     ] + ["recorded_at"]
+
+
+def test_rows_encoded_before_the_transaction_are_sent_in_it_unchanged(engine):
+    """`encode` needs no connection (the merge encodes a chunk on the main thread while the
+    writer thread sends the previous one): what it built is what the table holds."""
+    frame = _frame(30).assign(n=range(30))
+    kinds = {"n": "int", **KINDS}
+    with engine.begin() as conn:
+        table = bulk.create_temp(conn, "t_encoded", kinds)
+    encoded = bulk.encode(engine.dialect.name, table, frame, kinds)  # no connection in hand
+    assert encoded.blocks if engine.dialect.name == "postgresql" else encoded.values
+    with engine.begin() as conn:
+        table = bulk.create_temp(conn, "t_encoded", kinds)  # a temporary table: made again
+        bulk.send(conn, encoded)
+        sql = f"SELECT n, {bulk.payout_text(conn, 'p')} FROM {table} ORDER BY n"
+        back = pd.concat(list(bulk.read(conn, sql, {}, ["n", "p"], 100)), ignore_index=True)
+    assert back["n"].astype(int).tolist() == list(range(30))
+    assert bulk.decode_payout(back["p"]).tolist() == frame["p"].tolist()
