@@ -38,7 +38,6 @@ from pipeline.warehouse.ledger import (
     upload,
 )
 from pipeline.warehouse.merge import (
-    Writes,
     apply,
     origins,
     prepare,
@@ -69,7 +68,6 @@ __all__ = [
     "Stage",
     "UTCDateTime",
     "WarehouseError",
-    "Writes",
     "applied_count",
     "applied_mode_override",
     "apply",

@@ -109,46 +109,47 @@ def create_temp(conn: Connection, name: str, kinds: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Rows for one table, encoded for its database's bulk path (`encode`) and ready to be sent
-    (`send`): CSV blocks for PostgreSQL's `COPY`, or one list of plain values per column for
-    sqlite3's executemany. Encoding needs no connection, so it can run on another thread than
-    the one that sends, while the database stores the previous rows."""
+    """Rows for one table, ready to be sent (`send`). Encoding needs no connection, so it can
+    run on another thread than the one that sends, while the database stores earlier rows.
+
+    On PostgreSQL `encode` builds the CSV blocks `COPY` reads. On SQLite, which stores rows in
+    this process, the plain values executemany takes are made by `send` instead: made ahead,
+    they only held two chunks' values in memory at once (peak RSS 563 against 492-511 MB on
+    the 1M-row file), and were no faster."""
 
     table: str
-    columns: tuple[str, ...]
+    kinds: Mapping[str, str]
     blocks: tuple[bytes, ...] = ()  # PostgreSQL
-    values: tuple[list, ...] = ()  # SQLite
+    frame: pd.DataFrame | None = None  # SQLite
 
 
 def encode(dialect: str, table: str, frame: pd.DataFrame, kinds: Mapping[str, str]) -> Encoded:
     """`frame[list(kinds)]` encoded for `table` on `dialect` ("postgresql" or "sqlite")."""
-    columns = tuple(kinds)
-    if dialect == "postgresql":
-        blocks = tuple(
-            _csv_block(frame.iloc[start : start + COPY_BLOCK_ROWS], kinds)
-            for start in range(0, len(frame), COPY_BLOCK_ROWS)
-        )
-        return Encoded(table, columns, blocks=blocks)
-    values = tuple(_sqlite_values(frame[c], kind) for c, kind in kinds.items())
-    return Encoded(table, columns, values=values if len(frame) else ())
+    if dialect != "postgresql":
+        return Encoded(table, kinds, frame=frame)
+    blocks = tuple(
+        _csv_block(frame.iloc[start : start + COPY_BLOCK_ROWS], kinds)
+        for start in range(0, len(frame), COPY_BLOCK_ROWS)
+    )
+    return Encoded(table, kinds, blocks=blocks)
 
 
 def send(conn: Connection, rows: Encoded) -> None:
     """Append encoded rows to their table inside the connection's transaction."""
-    if not rows.blocks and not (rows.values and len(rows.values[0])):
-        return
     dbapi = conn.connection.driver_connection
-    names = ", ".join(rows.columns)
+    names = ", ".join(rows.kinds)
     if conn.dialect.name == "postgresql":
         statement = f"COPY {rows.table} ({names}) FROM STDIN (FORMAT csv)"
         with _wrapped(conn, statement), dbapi.cursor() as cursor, cursor.copy(statement) as copy:
             for block in rows.blocks:
                 copy.write(block)
     else:
-        placeholders = ", ".join("?" * len(rows.columns))
+        assert rows.frame is not None, "rows encoded for PostgreSQL"
+        values = (_sqlite_values(rows.frame[c], kind) for c, kind in rows.kinds.items())
+        placeholders = ", ".join("?" * len(rows.kinds))
         statement = f"INSERT INTO {rows.table} ({names}) VALUES ({placeholders})"
         with _wrapped(conn, statement):
-            dbapi.executemany(statement, zip(*rows.values, strict=True))
+            dbapi.executemany(statement, zip(*values, strict=True))
 
 
 def insert(conn: Connection, table: str, frame: pd.DataFrame, kinds: Mapping[str, str]) -> None:

@@ -7,7 +7,6 @@ statements per chunk whatever the number of rows.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ class Writes:
     """A resolution's writes, encoded (`prepare`) and not yet sent (`write`)."""
 
     inserts: bulk.Encoded | None
-    updates: bulk.Encoded | None
+    updates: pd.DataFrame | None  # final values of existing conversions: few, sent as they are
     history: bulk.Encoded | None
     now: pd.Timestamp
 
@@ -43,20 +42,18 @@ def apply(conn: Connection, resolution: Resolution, *, file_id: int, offer_sourc
 def prepare(dialect: str, resolution: Resolution, *, file_id: int, offer_source: str) -> Writes:
     """Encode a resolution's rows for `dialect`: the client's share of its writes, done apart
     from `write` so that it can run while the database stores the previous chunk's rows (on
-    the 1M-row file it was a tenth of the merge when the writer thread did it)."""
+    PostgreSQL the server otherwise waited inside each `COPY` while the rows were encoded)."""
     now = pd.Timestamp(schema.now())
-    inserts = updates = history = None
+    inserts = history = None
     if len(resolution.inserts):
         rows = resolution.inserts.assign(
             offer_source=offer_source, file_id=file_id, created_at=now, updated_at=now
         )
         inserts = bulk.encode(dialect, "conversions", rows, _CONVERSION_KINDS)
-    if len(resolution.updates):
-        kinds = _update_kinds(resolution.updates)
-        updates = bulk.encode(dialect, "", resolution.updates, kinds)
     if len(resolution.history):
         rows = resolution.history[HISTORY_COLUMNS].assign(file_id=file_id, recorded_at=now)
         history = bulk.encode(dialect, "conversion_history", rows, _HISTORY_KINDS)
+    updates = resolution.updates if len(resolution.updates) else None
     return Writes(inserts, updates, history, now)
 
 
@@ -65,9 +62,10 @@ def write(conn: Connection, writes: Writes) -> None:
     if writes.inserts is not None:
         bulk.send(conn, writes.inserts)
     if writes.updates is not None:
-        kinds = {c: _CONVERSION_KINDS[c] for c in writes.updates.columns}
+        updated = ("conversion_id", *MUTABLE_FIELDS)
+        kinds = {c: _CONVERSION_KINDS[c] for c in updated if c in writes.updates.columns}
         stage = bulk.create_temp(conn, "stage_updates", kinds)
-        bulk.send(conn, dataclasses.replace(writes.updates, table=stage))
+        bulk.insert(conn, stage, writes.updates, kinds)
         _analyze(conn, stage)
         fields = [f for f in kinds if f != "conversion_id"]
         assignments = ", ".join(f"{f} = u.{f}" for f in fields)
@@ -80,12 +78,6 @@ def write(conn: Connection, writes: Writes) -> None:
         )
     if writes.history is not None:
         bulk.send(conn, writes.history)
-
-
-def _update_kinds(updates: pd.DataFrame) -> dict[str, str]:
-    """The columns an update sets: the id and the mutable fields the resolution gives."""
-    updated = ("conversion_id", *MUTABLE_FIELDS)
-    return {c: _CONVERSION_KINDS[c] for c in updated if c in updates.columns}
 
 
 def _analyze(conn: Connection, table: str) -> None:

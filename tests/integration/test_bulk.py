@@ -144,7 +144,7 @@ def test_rows_encoded_before_the_transaction_are_sent_in_it_unchanged(engine):
     with engine.begin() as conn:
         table = bulk.create_temp(conn, "t_encoded", kinds)
     encoded = bulk.encode(engine.dialect.name, table, frame, kinds)  # no connection in hand
-    assert encoded.blocks if engine.dialect.name == "postgresql" else encoded.values
+    assert encoded.blocks if engine.dialect.name == "postgresql" else encoded.frame is not None
     with engine.begin() as conn:
         table = bulk.create_temp(conn, "t_encoded", kinds)  # a temporary table: made again
         bulk.send(conn, encoded)
